@@ -1,0 +1,1 @@
+"""OCT data: the embedded synthetic OCT generator and loaders for real OCT layouts."""
