@@ -1,0 +1,535 @@
+"""The mechanics every attack shares, written once.
+
+An attack is a MONAI transform ``atk(img, label, mask=None) -> adversarial img``. The base class
+:class:`AdversarialAttack` does everything that is not the attack's own algorithm: input checks,
+batching of one item, dtype and device handling, eps drawing, the network's eval mode, gradients
+that leave the parameters alone and work under ``torch.no_grad()``, targeting, the loss, the
+projection onto the eps-ball, the region-of-interest mask and the value range. A subclass writes
+only :meth:`AdversarialAttack._attack`, which reads like the paper's algorithm.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn as nn
+from monai.transforms import Randomizable, Transform
+from monai.utils import convert_to_dst_type
+
+from monai_adv.transforms.losses import per_sample_cross_entropy
+
+__all__ = [
+    "AdversarialAttack",
+    "NormBoundedAttack",
+    "default_output_transform",
+    "EpsType",
+    "ValueRange",
+    "LABEL_TYPES",
+    "per_sample_view",
+    "check_steps",
+    "check_step_size",
+]
+
+EpsType = Union[float, tuple[float, float]]
+ValueRange = Union[tuple[float, float], None]
+LABEL_TYPES = (int, np.integer, torch.Tensor, np.ndarray, Sequence)
+
+_LOGIT_KEYS = ("logits", "logit", "pred", "out", "output")
+
+
+def default_output_transform(output: Any) -> torch.Tensor:
+    """Pick the class logits out of a network's output.
+
+    A tensor is taken as it is; a tuple or list gives its first element; a dict gives the value of
+    the first of ``logits``, ``logit``, ``pred``, ``out``, ``output`` that it holds.
+
+    Raises:
+        ValueError: when a dict holds none of those keys.
+        TypeError: when the output is of any other type.
+    """
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, (tuple, list)) and len(output) > 0:
+        return default_output_transform(output[0])
+    if isinstance(output, Mapping):
+        for key in _LOGIT_KEYS:
+            if key in output:
+                return output[key]
+        raise ValueError(
+            f"network returned a dict with keys {sorted(output)}, none of which is one of {_LOGIT_KEYS}; "
+            "pass output_transform=... to pick the class logits."
+        )
+    raise TypeError(
+        f"network returned {type(output).__name__}, not class logits; pass output_transform=... to pick them."
+    )
+
+
+def per_sample_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
+    """Reshape a per-sample vector ``(B,)`` to ``(B, 1, ..., 1)`` with ``ndim`` dimensions."""
+    return t.reshape(t.shape[0], *([1] * (ndim - 1)))
+
+
+def check_steps(steps: int, name: str = "steps") -> int:
+    """Check an iteration count (an integer >= 1)."""
+    if int(steps) != steps or steps < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {steps!r}.")
+    return int(steps)
+
+
+def check_step_size(name: str, value: float | None) -> float | None:
+    """Check a step size (> 0, or None for an attack's default)."""
+    if value is not None and not float(value) > 0:
+        raise ValueError(f"{name} must be > 0 (or None for the default), got {value!r}.")
+    return None if value is None else float(value)
+
+
+class AdversarialAttack(Randomizable, Transform):
+    """Base class of every attack transform.
+
+    Call as ``atk(img, label)`` or ``atk(img, label, mask=roi)``. ``img`` is one channel-first item
+    ``(C, *spatial)`` or a batch ``(B, C, *spatial)``, as a torch tensor, MONAI ``MetaTensor`` or
+    numpy array; the result has its type, shape, dtype and device (and, for a MetaTensor, its
+    metadata). The network runs on its own device and in eval mode, restored afterwards.
+
+    Args:
+        network: the classifier under attack; returns logits ``(B, num_classes)``, or a tuple or
+            dict from which ``output_transform`` picks them.
+        value_range: ``(low, high)`` that every output intensity lies in, or ``None`` for unbounded
+            images (HU, z-scored).
+        spatial_dims: 2 for images, 3 for volumes.
+        targeted: when True, ``label`` is the class the attack drives the prediction *to*.
+        loss: ``loss(logits, labels)`` returning per-sample values ``(B,)`` (or a scalar) that the
+            attack increases (untargeted) or decreases (targeted); default cross-entropy.
+        output_transform: maps the network's output to logits; default
+            :func:`default_output_transform`.
+
+    Raises:
+        TypeError: when ``network`` is not callable.
+        ValueError: for a bad ``spatial_dims`` or ``value_range``.
+    """
+
+    #: whether the attack needs gradients of the network (False for score-based black-box attacks)
+    uses_gradients: bool = True
+
+    def __init__(
+        self,
+        network: nn.Module | Callable[[torch.Tensor], Any],
+        *,
+        value_range: ValueRange = (0.0, 1.0),
+        spatial_dims: int = 2,
+        targeted: bool = False,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
+    ) -> None:
+        if not callable(network):
+            raise TypeError(f"network must be a torch module or callable, got {type(network).__name__}.")
+        if spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
+        if value_range is not None:
+            if len(value_range) != 2:
+                raise ValueError(f"value_range must be (low, high) or None, got {value_range!r}.")
+            low, high = float(value_range[0]), float(value_range[1])
+            if not (np.isfinite(low) and np.isfinite(high)) or low >= high:
+                raise ValueError(
+                    f"value_range must be finite with low < high, got {value_range!r} (inverted?)."
+                )
+            value_range = (low, high)
+        self.network = network
+        self.value_range = value_range
+        self.spatial_dims = spatial_dims
+        self.targeted = bool(targeted)
+        self.loss = loss
+        self.output_transform = output_transform
+        self.num_classes: int | None = None
+
+    # ------------------------------------------------------------------------------------------
+    # the public call
+    # ------------------------------------------------------------------------------------------
+    def __call__(self, img: Any, label: Any, mask: Any | None = None) -> Any:  # type: ignore[override]
+        """Return the adversarial version of ``img``.
+
+        Args:
+            img: one item ``(C, *spatial)`` or a batch ``(B, C, *spatial)``, floating point.
+            label: the true class (untargeted) or the target class (targeted): an int, a
+                0-d/1-element tensor (broadcast over a batch), ``(B,)`` or ``(B, 1)``.
+            mask: optional region of interest, nonzero where the image may change; shape
+                ``spatial``, ``(1 or C, *spatial)`` or ``(B, 1 or C, *spatial)``.
+
+        Raises:
+            ValueError: for a wrong number of dimensions, NaN/Inf values, an image outside
+                ``value_range``, labels of the wrong shape or out of range, a mask that does not
+                fit, or a network output that is not class logits.
+            TypeError: for a non-floating image.
+        """
+        x, batched = self._as_batch(img)
+        device = self._network_device(x.device)
+        work_dtype = self._network_dtype(x.dtype)
+        x_work = x.to(device=device, dtype=work_dtype)
+        y = self._labels(label, x.shape[0], device)
+        m = self._mask(mask, x_work)
+        self.randomize(None)
+        generator = self._generator(device)
+
+        module = self.network if isinstance(self.network, nn.Module) else None
+        was_training = module.training if module is not None else False
+        try:
+            if module is not None:
+                module.eval()
+            with torch.enable_grad() if self.uses_gradients else torch.no_grad():
+                x_adv = self._attack(x_work, y, m, generator)
+        finally:
+            if module is not None:
+                module.train(was_training)
+        x_adv = self._finalize(x_adv.detach().to(device=x.device, dtype=x.dtype), x, m)
+        if not batched:
+            x_adv = x_adv[0]
+        out, *_ = convert_to_dst_type(x_adv, img)
+        return out
+
+    def _attack(
+        self, x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """The attack's own algorithm on a batch; subclasses implement it.
+
+        Args:
+            x: the clean batch ``(B, C, *spatial)`` on the network's device and dtype.
+            y: labels ``(B,)`` (targets when ``targeted``).
+            mask: ``None`` or a 0/1 tensor broadcastable to ``x``.
+            generator: the torch generator to draw all randomness from (seeded by ``self.R``).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must implement _attack.")
+
+    def randomize(self, data: Any = None) -> None:
+        """Draw the per-call random factors (the torch seed) from ``self.R``."""
+        self._seed = int(self.R.randint(0, 2**31 - 1))
+
+    # ------------------------------------------------------------------------------------------
+    # network access
+    # ------------------------------------------------------------------------------------------
+    def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+        """Run the network and return checked class logits ``(B, num_classes)``.
+
+        Args:
+            x: the batch to classify.
+            y: optional labels, checked against the number of classes.
+
+        Raises:
+            ValueError: when the output is not a floating ``(B, K)`` tensor with ``K >= 2``, or a
+                label is out of range.
+        """
+        out = self.output_transform(self.network(x))
+        if not isinstance(out, torch.Tensor):
+            raise ValueError(
+                f"network output (after output_transform) is {type(out).__name__}, not a tensor of class logits."
+            )
+        if out.ndim != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2 or not out.is_floating_point():
+            raise ValueError(
+                f"network output of shape {tuple(out.shape)} and dtype {out.dtype} is not class logits "
+                f"(expected floating (B={x.shape[0]}, num_classes>=2)); for a segmentation or multi-output "
+                "network, pass output_transform=... to pick the logits."
+            )
+        if y is not None:
+            self._check_label_range(y, out.shape[1])
+        return out
+
+    def loss_per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The attack loss, per sample ``(B,)`` (or a scalar for a custom loss that reduces)."""
+        if self.loss is None:
+            return per_sample_cross_entropy(logits, y)
+        value = self.loss(logits, y)
+        if not isinstance(value, torch.Tensor) or value.ndim > 1:
+            raise ValueError("a custom attack loss must return a scalar or a per-sample (B,) tensor.")
+        return value
+
+    def objective_and_grad(
+        self, x_adv: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Gradient of the objective the attack *ascends*, w.r.t. the input only.
+
+        The objective is the loss (untargeted) or minus the loss (targeted). Parameters' ``.grad``
+        are not touched: the gradient is taken with ``torch.autograd.grad`` on the input alone.
+
+        Returns:
+            ``(grad, objective per sample (B,) or scalar, logits)``, all detached.
+        """
+        x_adv = x_adv.detach().requires_grad_(True)
+        logits = self.logits(x_adv, y)
+        objective = self.loss_per_sample(logits, y)
+        if self.targeted:
+            objective = -objective
+        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
+        return grad.detach(), objective.detach(), logits.detach()
+
+    def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample success: misclassified (untargeted) or classified as the target (targeted)."""
+        pred = logits.argmax(dim=1)
+        return pred == y if self.targeted else pred != y
+
+    # ------------------------------------------------------------------------------------------
+    # shared geometry
+    # ------------------------------------------------------------------------------------------
+    def clip_to_range(self, x: torch.Tensor) -> torch.Tensor:
+        """Clamp to ``value_range`` (no-op when it is None)."""
+        if self.value_range is None:
+            return x
+        return x.clamp(self.value_range[0], self.value_range[1])
+
+    # ------------------------------------------------------------------------------------------
+    # input checks and conversions
+    # ------------------------------------------------------------------------------------------
+    def _as_batch(self, img: Any) -> tuple[torch.Tensor, bool]:
+        if isinstance(img, np.ndarray):
+            x = torch.as_tensor(img)
+        elif isinstance(img, torch.Tensor):
+            x = img.as_tensor() if hasattr(img, "as_tensor") else img
+        else:
+            raise TypeError(f"img must be a torch tensor or numpy array, got {type(img).__name__}.")
+        x = x.detach()
+        if not x.is_floating_point():
+            raise TypeError(
+                f"img must be floating point (got {x.dtype}); scale it to its intensity range first "
+                "(e.g. monai.transforms.ScaleIntensity)."
+            )
+        d = self.spatial_dims
+        if x.ndim == d + 1:
+            x, batched = x.unsqueeze(0), False
+        elif x.ndim == d + 2:
+            batched = True
+        else:
+            raise ValueError(
+                f"img has {x.ndim} dimensions {tuple(x.shape)}; with spatial_dims={d} expected {d + 1} "
+                f"(C, *spatial) or {d + 2} (B, C, *spatial)."
+            )
+        if x.numel() == 0:
+            raise ValueError(f"img is empty: shape {tuple(x.shape)}.")
+        if not torch.isfinite(x).all():
+            raise ValueError("img contains NaN or Inf values.")
+        if self.value_range is not None:
+            low, high = self.value_range
+            tol = 1e-5 * (high - low)
+            x_min, x_max = float(x.min()), float(x.max())
+            if x_min < low - tol or x_max > high + tol:
+                raise ValueError(
+                    f"img intensities [{x_min:.4g}, {x_max:.4g}] lie outside value_range {self.value_range}; "
+                    "scale the image or set value_range (None for unbounded images)."
+                )
+            x = x.clamp(low, high)
+        return x, batched
+
+    def _labels(self, label: Any, batch: int, device: torch.device) -> torch.Tensor:
+        if label is None:
+            raise ValueError("label is required (the true class, or the target class when targeted=True).")
+        if isinstance(label, (bool, np.bool_)):
+            raise ValueError(f"label must be a class index, got {label!r}.")
+        y = torch.as_tensor(label.as_tensor() if hasattr(label, "as_tensor") else label).detach()
+        if y.is_floating_point():
+            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+                raise ValueError(
+                    f"labels must be integer class indices, got non-integer values {y.flatten()[:8]}."
+                )
+        elif y.dtype == torch.bool or y.is_complex():
+            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}.")
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.numel() == 1:
+            y = y.reshape(1).expand(batch)
+        elif y.ndim != 1 or y.shape[0] != batch:
+            raise ValueError(
+                f"labels of shape {tuple(y.shape)} do not fit a batch of {batch}: expected an int, a 1-element "
+                f"tensor, ({batch},) or ({batch}, 1) class indices (not one-hot)."
+            )
+        y = y.to(device=device, dtype=torch.long)
+        if (y < 0).any():
+            raise ValueError(f"labels must be non-negative class indices, got {y.tolist()}.")
+        return y
+
+    def _check_label_range(self, y: torch.Tensor, num_classes: int) -> None:
+        self.num_classes = num_classes
+        if (y >= num_classes).any():
+            raise ValueError(
+                f"labels {sorted(set(y.tolist()))} are out of range for a network with {num_classes} classes."
+            )
+
+    def _mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        m = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask).detach()
+        d = self.spatial_dims
+        if m.ndim == d:
+            m = m.reshape(1, 1, *m.shape)
+        elif m.ndim == d + 1:
+            m = m.unsqueeze(0)
+        elif m.ndim != d + 2:
+            raise ValueError(
+                f"mask has {m.ndim} dimensions {tuple(m.shape)}; expected spatial {d}, (C, *spatial) or "
+                "(B, C, *spatial)."
+            )
+        try:
+            torch.broadcast_shapes(m.shape, x.shape)
+            m = m.expand_as(x) if m.shape != x.shape else m
+        except RuntimeError as e:
+            raise ValueError(
+                f"mask of shape {tuple(m.shape)} does not fit img of shape {tuple(x.shape)}."
+            ) from e
+        if m.is_floating_point() and not torch.isfinite(m).all():
+            raise ValueError("mask contains NaN or Inf values.")
+        return (m != 0).to(device=x.device, dtype=x.dtype)
+
+    def _network_device(self, fallback: torch.device) -> torch.device:
+        if isinstance(self.network, nn.Module):
+            for p in self.network.parameters():
+                return p.device
+            for b in self.network.buffers():
+                return b.device
+        return fallback
+
+    def _network_dtype(self, fallback: torch.dtype) -> torch.dtype:
+        if isinstance(self.network, nn.Module):
+            for p in self.network.parameters():
+                if p.is_floating_point():
+                    return p.dtype
+        return fallback
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        g = torch.Generator(device=device)
+        g.manual_seed(self._seed)
+        return g
+
+    def _finalize(self, x_adv: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Re-apply mask and value range in the caller's dtype (guards against rounding on the way back)."""
+        if mask is not None:
+            m = mask.to(device=x.device, dtype=x.dtype)
+            x_adv = x + (x_adv - x) * m
+        return self.clip_to_range(x_adv)
+
+    def with_network(self, network: nn.Module | Callable[[torch.Tensor], Any]) -> AdversarialAttack:
+        """A shallow copy of this attack aimed at another network (e.g. a surrogate)."""
+        clone = copy.copy(self)
+        clone.network = network
+        clone.num_classes = None
+        return clone
+
+    def __repr__(self) -> str:
+        skip = {"network", "R", "output_transform", "num_classes", "_seed"}
+        args = ", ".join(
+            f"{k}={v!r}" for k, v in vars(self).items() if k not in skip and not k.startswith("_")
+        )
+        return f"{type(self).__name__}({args})"
+
+
+class NormBoundedAttack(AdversarialAttack):
+    """An attack whose perturbation lies in an eps-ball (L-infinity or L2) around the input.
+
+    Args:
+        network: the classifier under attack.
+        eps: the radius in the image's own intensity units (L-infinity: per voxel; L2: over the
+            whole item, or the region of interest when a mask is given). A ``(low, high)`` tuple draws
+            eps uniformly once per call.
+        norm: ``"linf"`` or ``"l2"``.
+        kwargs: see :class:`AdversarialAttack`.
+
+    Raises:
+        ValueError: for eps < 0, an inverted eps range, or an unknown norm.
+    """
+
+    supported_norms: tuple[str, ...] = ("linf", "l2")
+
+    def __init__(
+        self, network: nn.Module | Callable, eps: EpsType, *, norm: str = "linf", **kwargs: Any
+    ) -> None:
+        super().__init__(network, **kwargs)
+        self.eps = self._check_eps(eps)
+        norm = str(norm).lower()
+        if norm not in self.supported_norms:
+            raise ValueError(
+                f"norm must be one of {self.supported_norms} for {type(self).__name__}, got {norm!r}."
+            )
+        self.norm = norm
+
+    @staticmethod
+    def _check_eps(eps: EpsType) -> EpsType:
+        if isinstance(eps, (tuple, list)):
+            if len(eps) != 2:
+                raise ValueError(f"eps must be a number or a (low, high) tuple, got {eps!r}.")
+            low, high = float(eps[0]), float(eps[1])
+            if not (np.isfinite(low) and np.isfinite(high)) or low < 0 or high < low:
+                raise ValueError(f"eps range must satisfy 0 <= low <= high, got {eps!r}.")
+            return (low, high)
+        eps_f = float(eps)
+        if not np.isfinite(eps_f) or eps_f < 0:
+            raise ValueError(f"eps must be a finite number >= 0, got {eps!r}.")
+        return eps_f
+
+    def randomize(self, data: Any = None) -> None:
+        super().randomize(data)
+        if isinstance(self.eps, tuple):
+            self._eps_value = float(self.R.uniform(self.eps[0], self.eps[1]))
+        else:
+            self._eps_value = float(self.eps)
+
+    @property
+    def current_eps(self) -> float:
+        """The eps of the latest call (drawn from the range when ``eps`` is a tuple)."""
+        return getattr(self, "_eps_value", self.eps if not isinstance(self.eps, tuple) else float("nan"))
+
+    # geometry -----------------------------------------------------------------------------------
+    def per_sample_norm(self, t: torch.Tensor) -> torch.Tensor:
+        """The attack norm of each item, shaped ``(B, 1, ..., 1)``."""
+        flat = t.flatten(1)
+        n = flat.abs().amax(dim=1) if self.norm == "linf" else flat.norm(p=2, dim=1)
+        return per_sample_view(n, t.ndim)
+
+    def steepest_direction(self, grad: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """The unit-norm direction of steepest ascent: ``sign(g)`` (Linf) or ``g / ||g||_2`` (L2).
+
+        The gradient is restricted to the mask first, so an L2 step spends its whole budget inside
+        the region of interest.
+        """
+        if mask is not None:
+            grad = grad * mask
+        if self.norm == "linf":
+            return grad.sign()
+        return grad / self.per_sample_norm(grad).clamp_min(1e-12)
+
+    def project(
+        self, x_adv: torch.Tensor, x: torch.Tensor, eps: float | torch.Tensor, mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Project onto {the eps-ball around x} and {the mask} and {the value range}."""
+        delta = x_adv - x
+        if mask is not None:
+            delta = delta * mask
+        if self.norm == "linf":
+            delta = torch.maximum(torch.minimum(delta, torch.as_tensor(eps)), -torch.as_tensor(eps))
+        else:
+            norm = self.per_sample_norm(delta)
+            delta = delta * torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
+        # clamping to the value range moves each voxel towards x, so it can only shrink the perturbation
+        return self.clip_to_range(x + delta)
+
+    def sample_in_ball(
+        self, x: torch.Tensor, eps: float, mask: torch.Tensor | None, generator: torch.Generator
+    ) -> torch.Tensor:
+        """A uniform random point of the eps-ball (Linf: per voxel; L2: uniform in the ball)."""
+        if self.norm == "linf":
+            delta = (torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) * 2 - 1) * eps
+        else:
+            direction = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            if mask is not None:
+                direction = direction * mask
+            direction = direction / self.per_sample_norm(direction).clamp_min(1e-12)
+            n = (
+                mask.flatten(1).sum(1) if mask is not None else torch.full((x.shape[0],), x[0].numel())
+            ).clamp_min(1)
+            u = torch.rand(x.shape[0], generator=generator, device=x.device, dtype=x.dtype)
+            radius = eps * u.pow(1.0 / n.to(x.device, x.dtype))
+            delta = direction * per_sample_view(radius, x.ndim)
+        return self.project(x + delta, x, eps, mask)
+
+    def _finalize(self, x_adv: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Project once more in the caller's dtype, so the eps-ball holds after the cast back."""
+        m = mask.to(device=x.device, dtype=x.dtype) if mask is not None else None
+        return self.project(x_adv, x, self.current_eps, m)

@@ -1,0 +1,159 @@
+"""Square Attack (Andriushchenko et al., ECCV 2020): a score-based, gradient-free L-infinity attack."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_steps, per_sample_view
+from monai_adv.transforms.losses import margin, per_sample_cross_entropy
+
+__all__ = ["SquareAttack"]
+
+# the paper's schedule of the square's area fraction p, keyed by the iteration rescaled to 10,000
+_P_SCHEDULE = (
+    (10, 1),
+    (50, 2),
+    (200, 4),
+    (500, 8),
+    (1000, 16),
+    (2000, 32),
+    (4000, 64),
+    (6000, 128),
+    (8000, 256),
+)
+
+
+class SquareAttack(NormBoundedAttack):
+    """Square Attack, L-infinity (Andriushchenko et al., ECCV 2020, Alg. 1 and 2).
+
+    Random search that needs only the network's scores, never its gradients, so it also breaks
+    defences that mask or obfuscate gradients. It starts from vertical stripes of +-eps and, at each
+    query, proposes to set a random square (a cube for 3D volumes) of side ``s`` to +-eps per
+    channel, keeping the proposal if it lowers the margin loss. ``s`` shrinks on the paper's schedule
+    from a fraction ``p_init`` of the image. Each sample stops once it is fooled.
+
+    Args:
+        network: the classifier under attack; only its outputs are used (it may block gradients).
+        eps: radius of the L-infinity ball, in intensity units, or a ``(low, high)`` range per call.
+        n_queries: the query budget per sample (the paper uses 10,000; AutoAttack 5,000).
+        p_init: initial fraction of the image covered by the square (0.8 for L-infinity in the paper).
+        loss: ``"margin"`` (``z_y - max_{j != y} z_j``, the paper's default), ``"ce"``, or a callable
+            ``loss(logits, labels) -> (B,)`` that the search increases (decreases when targeted).
+        kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (``norm`` must be "linf").
+
+    Raises:
+        ValueError: for n_queries < 1, p_init outside (0, 1], or an unknown loss.
+
+    Attributes:
+        last_queries: queries spent per sample in the latest call, ``(B,)``.
+    """
+
+    uses_gradients = False
+    supported_norms = ("linf",)
+
+    def __init__(
+        self,
+        network: nn.Module | Callable,
+        eps: EpsType,
+        n_queries: int = 1000,
+        p_init: float = 0.8,
+        loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "margin",
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(loss, str) and loss not in ("margin", "ce"):
+            raise ValueError(f"loss must be 'margin', 'ce' or a callable, got {loss!r}.")
+        super().__init__(network, eps, loss=None if isinstance(loss, str) else loss, **kwargs)
+        self.loss_name = loss if isinstance(loss, str) else getattr(loss, "__name__", "custom")
+        self.n_queries = check_steps(n_queries, "n_queries")
+        if not 0 < p_init <= 1:
+            raise ValueError(f"p_init must be in (0, 1], got {p_init!r}.")
+        self.p_init = float(p_init)
+        self.last_queries: torch.Tensor | None = None
+
+    def square_fraction(self, it: int) -> float:
+        """The fraction p of the image the square covers at query ``it`` (the paper's schedule)."""
+        it = int(it / self.n_queries * 10000)
+        divisor = 512
+        for bound, div in _P_SCHEDULE:
+            if it <= bound:
+                divisor = div
+                break
+        return self.p_init / divisor
+
+    def _margin_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(margin that is <= 0 once fooled, loss to minimise), per sample."""
+        logits = self.logits(x, y)
+        m = margin(logits, y)
+        if self.targeted:
+            m = -m
+        if self.loss is not None:
+            value = self.loss_per_sample(logits, y)
+            return m, (value if self.targeted else -value)
+        if self.loss_name == "ce":
+            ce = per_sample_cross_entropy(logits, y)
+            return m, (ce if self.targeted else -ce)
+        return m, m
+
+    def _attack(self, x, y, mask, generator):
+        eps = self.current_eps
+        b, c, *spatial = x.shape
+        d = len(spatial)
+        keep = mask if mask is not None else torch.ones((1,) * x.ndim, device=x.device, dtype=x.dtype)
+
+        def rand_sign(shape):
+            return torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+
+        # initialisation: vertical stripes of +-eps (one sign per channel and column)
+        delta_best = eps * rand_sign((b, c, *([1] * (d - 1)), spatial[-1])).expand_as(x) * keep
+        x_best = self.clip_to_range(x + delta_best)
+        margin_best, loss_best = self._margin_and_loss(x_best, y)
+        queries = torch.ones(b, device=x.device)
+        n_features = c * math.prod(spatial)
+
+        for it in range(self.n_queries - 1):
+            active = (margin_best > 0).nonzero()[:, 0]
+            if active.numel() == 0:
+                break
+            xa, ya, da = x[active], y[active], delta_best[active]
+            side = max(int(round((self.square_fraction(it) * n_features / c) ** (1.0 / d))), 1)
+            side = min(side, max(min(spatial) - 1, 1))
+            window = self._random_window(active.numel(), spatial, side, generator, x.device)
+            signs = eps * rand_sign((active.numel(), c, *([1] * d)))
+            window_keep = window * (keep[active] if keep.shape[0] > 1 else keep)
+            proposal = torch.where(window_keep.bool(), signs.expand_as(xa), da)
+            # a proposal that changes nothing wastes a query: flip its signs instead
+            unchanged = ((proposal - da).abs().flatten(1).amax(1) == 0) & (window_keep.flatten(1).amax(1) > 0)
+            if unchanged.any():
+                flip = per_sample_view(unchanged, x.ndim)
+                proposal = torch.where(window_keep.bool() & flip, -signs.expand_as(xa), proposal)
+            x_new = self.project(xa + proposal, xa, eps, mask[active] if mask is not None else None)
+            margin_new, loss_new = self._margin_and_loss(x_new, ya)
+            queries[active] += 1
+            better = (loss_new < loss_best[active]) | (margin_new <= 0)
+            idx = active[better]
+            loss_best[idx] = torch.minimum(loss_new[better], loss_best[idx])
+            margin_best[idx] = margin_new[better]
+            delta_best[idx] = x_new[better] - xa[better]
+            x_best[idx] = x_new[better]
+        self.last_queries = queries.cpu()
+        return x_best
+
+    @staticmethod
+    def _random_window(
+        n: int, spatial: list[int], side: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """A 0/1 tensor ``(n, 1, *spatial)`` with one random square (cube) of the given side per sample."""
+        window = torch.ones((n, 1, *spatial), device=device)
+        for axis, size in enumerate(spatial):
+            start = torch.randint(0, size - side + 1, (n,), generator=generator, device=device)
+            pos = torch.arange(size, device=device)
+            inside = (pos[None] >= start[:, None]) & (pos[None] < start[:, None] + side)
+            shape = [n, 1] + [1] * len(spatial)
+            shape[2 + axis] = size
+            window = window * inside.reshape(shape)
+        return window

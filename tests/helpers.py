@@ -1,0 +1,92 @@
+"""Small models and data sets shared by the tests: built in seconds, deterministic."""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ["LinearClassifier", "SmallCNN", "toy_dataset", "trained_cnn", "accuracy"]
+
+
+class LinearClassifier(nn.Module):
+    """``logits = W x + b`` over the flattened image: the model with closed-form optimal attacks."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None = None) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(weight.clone())
+        self.bias = nn.Parameter(bias.clone() if bias is not None else torch.zeros(weight.shape[0]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x.flatten(1), self.weight, self.bias)
+
+
+class SmallCNN(nn.Module):
+    """A small 2D/3D CNN with batch norm and dropout (so eval mode matters)."""
+
+    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 4, width: int = 16) -> None:
+        super().__init__()
+        conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+        bn = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
+        pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+        self.features = nn.Sequential(
+            conv(in_channels, width, 3, padding=1),
+            bn(width),
+            nn.ReLU(),
+            conv(width, 2 * width, 3, padding=1, stride=2),
+            bn(2 * width),
+            nn.ReLU(),
+            pool(1),
+            nn.Flatten(),
+        )
+        self.dropout = nn.Dropout(0.2)
+        self.head = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x)))
+
+
+def toy_dataset(n: int, size: int = 16, spatial_dims: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Four classes: a faint blob in one of four quadrants over noise, intensities in [0, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 4
+    shape = (n, 1) + (size,) * spatial_dims
+    x = 0.3 + 0.08 * torch.randn(shape, generator=g)
+    coords = torch.meshgrid(*[torch.arange(size, dtype=torch.float32)] * spatial_dims, indexing="ij")
+    q = size / 4
+    centres = [(q, q), (q, 3 * q), (3 * q, q), (3 * q, 3 * q)]
+    for c in range(4):
+        centre = centres[c] + (size / 2,) * (spatial_dims - 2)
+        d2 = sum((coords[i] - centre[i]) ** 2 for i in range(spatial_dims))
+        blob = 0.3 * torch.exp(-d2 / (2 * (size / 8) ** 2))
+        x[labels == c] += blob
+    return x.clamp(0, 1), labels
+
+
+@functools.lru_cache(maxsize=4)
+def trained_cnn(spatial_dims: int = 2, size: int = 16, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A SmallCNN trained to high clean accuracy on the toy set; returns (network, test x, test y)."""
+    torch.manual_seed(seed)
+    x, y = toy_dataset(512 if spatial_dims == 2 else 256, size, spatial_dims, seed)
+    xt, yt = toy_dataset(128 if spatial_dims == 2 else 64, size, spatial_dims, seed + 1)
+    net = SmallCNN(spatial_dims)
+    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    net.train()
+    for _ in range(30 if spatial_dims == 2 else 20):
+        perm = torch.randperm(len(x))
+        for i in range(0, len(x), 64):
+            idx = perm[i : i + 64]
+            opt.zero_grad()
+            F.cross_entropy(net(x[idx]), y[idx]).backward()
+            opt.step()
+    net.eval()
+    for p in net.parameters():
+        p.grad = None
+    return net, xt, yt
+
+
+def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    with torch.no_grad():
+        return float((net(x).argmax(1) == y).float().mean())
