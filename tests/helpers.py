@@ -26,7 +26,9 @@ class LinearClassifier(nn.Module):
 class SmallCNN(nn.Module):
     """A small 2D/3D CNN with batch norm and dropout (so eval mode matters)."""
 
-    def __init__(self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 4, width: int = 16) -> None:
+    def __init__(
+        self, spatial_dims: int = 2, in_channels: int = 1, num_classes: int = 4, width: int = 16
+    ) -> None:
         super().__init__()
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         bn = nn.BatchNorm2d if spatial_dims == 2 else nn.BatchNorm3d
@@ -48,7 +50,9 @@ class SmallCNN(nn.Module):
         return self.head(self.dropout(self.features(x)))
 
 
-def toy_dataset(n: int, size: int = 16, spatial_dims: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def toy_dataset(
+    n: int, size: int = 16, spatial_dims: int = 2, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Four classes: a faint blob in one of four quadrants over noise, intensities in [0, 1]."""
     g = torch.Generator().manual_seed(seed)
     labels = torch.arange(n) % 4
@@ -66,21 +70,27 @@ def toy_dataset(n: int, size: int = 16, spatial_dims: int = 2, seed: int = 0) ->
 
 
 @functools.lru_cache(maxsize=4)
-def trained_cnn(spatial_dims: int = 2, size: int = 16, seed: int = 0) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+def trained_cnn(
+    spatial_dims: int = 2, size: int = 16, seed: int = 0
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     """A SmallCNN trained to high clean accuracy on the toy set; returns (network, test x, test y)."""
     torch.manual_seed(seed)
     x, y = toy_dataset(512 if spatial_dims == 2 else 256, size, spatial_dims, seed)
     xt, yt = toy_dataset(128 if spatial_dims == 2 else 64, size, spatial_dims, seed + 1)
     net = SmallCNN(spatial_dims)
-    opt = torch.optim.Adam(net.parameters(), lr=3e-3)
+    epochs, batch = 20, 32
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    # one-cycle makes this tiny training robust to the seed and the thread count
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1e-2, total_steps=epochs * -(-len(x) // batch))
     net.train()
-    for _ in range(30 if spatial_dims == 2 else 20):
+    for _ in range(epochs):
         perm = torch.randperm(len(x))
-        for i in range(0, len(x), 64):
-            idx = perm[i : i + 64]
+        for i in range(0, len(x), batch):
+            idx = perm[i : i + batch]
             opt.zero_grad()
             F.cross_entropy(net(x[idx]), y[idx]).backward()
             opt.step()
+            sched.step()
     net.eval()
     for p in net.parameters():
         p.grad = None

@@ -1,0 +1,155 @@
+"""Properties every attack keeps for any shape, eps, norm, range and mask (checked with hypothesis)."""
+
+import numpy as np
+import torch
+import torch.nn as nn
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from monai_adv.transforms import APGD, FGSM, MIFGSM, PGD, CarliniWagnerL2, SquareAttack
+
+SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def tiny_net(spatial_dims: int, channels: int, num_classes: int = 4, scale: float = 1.0) -> nn.Module:
+    conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
+    pool = nn.AdaptiveAvgPool2d if spatial_dims == 2 else nn.AdaptiveAvgPool3d
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = nn.Sequential(conv(channels, 4, 3, padding=1), nn.Tanh(), pool(2), nn.Flatten())
+            self.head = nn.Linear(4 * 2**spatial_dims, num_classes)
+
+        def forward(self, x):
+            # rescale so any intensity range gives well-conditioned logits
+            return self.head(self.body(x / scale))
+
+    return Net().eval()
+
+
+@st.composite
+def problems(draw, attack_names=("fgsm", "pgd", "mifgsm", "apgd", "square"), allow_l2=True):
+    spatial_dims = draw(st.sampled_from([2, 3]))
+    batched = draw(st.booleans())
+    b = draw(st.integers(1, 3)) if batched else 1
+    c = draw(st.integers(1, 2))
+    spatial = tuple(draw(st.integers(4, 9 if spatial_dims == 2 else 6)) for _ in range(spatial_dims))
+    range_kind = draw(st.sampled_from(["unit", "hu", "none"]))
+    value_range, scale = {"unit": ((0.0, 1.0), 1.0), "hu": ((-1024.0, 3071.0), 1000.0), "none": (None, 1.0)}[
+        range_kind
+    ]
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    seed = draw(st.integers(0, 2**16))
+    g = torch.Generator().manual_seed(seed)
+    shape = ((b,) if batched else ()) + (c,) + spatial
+    if value_range is None:
+        x = torch.randn(shape, generator=g) * 3
+    else:
+        lo, hi = value_range
+        # include voxels exactly on the bounds, where clipping matters most
+        x = (lo + (hi - lo) * torch.rand(shape, generator=g)).clamp(
+            lo + 0.1 * (hi - lo), hi - 0.1 * (hi - lo)
+        )
+        x.view(-1)[0] = lo
+        x.view(-1)[-1] = hi
+    x = x.to(dtype)
+    name = draw(st.sampled_from(attack_names))
+    norm = (
+        draw(st.sampled_from(["linf", "l2"]))
+        if allow_l2 and name in ("pgd", "apgd", "fgsm", "mifgsm")
+        else "linf"
+    )
+    unit = scale if norm == "linf" else scale * np.sqrt(np.prod(spatial) * c)
+    if draw(st.booleans()):
+        eps = draw(st.floats(0.0, 0.3)) * unit
+    else:
+        low = draw(st.floats(0.0, 0.2))
+        eps = (low * unit, (low + draw(st.floats(0.0, 0.1))) * unit)
+    mask = None
+    if draw(st.booleans()):
+        mask_shape = ((b,) if batched and draw(st.booleans()) else ()) + (1,) + spatial
+        mask = (torch.rand(mask_shape, generator=g) > 0.5).float()
+    labels = (
+        torch.randint(0, 4, (b,), generator=g) if batched else int(torch.randint(0, 4, (1,), generator=g))
+    )
+    return dict(
+        name=name,
+        spatial_dims=spatial_dims,
+        x=x,
+        labels=labels,
+        eps=eps,
+        norm=norm,
+        mask=mask,
+        value_range=value_range,
+        net=tiny_net(spatial_dims, c, scale=scale),
+        seed=seed,
+    )
+
+
+def build(p):
+    common = dict(value_range=p["value_range"], spatial_dims=p["spatial_dims"])
+    net, eps, norm = p["net"], p["eps"], p["norm"]
+    return {
+        "fgsm": lambda: FGSM(net, eps, norm=norm, **common),
+        "pgd": lambda: PGD(net, eps, steps=3, norm=norm, **common),
+        "mifgsm": lambda: MIFGSM(net, eps, steps=3, norm=norm, **common),
+        "apgd": lambda: APGD(net, eps, steps=5, norm=norm, loss="dlr", n_restarts=2, **common),
+        "square": lambda: SquareAttack(net, eps, n_queries=8, **common),
+    }[p["name"]]().set_random_state(p["seed"])
+
+
+def check_common(p, x_adv):
+    x = p["x"]
+    assert isinstance(x_adv, torch.Tensor)
+    assert x_adv.shape == x.shape and x_adv.dtype == x.dtype and x_adv.device == x.device
+    assert torch.isfinite(x_adv).all()
+    if p["value_range"] is not None:
+        lo, hi = p["value_range"]
+        assert x_adv.min() >= lo and x_adv.max() <= hi
+    if p["mask"] is not None:
+        outside = torch.broadcast_to(p["mask"], x.shape) == 0
+        assert torch.equal(x_adv[outside], x[outside])
+
+
+@SETTINGS
+@given(problems())
+def test_result_lies_in_the_eps_ball_the_range_and_the_mask(p):
+    atk = build(p)
+    x_adv = atk(p["x"], p["labels"], mask=p["mask"])
+    check_common(p, x_adv)
+    eps = atk.current_eps
+    if isinstance(p["eps"], tuple):
+        assert p["eps"][0] <= eps <= p["eps"][1]
+    x = p["x"]
+    batch = x_adv if x.ndim == p["spatial_dims"] + 2 else x_adv[None]
+    delta = (batch - (x if x.ndim == p["spatial_dims"] + 2 else x[None])).flatten(1).double()
+    tol = 1e-5 * max(eps, 1.0)
+    size = delta.norm(dim=1) if p["norm"] == "l2" else delta.abs().amax(dim=1)
+    assert (size <= eps + tol).all(), (size, eps)
+
+
+@SETTINGS
+@given(problems(attack_names=("fgsm",), allow_l2=False))
+def test_carlini_wagner_stays_in_range_and_mask(p):
+    atk = CarliniWagnerL2(
+        p["net"], steps=3, binary_search_steps=2, value_range=p["value_range"], spatial_dims=p["spatial_dims"]
+    )
+    check_common(p, atk(p["x"], p["labels"], mask=p["mask"]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(problems(attack_names=("pgd", "apgd", "square")))
+def test_seeded_attacks_repeat_exactly(p):
+    a = build(p)(p["x"], p["labels"], mask=p["mask"])
+    b = build(p)(p["x"], p["labels"], mask=p["mask"])
+    assert torch.equal(a, b)
+
+
+@settings(max_examples=15, deadline=None)
+@given(problems(attack_names=("fgsm", "pgd")))
+def test_zero_eps_returns_the_input(p):
+    p = dict(p, eps=0.0)
+    x_adv = build(p)(p["x"], p["labels"], mask=p["mask"])
+    assert torch.equal(x_adv, p["x"])
