@@ -1,0 +1,165 @@
+"""How close the attacks come to their limit: the network's own forward+backward passes.
+
+PGD-k needs k forward+backward passes of the network (gradient w.r.t. the input). Everything else
+it does (checks, random start, projections, clamps) is overhead. This benchmark measures, side by
+side in one run, PGD-10 against ten bare forward+backward passes of the same network on the same
+batch, and prints the ratio (1.00 is the limit). It does the same for peak memory: PGD-10's peak
+resident memory above the idle process against that of one bare forward+backward.
+
+Usage::
+
+    python benchmarks/attack_speed.py            # MONAI resnet18 2D (16x1x96x96) and 3D (4x1x32x32x32)
+    python benchmarks/attack_speed.py --repeats 7 --threads 2
+
+Memory is measured in fresh subprocesses (Linux: /proc/self/clear_refs resets the peak RSS).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from monai.networks.nets import resnet18
+
+from monai_adv.transforms import APGD, FGSM, MIFGSM, PGD
+
+CASES = {
+    "resnet18-2d": dict(spatial_dims=2, shape=(16, 1, 96, 96)),
+    "resnet18-3d": dict(spatial_dims=3, shape=(4, 1, 32, 32, 32)),
+}
+STEPS = 10
+
+
+def build(case: str):
+    cfg = CASES[case]
+    torch.manual_seed(0)
+    net = resnet18(spatial_dims=cfg["spatial_dims"], n_input_channels=1, num_classes=4).eval()
+    x = torch.rand(cfg["shape"])
+    y = torch.arange(cfg["shape"][0]) % 4
+    return net, x, y, cfg["spatial_dims"]
+
+
+def bare_forward_backward(net, x, y, n: int) -> None:
+    """The limit: n forward passes and n backward passes to the input, nothing else."""
+    for _ in range(n):
+        xi = x.detach().requires_grad_(True)
+        loss = F.cross_entropy(net(xi), y, reduction="sum")
+        torch.autograd.grad(loss, xi)
+
+
+def attacks(net, spatial_dims):
+    kw = dict(spatial_dims=spatial_dims)
+    return {
+        "PGD-10 (linf)": PGD(net, 8 / 255, steps=STEPS, **kw),
+        "PGD-10 (l2)": PGD(net, 1.0, steps=STEPS, norm="l2", **kw),
+        "MIFGSM-10": MIFGSM(net, 8 / 255, steps=STEPS, **kw),
+        "APGD-10 (ce)": APGD(net, 8 / 255, steps=STEPS, **kw),
+        "FGSM": FGSM(net, 8 / 255, **kw),
+    }
+
+
+def time_case(case: str, repeats: int) -> dict[str, float]:
+    net, x, y, d = build(case)
+    atks = attacks(net, d)
+    runs = {
+        "bare x10": lambda: bare_forward_backward(net, x, y, STEPS),
+        "bare x1": lambda: bare_forward_backward(net, x, y, 1),
+    }
+    runs.update({name: (lambda a=a: a(x, y)) for name, a in atks.items()})
+    for fn in runs.values():  # warm-up
+        fn()
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):  # interleaved, so load on the machine hits all alike
+        for name, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in samples.items()}
+
+
+def _peak_rss_child(case: str, what: str) -> None:
+    """Run in a subprocess: print the peak RSS increase (bytes) caused by one call of `what`."""
+    net, x, y, d = build(case)
+    fn = (
+        (lambda: bare_forward_backward(net, x, y, 1))
+        if what == "bare"
+        else (lambda: PGD(net, 8 / 255, steps=STEPS, spatial_dims=d)(x, y))
+    )
+    fn()  # warm-up: allocator pools, lazy init
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    with open("/proc/self/status") as f:
+        base = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+    fn()
+    with open("/proc/self/status") as f:
+        peak = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    print(json.dumps({"delta_bytes": (peak - base) * 1024}))
+
+
+def peak_memory(case: str, threads: int) -> dict[str, float] | None:
+    if not os.path.exists("/proc/self/clear_refs"):
+        return None
+    # large blocks straight from mmap, returned at free: the RSS peak then tracks the tensors' peak
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", MALLOC_TRIM_THRESHOLD_="0", MALLOC_ARENA_MAX="1")
+    out = {}
+    for what in ("bare", "pgd"):
+        deltas = []
+        for _ in range(3):
+            res = subprocess.run(
+                [sys.executable, __file__, "--child", case, what, "--threads", str(threads)],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=env,
+            )
+            deltas.append(json.loads(res.stdout.strip().splitlines()[-1])["delta_bytes"])
+        out[what] = statistics.median(deltas)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--cases", nargs="*", default=list(CASES))
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.child:
+        _peak_rss_child(*args.child)
+        return
+    print(
+        f"# attack speed: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{args.threads} threads, median of {args.repeats} interleaved repeats"
+    )
+    for case in args.cases:
+        t = time_case(case, args.repeats)
+        print(f"\n## {case} {CASES[case]['shape']}")
+        print(f"one bare forward+backward: {t['bare x1'] * 1000:.1f} ms")
+        print("| attack | time / its forward+backward limit |")
+        print("|---|---|")
+        for name in t:
+            if name.startswith("bare"):
+                continue
+            limit = t["bare x1"] if name == "FGSM" else t["bare x10"]
+            print(f"| {name} | {t[name] / limit:.3f} |")
+        mem = peak_memory(case, args.threads)
+        if mem:
+            print(
+                f"peak memory above idle: PGD-10 {mem['pgd'] / 2**20:.0f} MiB, one bare forward+backward "
+                f"{mem['bare'] / 2**20:.0f} MiB, ratio {mem['pgd'] / mem['bare']:.3f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
