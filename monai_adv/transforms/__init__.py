@@ -1,84 +1,16 @@
 """Adversarial attacks as MONAI transforms: array versions and their dictionary versions."""
 
-from monai_adv.transforms.apgd import APGD
+from monai_adv.transforms import apgd, base, carlini_wagner, composite, dictionary, gradient, losses, square
+from monai_adv.transforms.apgd import *  # noqa: F403
 from monai_adv.transforms.base import AdversarialAttack, NormBoundedAttack, default_output_transform
-from monai_adv.transforms.carlini_wagner import CarliniWagnerL2
-from monai_adv.transforms.composite import TransferAttack, WorstCaseEnsemble, autoattack
-from monai_adv.transforms.dictionary import (
-    APGDD,
-    FGSMD,
-    MIFGSMD,
-    PGDD,
-    AdversarialAttackD,
-    AdversarialAttackd,
-    AdversarialAttackDict,
-    APGDd,
-    APGDDict,
-    CarliniWagnerL2D,
-    CarliniWagnerL2d,
-    CarliniWagnerL2Dict,
-    FGSMd,
-    FGSMDict,
-    MIFGSMd,
-    MIFGSMDict,
-    PGDd,
-    PGDDict,
-    SquareAttackD,
-    SquareAttackd,
-    SquareAttackDict,
-    TransferAttackD,
-    TransferAttackd,
-    TransferAttackDict,
-    WorstCaseEnsembleD,
-    WorstCaseEnsembled,
-    WorstCaseEnsembleDict,
-)
-from monai_adv.transforms.gradient import FGSM, MIFGSM, PGD
-from monai_adv.transforms.losses import dlr_loss, margin, per_sample_cross_entropy, targeted_dlr_loss
-from monai_adv.transforms.square import SquareAttack
+from monai_adv.transforms.carlini_wagner import *  # noqa: F403
+from monai_adv.transforms.composite import *  # noqa: F403
+from monai_adv.transforms.dictionary import *  # noqa: F403
+from monai_adv.transforms.gradient import *  # noqa: F403
+from monai_adv.transforms.losses import *  # noqa: F403
+from monai_adv.transforms.square import *  # noqa: F403
 
-__all__ = [
-    "AdversarialAttack",
-    "NormBoundedAttack",
-    "default_output_transform",
-    "FGSM",
-    "PGD",
-    "MIFGSM",
-    "CarliniWagnerL2",
-    "APGD",
-    "SquareAttack",
-    "TransferAttack",
-    "WorstCaseEnsemble",
-    "autoattack",
-    "per_sample_cross_entropy",
-    "dlr_loss",
-    "targeted_dlr_loss",
-    "margin",
-    "AdversarialAttackd",
-    "AdversarialAttackD",
-    "AdversarialAttackDict",
-    "FGSMd",
-    "FGSMD",
-    "FGSMDict",
-    "PGDd",
-    "PGDD",
-    "PGDDict",
-    "MIFGSMd",
-    "MIFGSMD",
-    "MIFGSMDict",
-    "CarliniWagnerL2d",
-    "CarliniWagnerL2D",
-    "CarliniWagnerL2Dict",
-    "APGDd",
-    "APGDD",
-    "APGDDict",
-    "SquareAttackd",
-    "SquareAttackD",
-    "SquareAttackDict",
-    "TransferAttackd",
-    "TransferAttackD",
-    "TransferAttackDict",
-    "WorstCaseEnsembled",
-    "WorstCaseEnsembleD",
-    "WorstCaseEnsembleDict",
-]
+__all__ = ["AdversarialAttack", "NormBoundedAttack", "default_output_transform"]
+for _module in (gradient, carlini_wagner, apgd, square, composite, losses, dictionary):
+    __all__ += _module.__all__
+del _module, base
