@@ -165,26 +165,28 @@ class AdversarialAttack(Randomizable, Transform):
                 fit, or a network output that is not class logits.
             TypeError: for a non-floating image.
         """
-        x, batched = self._as_batch(img)
-        device = self._network_device(x.device)
-        work_dtype = self._network_dtype(x.dtype)
-        x_work = x.to(device=device, dtype=work_dtype)
-        y = self._labels(label, x.shape[0], device)
-        m = self._mask(mask, x_work)
-        self.randomize(None)
-        generator = self._generator(device)
-
-        module = self.network if isinstance(self.network, nn.Module) else None
-        was_training = module.training if module is not None else False
-        try:
-            if module is not None:
-                module.eval()
-            with torch.enable_grad() if self.uses_gradients else torch.no_grad():
-                x_adv = self._attack(x_work, y, m, generator)
-        finally:
-            if module is not None:
-                module.train(was_training)
-        x_adv = self._finalize(x_adv.detach().to(device=x.device, dtype=x.dtype), x, m)
+        # inference-mode tensors cannot enter autograd: work on normal copies (MONAI evaluators may
+        # run under torch.inference_mode as well as torch.no_grad)
+        with torch.inference_mode(False):
+            x, batched = self._as_batch(img)
+            device = self._network_device(x.device)
+            x_work = x.to(device=device, dtype=self._network_dtype(x.dtype), copy=True)
+            y = self._labels(label, x.shape[0], device).clone()
+            m = self._mask(mask, x_work)
+            m = m.clone() if m is not None else None
+            self.randomize(None)
+            generator = self._generator(device)
+            module = self.network if isinstance(self.network, nn.Module) else None
+            was_training = module.training if module is not None else False
+            try:
+                if module is not None:
+                    module.eval()
+                with torch.enable_grad() if self.uses_gradients else torch.no_grad():
+                    x_adv = self._attack(x_work, y, m, generator)
+            finally:
+                if module is not None:
+                    module.train(was_training)
+            x_adv = self._finalize(x_adv.detach().to(device=x.device, dtype=x.dtype), x.clone(), m)
         if not batched:
             x_adv = x_adv[0]
         out, *_ = convert_to_dst_type(x_adv, img)

@@ -68,6 +68,14 @@ def test_mode_restored_params_untouched_and_works_under_no_grad(name, batch):
     assert x_adv.shape == batch[0].shape and not x_adv.requires_grad
 
 
+@pytest.mark.parametrize("name", ["pgd", "square", "cw"])
+def test_works_under_inference_mode(name, batch):
+    net = SmallCNN().eval()
+    with torch.inference_mode():
+        x_adv = ALL[name](net).set_random_state(0)(*batch)
+    assert torch.equal(x_adv, ALL[name](net).set_random_state(0)(*batch))
+
+
 def test_eval_mode_kept_when_it_was_eval(batch):
     net = SmallCNN().eval()
     PGD(net, 0.03, steps=1)(*batch)
