@@ -1,0 +1,42 @@
+"""Adversarial training engines: SSAT (semi-supervised), Madry PGD-AT and TRADES, presets, checkpoint/resume."""
+
+from monai_adv.engines.checkpoint import (
+    CheckpointError,
+    ResumableCheckpointHandler,
+    TorchRNGState,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    save_checkpoint,
+)
+from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
+from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
+from monai_adv.engines.trainers import (
+    AdversarialTrainingEvents,
+    AdvTrainingKeys,
+    SemiSupervisedAdversarialTrainer,
+    SupervisedAdversarialTrainer,
+)
+from monai_adv.engines.utils import CyclingLoader, unwrap_network
+
+__all__ = [
+    "SemiSupervisedAdversarialTrainer",
+    "SupervisedAdversarialTrainer",
+    "AdvTrainingKeys",
+    "AdversarialTrainingEvents",
+    "PRESETS",
+    "SSAT_EPS_RANGE",
+    "TrainingPreset",
+    "create_trainer",
+    "training_stats",
+    "adversarial_training_metrics",
+    "CheckpointError",
+    "ResumableCheckpointHandler",
+    "TorchRNGState",
+    "save_checkpoint",
+    "load_checkpoint",
+    "list_checkpoints",
+    "latest_checkpoint",
+    "CyclingLoader",
+    "unwrap_network",
+]

@@ -1,0 +1,87 @@
+"""Getting the adversarial trainers' per-iteration values into MONAI's stats handlers and ignite metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from ignite.metrics import Average, Metric
+
+from monai_adv.engines.trainers import AdvTrainingKeys
+
+__all__ = ["training_stats", "adversarial_training_metrics"]
+
+
+def _first(output: Any) -> Mapping | None:
+    """The output dict, also when MONAI's decollation turned it into a list of per-item dicts."""
+    if isinstance(output, Mapping):
+        return output
+    if isinstance(output, Sequence) and len(output) > 0 and isinstance(output[0], Mapping):
+        return output[0]
+    return None
+
+
+def _scalar(value: Any) -> float | None:
+    if isinstance(value, torch.Tensor):
+        return float(value.detach().reshape(-1)[0]) if value.numel() >= 1 else None
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def training_stats(output: Any, keys: Sequence[str] = AdvTrainingKeys.SCALARS) -> dict[str, float]:
+    """The scalar per-iteration values of an adversarial trainer's output, as ``{name: float}``.
+
+    Use as the ``output_transform`` of MONAI's ``StatsHandler`` / ``TensorBoardStatsHandler`` (which log
+    every entry of a dict) or of ignite's ``ProgressBar``::
+
+        StatsHandler(name="train", output_transform=training_stats, tag_name="train")
+        TensorBoardStatsHandler(log_dir, output_transform=training_stats)
+
+    Works on the plain output dict and on MONAI's decollated list of per-item dicts.
+
+    Args:
+        output: ``engine.state.output``.
+        keys: the names to pick (those missing in this iteration are skipped).
+    """
+    first = _first(output)
+    if first is None:
+        return {}
+    stats = {}
+    for k in keys:
+        if k in first:
+            v = _scalar(first[k])
+            if v is not None:
+                stats[k] = v
+    return stats
+
+
+class _KeyTransform:
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __call__(self, output: Any) -> torch.Tensor:
+        first = _first(output)
+        value = float("nan") if first is None else _scalar(first.get(self.key))
+        return torch.tensor(float("nan") if value is None else value, dtype=torch.float64)
+
+
+def adversarial_training_metrics(
+    keys: Sequence[str] = (
+        AdvTrainingKeys.LOSS_LABELED,
+        AdvTrainingKeys.LOSS_UNLABELED,
+        AdvTrainingKeys.PSEUDO_CONFIDENCE,
+        AdvTrainingKeys.ATTACK_SUCCESS,
+    ),
+) -> dict[str, Metric]:
+    """Epoch averages of the per-iteration values, as ignite metrics (reduced across DDP ranks).
+
+    Pass them as a trainer's ``key_train_metric`` / ``additional_metrics``; each lands in
+    ``engine.state.metrics[key]`` at epoch end, where ``StatsHandler`` and ``TensorBoardStatsHandler``
+    log it. Under ``torch.distributed`` ignite's ``Average`` all-reduces its sum and count.
+
+    Args:
+        keys: names from :class:`~monai_adv.engines.trainers.AdvTrainingKeys` to average.
+    """
+    return {k: Average(output_transform=_KeyTransform(k)) for k in keys}

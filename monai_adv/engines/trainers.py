@@ -1,0 +1,449 @@
+"""Adversarial training engines: semi-supervised (SSAT and variants) and supervised (Madry PGD-AT, TRADES).
+
+Both are MONAI ``SupervisedTrainer`` subclasses: they accept all of its keyword arguments (handlers,
+metrics, ``prepare_batch``, ``postprocessing``, ``amp``, ...) and only replace the iteration. The
+per-iteration values (labeled loss, unlabeled loss, pseudo-label confidence, attack success, eps) go
+into ``engine.state.output`` under :class:`AdvTrainingKeys`, where MONAI's ``StatsHandler`` and
+``TensorBoardStatsHandler`` (with :func:`~monai_adv.engines.outputs.training_stats`) and ignite metrics
+(:func:`~monai_adv.engines.outputs.adversarial_training_metrics`) pick them up.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from ignite.engine import EventEnum
+from monai.engines import SupervisedTrainer
+from monai.engines.utils import IterationEvents
+from monai.utils import CommonKeys as Keys
+from torch.optim import Optimizer
+
+from monai_adv.engines.utils import (
+    CyclingLoader,
+    check_label_range,
+    check_loader_not_empty,
+    check_logits,
+    class_indices,
+    eval_mode,
+    kl_attack_loss,
+    per_sample_kl,
+    unlabeled_images,
+    unwrap_network,
+)
+from monai_adv.transforms.base import AdversarialAttack, default_output_transform
+
+__all__ = [
+    "AdvTrainingKeys",
+    "AdversarialTrainingEvents",
+    "SemiSupervisedAdversarialTrainer",
+    "SupervisedAdversarialTrainer",
+]
+
+
+class AdvTrainingKeys:
+    """Keys of the per-iteration values the adversarial trainers put in ``engine.state.output``."""
+
+    LOSS = Keys.LOSS  #: the total loss that is back-propagated (a tensor)
+    LOSS_LABELED = "loss_labeled"  #: supervised loss on the clean labeled batch
+    LOSS_LABELED_ADV = "loss_labeled_adv"  #: loss on the attacked labeled batch (when there is one)
+    LOSS_UNLABELED = "loss_unlabeled"  #: consistency loss on the attacked unlabeled batch
+    LOSS_ROBUST = "loss_robust"  #: TRADES' KL term
+    PSEUDO_CONFIDENCE = "pseudo_label_confidence"  #: mean max-softmax of the pseudo-labels
+    PSEUDO_KEPT = "pseudo_label_kept"  #: fraction of pseudo-labels above the confidence threshold
+    ATTACK_SUCCESS = "attack_success"  #: fraction of attacked training items the network gets wrong
+    ATTACK_EPS = "attack_eps"  #: the eps of this iteration's attack (drawn per batch for a range)
+
+    SCALARS = (
+        LOSS,
+        LOSS_LABELED,
+        LOSS_LABELED_ADV,
+        LOSS_UNLABELED,
+        LOSS_ROBUST,
+        PSEUDO_CONFIDENCE,
+        PSEUDO_KEPT,
+        ATTACK_SUCCESS,
+        ATTACK_EPS,
+    )
+
+
+class AdversarialTrainingEvents(EventEnum):
+    """Extra iteration events of the adversarial trainers (besides MONAI's ``IterationEvents``)."""
+
+    PSEUDO_LABELS_COMPLETED = "pseudo_labels_completed"
+    ATTACK_COMPLETED = "attack_completed"
+
+
+def _check_attack(attack: Any, name: str) -> AdversarialAttack:
+    if not isinstance(attack, AdversarialAttack):
+        raise TypeError(
+            f"{name} must be an attack from monai_adv.transforms (e.g. FGSM, PGD), got {type(attack).__name__}."
+        )
+    return attack
+
+
+def _aim(attack: AdversarialAttack, network: nn.Module) -> AdversarialAttack:
+    """The attack aimed at ``network`` (the unwrapped trained module)."""
+    return attack if attack.network is network else attack.with_network(network)
+
+
+def _current_eps(attack: AdversarialAttack) -> float:
+    return float(getattr(attack, "current_eps", float("nan")))
+
+
+class _AdversarialTrainerBase(SupervisedTrainer):
+    """Shared set-up: event registration, checks, forward helpers."""
+
+    def __init__(
+        self,
+        *args: Any,
+        network_output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
+        event_names: list | None = None,
+        accumulation_steps: int = 1,
+        **kwargs: Any,
+    ) -> None:
+        if accumulation_steps != 1:
+            raise ValueError(f"{type(self).__name__} does not support accumulation_steps != 1.")
+        event_names = list(event_names or []) + [AdversarialTrainingEvents]
+        super().__init__(*args, event_names=event_names, **kwargs)
+        self.network_output_transform = network_output_transform
+
+    def _split_batch(self, engine: Any, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        if len(batch) == 2:
+            inputs, targets = batch
+            args: tuple = ()
+            kwargs: dict = {}
+        else:
+            inputs, targets, args, kwargs = batch
+        if targets is None:
+            raise ValueError("the labeled batch has no labels (prepare_batch returned None for them).")
+        if isinstance(inputs, torch.Tensor) and not torch.isfinite(inputs).all():
+            raise ValueError("the labeled batch contains NaN or Inf values.")
+        targets = class_indices(targets, inputs.shape[0], "labels of the labeled batch").to(inputs.device)
+        return inputs, targets, args, kwargs
+
+    def _logits(self, engine: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """Training forward through the (possibly DDP-wrapped) network, via the inferer."""
+        out = engine.inferer(x, engine.network, *args, **kwargs)
+        return check_logits(self.network_output_transform(out), x.shape[0])
+
+    def _autocast(self, engine: Any):
+        if engine.amp and engine.scaler is not None:
+            return torch.autocast("cuda", **engine.amp_kwargs)
+        return torch.autocast("cpu", enabled=False)
+
+    def _step(self, engine: Any, loss: torch.Tensor) -> None:
+        if engine.amp and engine.scaler is not None:
+            engine.scaler.scale(loss).backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.scaler.step(engine.optimizer)
+            engine.scaler.update()
+        else:
+            loss.backward()
+            engine.fire_event(IterationEvents.BACKWARD_COMPLETED)
+            engine.optimizer.step()
+
+
+class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
+    """Semi-supervised adversarial training (SSAT): a labeled and an unlabeled loader, attacked pseudo-labels.
+
+    Each iteration takes one labeled batch ``(x_l, y_l)`` (from ``train_data_loader``, which defines the
+    epoch) and one unlabeled batch ``x_u`` (from ``unlabeled_data_loader``, cycled independently):
+
+    1. pseudo-labels ``y_u = argmax f(x_u)`` from the current network (``pseudo_labels="online"``) or a
+       frozen teacher (``"teacher"``), in eval mode and without gradient; their max-softmax is the
+       confidence, and items below ``confidence_threshold`` are left out of the unlabeled loss;
+    2. ``x_u_adv = attack(x_u, y_u)``, the attack aimed at the trained network;
+    3. the loss ``L = loss_function(f(x_l), y_l) + unlabeled_weight * L_u`` with
+       ``L_u = mean_i keep_i * CE(f(x_u_adv)_i, y_u_i)`` (``consistency="ce"``) or
+       ``mean_i keep_i * KL(softmax f(x_u)_i || softmax f(x_u_adv)_i)`` (``consistency="kl"``, TRADES /
+       UAT-OT style, with gradient through both; with a teacher the clean side is the teacher's
+       prediction), plus ``labeled_adversarial_weight * loss_function(f(labeled_attack(x_l, y_l)), y_l)``
+       when a ``labeled_attack`` is given. The mean is over the whole unlabeled batch (FixMatch's
+       convention), so the threshold down-weights rather than re-normalises.
+
+    The paper's SSAT (Li, Pan & Zhu, arXiv 2006.13555) is ``attack=FGSM(net, eps=(0.001, 0.003))``,
+    ``unlabeled_weight=3``, ``pseudo_labels="online"``, ``consistency="ce"``, no threshold and no labeled
+    attack: the preset ``"ssat"`` of :func:`~monai_adv.engines.presets.create_trainer`.
+
+    Args:
+        device: the device to train on.
+        max_epochs: epochs over the labeled loader.
+        train_data_loader: the labeled loader (dict batches with ``image``/``label``, or as
+            ``prepare_batch`` parses them); its length is the epoch length.
+        unlabeled_data_loader: the unlabeled loader; batches are tensors, dicts with
+            ``unlabeled_image_key`` (labels, if any, are ignored) or ``(images, ...)`` tuples. Its
+            images must have the labeled images' shape (except the batch size).
+        network: the classifier, possibly wrapped in ``DistributedDataParallel``.
+        optimizer: the network's optimizer.
+        loss_function: the supervised loss on labeled logits, e.g. ``torch.nn.CrossEntropyLoss()``.
+        attack: an attack from :mod:`monai_adv.transforms`; it is re-aimed at the (unwrapped) trained
+            network with ``with_network``.
+        unlabeled_weight: weight of the unlabeled term (>= 0).
+        pseudo_labels: ``"online"`` (the current network) or ``"teacher"``.
+        teacher_network: the frozen teacher for ``pseudo_labels="teacher"``.
+        consistency: ``"ce"`` (hard pseudo-labels) or ``"kl"``.
+        confidence_threshold: in ``[0, 1)``; pseudo-labels with a lower max-softmax are ignored.
+        labeled_attack: optional attack on the labeled batch, for an adversarial labeled term.
+        labeled_adversarial_weight: weight of that term (>= 0).
+        unlabeled_image_key: the image key of dict unlabeled batches.
+        network_output_transform: picks the logits out of the network's output.
+        kwargs: any other keyword argument of ``monai.engines.SupervisedTrainer``.
+
+    Raises:
+        ValueError: for an empty labeled or unlabeled loader, a bad option, or (at run time) an
+            unlabeled batch whose image shape differs from the labeled one, or labels outside the
+            network's classes.
+        TypeError: when an attack is not a ``monai_adv.transforms`` attack.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        unlabeled_data_loader: Iterable,
+        network: nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable,
+        attack: AdversarialAttack,
+        unlabeled_weight: float = 3.0,
+        pseudo_labels: str = "online",
+        teacher_network: nn.Module | None = None,
+        consistency: str = "ce",
+        confidence_threshold: float = 0.0,
+        labeled_attack: AdversarialAttack | None = None,
+        labeled_adversarial_weight: float = 1.0,
+        unlabeled_image_key: str = "image",
+        **kwargs: Any,
+    ) -> None:
+        check_loader_not_empty(train_data_loader, "train_data_loader (the labeled data)")
+        unlabeled = CyclingLoader(unlabeled_data_loader, "unlabeled_data_loader")
+        _check_attack(attack, "attack")
+        if labeled_attack is not None:
+            _check_attack(labeled_attack, "labeled_attack")
+        if not float(unlabeled_weight) >= 0:
+            raise ValueError(f"unlabeled_weight must be >= 0, got {unlabeled_weight!r}.")
+        if not float(labeled_adversarial_weight) >= 0:
+            raise ValueError(f"labeled_adversarial_weight must be >= 0, got {labeled_adversarial_weight!r}.")
+        if pseudo_labels not in ("online", "teacher"):
+            raise ValueError(f"pseudo_labels must be 'online' or 'teacher', got {pseudo_labels!r}.")
+        if pseudo_labels == "teacher" and teacher_network is None:
+            raise ValueError(
+                "pseudo_labels='teacher' needs teacher_network (a network trained on the labeled data)."
+            )
+        if pseudo_labels == "online" and teacher_network is not None:
+            raise ValueError(
+                "teacher_network is given but pseudo_labels='online'; set pseudo_labels='teacher'."
+            )
+        if consistency not in ("ce", "kl"):
+            raise ValueError(f"consistency must be 'ce' or 'kl', got {consistency!r}.")
+        if not 0.0 <= float(confidence_threshold) < 1.0:
+            raise ValueError(f"confidence_threshold must lie in [0, 1), got {confidence_threshold!r}.")
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
+        self.unlabeled_data_loader = unlabeled_data_loader
+        self.unlabeled = unlabeled
+        trained = unwrap_network(network)
+        self.attack = _aim(attack, trained)
+        self.labeled_attack = _aim(labeled_attack, trained) if labeled_attack is not None else None
+        self.unlabeled_weight = float(unlabeled_weight)
+        self.pseudo_labels = pseudo_labels
+        self.teacher_network = teacher_network
+        self.consistency = consistency
+        self.confidence_threshold = float(confidence_threshold)
+        self.labeled_adversarial_weight = float(labeled_adversarial_weight)
+        self.unlabeled_image_key = unlabeled_image_key
+
+    def _unlabeled_batch(self, engine: Any, like: torch.Tensor) -> torch.Tensor:
+        x_u = unlabeled_images(self.unlabeled.next(), self.unlabeled_image_key)
+        x_u = torch.as_tensor(x_u.as_tensor() if hasattr(x_u, "as_tensor") else x_u)
+        if x_u.ndim == 0 or x_u.shape[0] == 0:
+            raise ValueError(f"unlabeled batch of shape {tuple(x_u.shape)} is empty.")
+        if tuple(x_u.shape[1:]) != tuple(like.shape[1:]):
+            raise ValueError(
+                f"unlabeled images of shape {tuple(x_u.shape[1:])} (batch {tuple(x_u.shape)}) differ from the "
+                f"labeled images' shape {tuple(like.shape[1:])} (batch {tuple(like.shape)}); both loaders must "
+                "produce the same channels and spatial size."
+            )
+        if not x_u.is_floating_point():
+            raise TypeError(f"unlabeled images must be floating point, got {x_u.dtype}.")
+        if not torch.isfinite(x_u).all():
+            raise ValueError("the unlabeled batch contains NaN or Inf values.")
+        return x_u.to(device=like.device, dtype=like.dtype, non_blocking=engine.non_blocking)
+
+    def _iteration(self, engine: SemiSupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
+        K = AdvTrainingKeys
+        inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
+        x_u = self._unlabeled_batch(engine, inputs)
+        trained = unwrap_network(engine.network)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+
+        # 1. pseudo-labels, without gradient, in eval mode
+        source = self.teacher_network if self.pseudo_labels == "teacher" else trained
+        with torch.no_grad(), eval_mode(source):
+            pseudo_logits = check_logits(self.network_output_transform(source(x_u)), x_u.shape[0]).float()
+        probs = pseudo_logits.softmax(dim=1)
+        confidence, y_u = probs.max(dim=1)
+        keep = (confidence >= self.confidence_threshold).to(probs.dtype)
+        engine.state.output[K.PSEUDO_CONFIDENCE] = confidence.mean().item()
+        engine.state.output[K.PSEUDO_KEPT] = keep.mean().item()
+        engine.fire_event(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)
+
+        # 2. the attacks (eval mode inside, parameters' gradients untouched)
+        x_u_adv = self.attack(x_u, y_u)
+        engine.state.output[K.ATTACK_EPS] = _current_eps(self.attack)
+        x_l_adv = self.labeled_attack(inputs, targets) if self.labeled_attack is not None else None
+        engine.fire_event(AdversarialTrainingEvents.ATTACK_COMPLETED)
+
+        # 3. the training step
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast(engine):
+            pred = self._logits(engine, inputs, *args, **kwargs)
+            check_label_range(targets, pred.shape[1], "labels of the labeled batch")
+            engine.state.output[Keys.PRED] = pred
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss_l = engine.loss_function(pred, targets).mean()
+            adv_logits = self._logits(engine, x_u_adv)
+            if self.consistency == "ce":
+                per_item = F.cross_entropy(adv_logits.float(), y_u, reduction="none")
+            else:
+                clean = (
+                    pseudo_logits if self.pseudo_labels == "teacher" else self._logits(engine, x_u).float()
+                )
+                per_item = per_sample_kl(clean, adv_logits.float())
+            loss_u = (per_item * keep).mean()
+            loss = loss_l + self.unlabeled_weight * loss_u
+            if x_l_adv is not None:
+                loss_la = engine.loss_function(self._logits(engine, x_l_adv, *args, **kwargs), targets).mean()
+                loss = loss + self.labeled_adversarial_weight * loss_la
+                engine.state.output[K.LOSS_LABELED_ADV] = loss_la.item()
+        engine.state.output[Keys.LOSS] = loss
+        engine.state.output[K.LOSS_LABELED] = loss_l.item()
+        engine.state.output[K.LOSS_UNLABELED] = loss_u.item()
+        engine.state.output[K.ATTACK_SUCCESS] = (adv_logits.detach().argmax(1) != y_u).float().mean().item()
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._step(engine, loss)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
+    """Supervised adversarial training baselines: Madry PGD-AT and TRADES.
+
+    - ``method="madry"`` (Madry et al., ICLR 2018): ``L = loss_function(f(attack(x, y)), y)``; with
+      ``clean_weight=w > 0``, ``(1 - w) * L + w * loss_function(f(x), y)``. ``engine.state.output[PRED]``
+      holds the logits on the attacked batch (so a training-accuracy metric measures robust accuracy).
+    - ``method="trades"`` (Zhang et al., ICML 2019): the attack maximises
+      ``KL(softmax f(x) || softmax f(x'))`` (its loss is replaced per call; it must start from a random
+      point, e.g. ``PGD(..., random_start=True)``), and
+      ``L = loss_function(f(x), y) + beta * mean_i KL(softmax f(x)_i || softmax f(x_adv)_i)``.
+
+    Args:
+        device, max_epochs, train_data_loader, network, optimizer, loss_function: as for
+            ``monai.engines.SupervisedTrainer``.
+        attack: an attack from :mod:`monai_adv.transforms`, re-aimed at the trained network.
+        method: ``"madry"`` or ``"trades"``.
+        beta: TRADES' weight of the KL term (>= 0).
+        clean_weight: Madry: weight in ``[0, 1]`` of a clean term (0: pure PGD-AT).
+        network_output_transform: picks the logits out of the network's output.
+        kwargs: any other keyword argument of ``monai.engines.SupervisedTrainer``.
+
+    Raises:
+        ValueError: for an empty loader, a bad option, TRADES with an attack without random start, or
+            (at run time) labels outside the network's classes.
+        TypeError: when the attack is not a ``monai_adv.transforms`` attack.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        network: nn.Module,
+        optimizer: Optimizer,
+        loss_function: Callable,
+        attack: AdversarialAttack,
+        method: str = "madry",
+        beta: float = 6.0,
+        clean_weight: float = 0.0,
+        **kwargs: Any,
+    ) -> None:
+        check_loader_not_empty(train_data_loader, "train_data_loader")
+        _check_attack(attack, "attack")
+        if method not in ("madry", "trades"):
+            raise ValueError(f"method must be 'madry' or 'trades', got {method!r}.")
+        if method == "trades" and not getattr(attack, "random_start", False):
+            raise ValueError(
+                f"TRADES' KL attack has zero gradient at the clean input, so it needs a random start; "
+                f"{type(attack).__name__} has none (use PGD(..., random_start=True))."
+            )
+        if not float(beta) >= 0:
+            raise ValueError(f"beta must be >= 0, got {beta!r}.")
+        if not 0.0 <= float(clean_weight) <= 1.0:
+            raise ValueError(f"clean_weight must lie in [0, 1], got {clean_weight!r}.")
+        super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
+        self.attack = _aim(attack, unwrap_network(network))
+        self.method = method
+        self.beta = float(beta)
+        self.clean_weight = float(clean_weight)
+
+    def _iteration(self, engine: SupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
+        K = AdvTrainingKeys
+        inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
+        trained = unwrap_network(engine.network)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        if self.method == "trades":
+            with torch.no_grad(), eval_mode(trained):
+                clean_eval = check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
+            attack = copy.copy(self.attack)
+            attack.loss = kl_attack_loss(clean_eval.float())
+        else:
+            attack = self.attack
+        x_adv = attack(inputs, targets)
+        engine.state.output[K.ATTACK_EPS] = _current_eps(attack)
+        engine.fire_event(AdversarialTrainingEvents.ATTACK_COMPLETED)
+
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast(engine):
+            if self.method == "madry":
+                adv_logits = self._logits(engine, x_adv, *args, **kwargs)
+                check_label_range(targets, adv_logits.shape[1], "labels of the labeled batch")
+                engine.state.output[Keys.PRED] = adv_logits
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                loss_adv = engine.loss_function(adv_logits, targets).mean()
+                loss = loss_adv
+                engine.state.output[K.LOSS_LABELED_ADV] = loss_adv.item()
+                if self.clean_weight > 0:
+                    loss_c = engine.loss_function(
+                        self._logits(engine, inputs, *args, **kwargs), targets
+                    ).mean()
+                    loss = (1 - self.clean_weight) * loss_adv + self.clean_weight * loss_c
+                    engine.state.output[K.LOSS_LABELED] = loss_c.item()
+            else:
+                pred = self._logits(engine, inputs, *args, **kwargs)
+                check_label_range(targets, pred.shape[1], "labels of the labeled batch")
+                engine.state.output[Keys.PRED] = pred
+                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+                adv_logits = self._logits(engine, x_adv, *args, **kwargs)
+                loss_c = engine.loss_function(pred, targets).mean()
+                loss_r = per_sample_kl(pred.float(), adv_logits.float()).mean()
+                loss = loss_c + self.beta * loss_r
+                engine.state.output[K.LOSS_LABELED] = loss_c.item()
+                engine.state.output[K.LOSS_ROBUST] = loss_r.item()
+        engine.state.output[Keys.LOSS] = loss
+        engine.state.output[K.ATTACK_SUCCESS] = (
+            (adv_logits.detach().argmax(1) != targets).float().mean().item()
+        )
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._step(engine, loss)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

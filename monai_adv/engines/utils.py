@@ -1,0 +1,202 @@
+"""Small pieces the adversarial training engines share: batch parsing, label checks, losses, loader cycling."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from typing import Any
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = [
+    "unwrap_network",
+    "eval_mode",
+    "class_indices",
+    "check_label_range",
+    "unlabeled_images",
+    "CyclingLoader",
+    "per_sample_kl",
+    "kl_attack_loss",
+    "check_loader_not_empty",
+]
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or the network itself).
+
+    Attacks and pseudo-labelling run on the unwrapped module: their forward passes must not register
+    DDP gradient-reduction hooks, only the training forward does.
+    """
+    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+        network = network.module
+    return network
+
+
+@contextlib.contextmanager
+def eval_mode(*networks: nn.Module):
+    """Put networks in eval mode for the block, restoring each one's previous mode afterwards."""
+    modes = [n.training for n in networks]
+    try:
+        for n in networks:
+            n.eval()
+        yield
+    finally:
+        for n, m in zip(networks, modes):
+            n.train(m)
+
+
+def class_indices(label: Any, batch: int, what: str = "labels") -> torch.Tensor:
+    """Check and convert labels to integer class indices of shape ``(batch,)``.
+
+    Accepts ``(B,)`` or ``(B, 1)`` integer (or integral floating) tensors.
+
+    Raises:
+        ValueError: for a wrong shape, one-hot labels, non-integer or negative values, NaN.
+    """
+    y = torch.as_tensor(label.as_tensor() if hasattr(label, "as_tensor") else label)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1 or y.shape[0] != batch:
+        raise ValueError(
+            f"{what} of shape {tuple(y.shape)} do not fit a batch of {batch} images: expected ({batch},) or "
+            f"({batch}, 1) integer class indices (not one-hot)."
+        )
+    if y.is_floating_point():
+        if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
+            raise ValueError(f"{what} must be integer class indices, got {y[:8].tolist()}.")
+    elif y.dtype == torch.bool or y.is_complex():
+        raise ValueError(f"{what} must be integer class indices, got dtype {y.dtype}.")
+    y = y.long()
+    if (y < 0).any():
+        raise ValueError(f"{what} must be non-negative class indices, got {sorted(set(y.tolist()))}.")
+    return y
+
+
+def check_label_range(y: torch.Tensor, num_classes: int, what: str = "labels") -> None:
+    """Raise ``ValueError`` when a label is not a class of a network with ``num_classes`` outputs."""
+    if y.numel() and int(y.max()) >= num_classes:
+        bad = sorted({v for v in y.tolist() if v >= num_classes})
+        raise ValueError(
+            f"{what} {bad} are outside the network's classes 0..{num_classes - 1} "
+            f"(the network returns {num_classes} logits)."
+        )
+
+
+def check_logits(logits: Any, batch: int) -> torch.Tensor:
+    """Check that a network output is floating class logits ``(batch, K >= 2)``."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(
+            f"network output {shape} is not class logits of shape ({batch}, num_classes); pass "
+            "network_output_transform=... to pick the logits."
+        )
+    return logits
+
+
+def unlabeled_images(batch: Any, image_key: str = "image") -> torch.Tensor:
+    """The images of an unlabeled batch: a tensor, a dict's ``image_key``, or a tuple/list's first item.
+
+    Raises:
+        ValueError: when a dict has no ``image_key``.
+        TypeError: for any other batch type.
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch
+    if isinstance(batch, Mapping):
+        if image_key not in batch:
+            raise ValueError(
+                f"unlabeled batch is a dict with keys {sorted(batch)}, without the image key {image_key!r}; "
+                "set unlabeled_image_key=..."
+            )
+        return batch[image_key]
+    if isinstance(batch, (tuple, list)) and len(batch) > 0 and isinstance(batch[0], torch.Tensor):
+        return batch[0]
+    raise TypeError(
+        f"unlabeled batch of type {type(batch).__name__} is not a tensor, a dict with {image_key!r}, or a "
+        "(images, ...) tuple."
+    )
+
+
+def check_loader_not_empty(loader: Iterable, name: str) -> None:
+    """Raise ``ValueError`` when a sized loader has no batches (e.g. a label fraction of 0)."""
+    if loader is None:
+        raise ValueError(f"{name} is None; a data loader is required.")
+    if isinstance(loader, Sized):
+        try:
+            n = len(loader)
+        except TypeError:
+            return
+        if n == 0:
+            ds = getattr(loader, "dataset", None)
+            size = f" (its dataset has {len(ds)} items)" if isinstance(ds, Sized) else ""
+            raise ValueError(
+                f"{name} is empty{size}: no batches to train on (a label fraction of 0, an empty split, or "
+                "drop_last with fewer items than one batch?)."
+            )
+
+
+class CyclingLoader:
+    """Cycle a data loader forever, independently of the engine's own loader.
+
+    Each pass creates a fresh iterator (so a shuffling loader reshuffles); a ``DistributedSampler``
+    gets ``set_epoch(pass_index)`` first, so every rank shuffles alike and each pass differently.
+
+    Args:
+        loader: any re-iterable of batches.
+        name: used in error messages.
+
+    Raises:
+        ValueError: when a pass yields no batch at all.
+    """
+
+    def __init__(self, loader: Iterable, name: str = "unlabeled_data_loader") -> None:
+        check_loader_not_empty(loader, name)
+        self.loader = loader
+        self.name = name
+        self.passes = 0
+        self._it: Iterator | None = None
+
+    def _new_iterator(self) -> Iterator:
+        sampler = getattr(self.loader, "sampler", None) if isinstance(self.loader, DataLoader) else None
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(self.passes)
+        self.passes += 1
+        return iter(self.loader)
+
+    def next(self) -> Any:
+        """The next batch, starting a new pass when the current one is exhausted."""
+        if self._it is None:
+            self._it = self._new_iterator()
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = self._new_iterator()
+            try:
+                return next(self._it)
+            except StopIteration:
+                raise ValueError(f"{self.name} yielded no batches; it must not be empty.") from None
+
+
+def per_sample_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(p) || softmax(q))`` per sample ``(B,)``; gradients flow into both arguments."""
+    log_p = F.log_softmax(p_logits, dim=1)
+    log_q = F.log_softmax(q_logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def kl_attack_loss(clean_logits: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An attack loss ``loss(logits, y) = KL(softmax(clean) || softmax(logits))`` per sample (TRADES' inner max).
+
+    The labels are ignored; ``clean_logits`` are detached. An attack with this loss must start from a
+    random point (the KL gradient is zero at the clean input).
+    """
+    clean = clean_logits.detach()
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_sample_kl(clean.to(logits.dtype), logits)
+
+    return loss
