@@ -1,5 +1,15 @@
 """Metrics: detection quality (AUROC, TPR at a threshold) and the system adversarial risk."""
 
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve, tpr_at_fpr, tpr_at_threshold
+from monai_adv.metrics.risk import RISK_KEYS, AdversarialRiskMetric, compute_adversarial_risk, risk_inputs
 
-__all__ = ["detection_auroc", "detection_roc_curve", "tpr_at_fpr", "tpr_at_threshold"]
+__all__ = [
+    "AdversarialRiskMetric",
+    "RISK_KEYS",
+    "compute_adversarial_risk",
+    "risk_inputs",
+    "detection_auroc",
+    "detection_roc_curve",
+    "tpr_at_fpr",
+    "tpr_at_threshold",
+]

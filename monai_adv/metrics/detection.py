@@ -52,7 +52,8 @@ def detection_roc_curve(clean_scores: Any, adv_scores: Any) -> tuple[np.ndarray,
     """``(fpr, tpr, thresholds)`` of the rule "flag when score > threshold", from (0, 0) to (1, 1)."""
     neg, pos = _as_1d(clean_scores, "clean_scores"), _as_1d(adv_scores, "adv_scores")
     thr = np.unique(np.concatenate([neg, pos]))[::-1]
-    thresholds = np.concatenate([[np.inf], thr[:-1] if thr.size else thr, [-np.inf]])
+    # "score > t" for t = each observed score from the top (the first point is (0, 0)), then -inf (all)
+    thresholds = np.concatenate([thr, [-np.inf]])
     fpr = np.array([(neg > t).mean() for t in thresholds])
     tpr = np.array([(pos > t).mean() for t in thresholds])
     return fpr, tpr, thresholds
