@@ -231,7 +231,9 @@ class ResumableCheckpointHandler:
         if self.resume:
             engine.add_event_handler(Events.STARTED, self.load_latest)
         if self.save_every_iters:
-            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.save_every_iters), self.save)
+            engine.add_event_handler(
+                Events.ITERATION_COMPLETED(every=self.save_every_iters), self._save_mid_epoch
+            )
         engine.add_event_handler(Events.EPOCH_COMPLETED, self.save)
 
     def load_latest(self, engine: Engine | None = None) -> Path | None:
@@ -258,13 +260,18 @@ class ResumableCheckpointHandler:
             )
         return path
 
+    def _save_mid_epoch(self, engine: Engine) -> None:
+        # the last iteration of an epoch is saved at EPOCH_COMPLETED, after the epoch-end handlers
+        # (lr schedulers, ...) have run, so that a resumed run does not skip them
+        epoch_length = engine.state.epoch_length
+        if not epoch_length or engine.state.iteration % epoch_length:
+            self.save(engine)
+
     def save(self, engine: Engine) -> Path | None:
         """Write a checkpoint for the engine's current iteration (rank 0 only) and prune old ones."""
         if _rank() != 0:
             return None
         path = self.save_dir / f"{self.prefix}_{engine.state.iteration:09d}.pt"
-        if self.last_saved == path and path.exists():
-            return path  # the iteration and epoch-end events coincide
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}
         save_checkpoint(state, path)
         self.last_saved = path
