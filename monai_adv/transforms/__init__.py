@@ -1,6 +1,17 @@
 """Adversarial attacks as MONAI transforms: array versions and their dictionary versions."""
 
-from monai_adv.transforms import apgd, base, carlini_wagner, composite, dictionary, gradient, losses, square
+from monai_adv.transforms import (
+    adaptive,
+    apgd,
+    base,
+    carlini_wagner,
+    composite,
+    dictionary,
+    gradient,
+    losses,
+    square,
+)
+from monai_adv.transforms.adaptive import *  # noqa: F403
 from monai_adv.transforms.apgd import *  # noqa: F403
 from monai_adv.transforms.base import AdversarialAttack, NormBoundedAttack, default_output_transform
 from monai_adv.transforms.carlini_wagner import *  # noqa: F403
@@ -11,6 +22,6 @@ from monai_adv.transforms.losses import *  # noqa: F403
 from monai_adv.transforms.square import *  # noqa: F403
 
 __all__ = ["AdversarialAttack", "NormBoundedAttack", "default_output_transform"]
-for _module in (gradient, carlini_wagner, apgd, square, composite, losses, dictionary):
+for _module in (gradient, carlini_wagner, apgd, square, composite, losses, dictionary, adaptive):
     __all__ += _module.__all__
 del _module, base
