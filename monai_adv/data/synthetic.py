@@ -1,0 +1,899 @@
+# Copyright (c) monai-adv developers.
+# Licensed under the Apache License, Version 2.0.
+"""Synthetic retinal OCT B-scans in the four Kermany classes (CNV, DME, DRUSEN, NORMAL).
+
+The generator draws each B-scan on the native Spectralis grid (496 rows of about 3.9 um in depth,
+512 columns of about 11.7 um across a 6 mm scan), from a layered reflectivity model of the retina, then
+forms the image the way an OCT scanner and its viewer do:
+
+1. reflectivity: vitreous, RNFL, GCL, IPL, INL, OPL, ONL, ELM, myoid zone, ellipsoid zone, outer
+   segments, interdigitation zone, RPE / Bruch's membrane, choroid (mottled vessels fading with depth)
+   and sclera; a foveal pit; retinal vessels; class lesions drawn with a per-image severity;
+2. attenuation along depth (Beer-Lambert on the cumulative reflectivity, plus absorbing vessels and
+   hyperreflective foci), which casts shadows;
+3. speckle: the complex field ``sqrt(R) * (n1 + i n2)`` blurred by the point-spread function, its
+   squared magnitude averaged over a few looks, plus a depth-dependent noise floor;
+4. the logarithmic display transform ``grey = g0 + ln(I) / dynamic_range``, clipped to [0, 1];
+5. optional registration padding (white wedges), 8-bit JPEG compression, and the OCTMNIST-style
+   preparation: centre crop to a square and resize.
+
+Every class shares the nuisance factors (vertical position, tilt, curvature, lateral scale, pit
+position, noise level, gain, blur, speckle looks, JPEG quality), so the class is carried by the lesion,
+not by brightness. Its parameters were calibrated against 400 real Kermany B-scans; see
+``docs/synthetic_oct_validation.md`` and ``benchmarks/synthetic_realism.py``.
+
+Command line::
+
+    python -m monai_adv.data.synthetic --out DIR --n-train 200 --n-unlabeled 200 --n-test 50 --size 128
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage as ndi
+
+from monai_adv.data.utils import OCT_CLASSES, center_crop_resize, label_to_index
+
+__all__ = [
+    "SyntheticOCTGenerator",
+    "write_synthetic_oct_dataset",
+    "DEFAULT_SPLITS",
+    "UNLABELED_PREFIX",
+    "MANIFEST_NAME",
+    "main",
+]
+
+#: Default number of images per class for each split written by :func:`write_synthetic_oct_dataset`.
+DEFAULT_SPLITS: dict[str, int] = {"train": 100, "unlabeled": 300, "test": 50}
+#: File-name prefix of images in the ``unlabeled`` split (their class is not revealed).
+UNLABELED_PREFIX = "SCAN"
+#: Name of the manifest file written at the data set root.
+MANIFEST_NAME = "synthetic_oct.json"
+
+_DZ_UM = 3.9  # axial pixel size of the Spectralis grid
+_DX_UM = 11.7  # lateral pixel size of a 6 mm, 512 A-scan B-scan
+
+# Retinal layers from the inner limiting membrane down to Bruch's membrane:
+# (name, parafoveal thickness in um, linear reflectivity relative to the noise floor).
+_LAYERS: tuple[tuple[str, float, float], ...] = (
+    ("RNFL", 20.0, 30.0),
+    ("GCL", 50.0, 11.0),
+    ("IPL", 40.0, 9.0),
+    ("INL", 38.0, 3.5),
+    ("OPL", 32.0, 8.0),
+    ("ONL", 65.0, 1.8),
+    ("ELM", 5.0, 9.0),
+    ("MZ", 20.0, 2.5),
+    ("EZ", 12.0, 180.0),
+    ("OS", 28.0, 14.0),
+    ("IZ", 8.0, 50.0),
+)
+_RPE_UM, _RPE_R = 16.0, 450.0
+
+
+def _dome(x: np.ndarray, centre: float, half_width: float, power: float) -> np.ndarray:
+    """A dome ``(1 - (d / w)^2)^power`` of unit height on ``|d| < w``; larger powers taper more."""
+    d = np.clip(1.0 - ((x - centre) / max(float(half_width), 1e-3)) ** 2, 0.0, None)
+    return (d**power).astype(np.float32)
+
+
+def _ss(rng: np.random.Generator) -> np.random.SeedSequence:
+    return np.random.SeedSequence(int(rng.integers(0, 2**63 - 1)))
+
+
+class SyntheticOCTGenerator:
+    """Physically motivated synthetic retinal OCT B-scans in the classes CNV, DME, DRUSEN and NORMAL.
+
+    Example::
+
+        gen = SyntheticOCTGenerator(image_size=128, seed=0)
+        img = gen("DME")                       # (128, 128) float32 in [0, 1]
+        images, labels = gen.generate(10)      # (40, 128, 128), (40,)
+
+    Args:
+        image_size: side length of the square output (or ``(h, w)``), after the centre crop of the
+            native frame; ``None`` returns the native centre crop (496 x 496).
+        seed: seed of the generator's random stream; the same seed gives the same images in the same
+            call order. ``None`` draws fresh entropy.
+        native_shape: ``(rows, columns)`` of the native grid the B-scan is drawn on.
+        severity: ``(a, b)`` of the Beta distribution of per-image lesion severity in (0, 1); the
+            default has its mode near 0.2, so many lesions are mild.
+        jpeg_quality: JPEG quality range ``(low, high)`` drawn per image, a fixed quality, or ``None``
+            for no compression. The real data set is stored as JPEG.
+        padding_prob: probability of white registration-padding wedges, as in many Kermany images.
+        output_dtype: dtype of the returned arrays (float32 by default).
+
+    Raises:
+        ValueError: for a non-positive size, a bad severity pair, a JPEG quality outside [1, 100] or a
+            probability outside [0, 1].
+    """
+
+    classes: tuple[str, ...] = OCT_CLASSES
+
+    def __init__(
+        self,
+        image_size: int | Sequence[int] | None = 224,
+        seed: int | None = 0,
+        native_shape: Sequence[int] = (496, 512),
+        severity: Sequence[float] = (1.4, 2.4),
+        jpeg_quality: int | Sequence[int] | None = (75, 95),
+        padding_prob: float = 0.6,
+        output_dtype: np.dtype | type = np.float32,
+    ) -> None:
+        if image_size is not None:
+            sizes = [image_size] if isinstance(image_size, (int, np.integer)) else list(image_size)
+            if len(sizes) not in (1, 2) or any(int(s) < 1 for s in sizes):
+                raise ValueError(
+                    f"image_size must be a positive int, a pair of them, or None, got {image_size!r}."
+                )
+        native = tuple(int(s) for s in native_shape)
+        if len(native) != 2 or native[0] < 64 or native[1] < 64:
+            raise ValueError(f"native_shape must be (rows, columns), each >= 64, got {native_shape!r}.")
+        sev = tuple(float(s) for s in severity)
+        if len(sev) != 2 or min(sev) <= 0:
+            raise ValueError(f"severity must be a pair of positive Beta parameters, got {severity!r}.")
+        if jpeg_quality is not None:
+            q = (
+                (jpeg_quality, jpeg_quality)
+                if isinstance(jpeg_quality, (int, np.integer))
+                else tuple(jpeg_quality)
+            )
+            if len(q) != 2 or not 1 <= int(q[0]) <= int(q[1]) <= 100:
+                raise ValueError(
+                    f"jpeg_quality must be in [1, 100] (or a low <= high pair), got {jpeg_quality!r}."
+                )
+            jpeg_quality = (int(q[0]), int(q[1]))
+        if not 0.0 <= float(padding_prob) <= 1.0:
+            raise ValueError(f"padding_prob must be in [0, 1], got {padding_prob}.")
+        self.image_size = image_size
+        self.seed = seed
+        self.native_shape = native
+        self.severity = sev
+        self.jpeg_quality = jpeg_quality
+        self.padding_prob = float(padding_prob)
+        self.output_dtype = np.dtype(output_dtype)
+        self.set_random_state(seed)
+
+    # ------------------------------------------------------------------ public API
+    def set_random_state(self, seed: int | None = None) -> SyntheticOCTGenerator:
+        """Reset the random stream of :meth:`__call__` and :meth:`generate` to ``seed``."""
+        self._rng = np.random.default_rng(seed)
+        return self
+
+    def __call__(self, label: int | str) -> np.ndarray:
+        """Draw one B-scan of class ``label`` (an index or a class name) from the generator's stream.
+
+        Returns:
+            an ``(H, W)`` array of ``output_dtype`` in [0, 1].
+        """
+        return self.sample(label, _ss(self._rng))
+
+    def generate(self, n_per_class: int, shuffle: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """Draw ``n_per_class`` B-scans of every class.
+
+        Args:
+            n_per_class: number of images per class (>= 0).
+            shuffle: interleave the classes randomly; otherwise the result is ordered by class.
+
+        Returns:
+            ``(images, labels)``: ``(4 * n_per_class, H, W)`` and ``(4 * n_per_class,)`` int64.
+
+        Raises:
+            ValueError: when ``n_per_class`` is negative.
+        """
+        if int(n_per_class) < 0:
+            raise ValueError(f"n_per_class must be >= 0, got {n_per_class}.")
+        n = int(n_per_class)
+        labels = np.repeat(np.arange(len(self.classes), dtype=np.int64), n)
+        seeds = _ss(self._rng).spawn(labels.size)
+        if shuffle:
+            labels = labels[self._rng.permutation(labels.size)]
+        shape = self.output_shape
+        images = np.empty((labels.size, *shape), dtype=self.output_dtype)
+        for i, (lab, s) in enumerate(zip(labels, seeds)):
+            images[i] = self.sample(int(lab), s)
+        return images, labels
+
+    @property
+    def output_shape(self) -> tuple[int, int]:
+        """Shape ``(H, W)`` of the images this generator returns."""
+        if self.image_size is None:
+            s = min(self.native_shape)
+            return (s, s)
+        if isinstance(self.image_size, (int, np.integer)):
+            return (int(self.image_size), int(self.image_size))
+        sizes = [int(s) for s in self.image_size]
+        return (sizes[0], sizes[-1])
+
+    def sample(
+        self,
+        label: int | str,
+        seed: int | np.random.SeedSequence | None,
+        patient_seed: int | np.random.SeedSequence | None = None,
+        return_info: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
+        """Draw one B-scan deterministically from explicit seeds (independent of the generator's stream).
+
+        Args:
+            label: class index or name.
+            seed: seed of this image (noise, speckle, small shifts, padding, compression).
+            patient_seed: seed of the eye (anatomy and lesions); images sharing it are B-scans of the
+                same eye with the same lesions, like the several images per patient in Kermany.
+                ``None`` uses ``seed``.
+            return_info: also return a dict with the drawn severity and a few other parameters.
+
+        Returns:
+            the image, or ``(image, info)`` when ``return_info`` is true.
+        """
+        lab = label_to_index(label)
+        ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        if patient_seed is None:
+            ss_anat, ss_img = ss.spawn(2)
+        else:
+            pss = (
+                patient_seed
+                if isinstance(patient_seed, np.random.SeedSequence)
+                else np.random.SeedSequence(patient_seed)
+            )
+            ss_anat, ss_img = pss.spawn(1)[0], ss.spawn(2)[1]
+        native, info = self.render_native(lab, np.random.default_rng(ss_anat), np.random.default_rng(ss_img))
+        out = center_crop_resize(native, None if self.image_size is None else self.output_shape)
+        out = np.clip(out, 0.0, 1.0).astype(self.output_dtype, copy=False)
+        return (out, info) if return_info else out
+
+    # ------------------------------------------------------------------ rendering
+    def render_native(
+        self, label: int, rng_anat: np.random.Generator, rng_img: np.random.Generator
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Draw one full native-grid B-scan (``native_shape``, float32 in [0, 1]) and its parameters."""
+        H, W = self.native_shape
+        ra, ri = rng_anat, rng_img
+        z = np.arange(H, dtype=np.float32)[:, None]
+        x = np.arange(W, dtype=np.float32)
+        sev = float(ra.beta(*self.severity)) if label != 3 else 0.0
+        info: dict[str, Any] = {"label": label, "class": OCT_CLASSES[label], "severity": sev}
+
+        # --- scan geometry (nuisances shared by every class)
+        dx = _DX_UM * ra.uniform(0.8, 1.25)  # lateral um per pixel (scan width / zoom)
+        dz = _DZ_UM * ra.uniform(0.94, 1.06)
+
+        def px_x(um: float | np.ndarray) -> Any:
+            return np.asarray(um) / dx
+
+        def px_z(um: float | np.ndarray) -> Any:
+            return np.asarray(um) / dz
+
+        xf = W * (ra.uniform(0.3, 0.7) if ra.random() < 0.85 else ra.uniform(0.05, 0.95))  # foveal centre
+        xf += ri.normal(0.0, px_x(60.0))
+        z_c = H * ra.uniform(0.34, 0.66) + ri.normal(0.0, 4.0)  # Bruch's membrane depth at the fovea
+        tilt = np.clip(ra.normal(0.0, 0.07), -0.2, 0.2) + ri.normal(0.0, 0.008)
+        curv = ra.uniform(-0.05, 0.35) * H  # bowl: edges higher than the centre
+        u = (x - xf) / W
+        bm = z_c + tilt * (x - xf) - curv * u**2 + self._noise1d(ra, W, 60.0, px_z(ra.uniform(0.0, 12.0)))
+
+        # --- retinal thickness profiles (um), foveal pit
+        t_scale = ra.uniform(0.92, 1.08)
+        sigma_pit = px_x(ra.uniform(300.0, 480.0))
+        p_pit = ra.uniform(1.8, 2.6)
+        f = np.exp(-0.5 * np.abs((x - xf) / sigma_pit) ** p_pit)
+        pit_depth = ra.uniform(0.82, 0.97)
+        thick = {name: np.full(W, t * t_scale, dtype=np.float32) for name, t, _ in _LAYERS}
+        side = 1.0 if ra.random() < 0.5 else -1.0
+        thick["RNFL"] = (12.0 + 40.0 / (1.0 + np.exp(-side * (x - xf) / px_x(900.0)))) * t_scale
+        refl = {name: r * np.exp(ra.normal(0.0, 0.15)) for name, _, r in _LAYERS}
+        refl["RPE"] = _RPE_R * np.exp(ra.normal(0.0, 0.15))
+        ez_gain = np.ones(W, dtype=np.float32)
+
+        elev = np.zeros(W, dtype=np.float32)  # sub-RPE elevation (drusen, PED), px
+        gap = np.zeros(W, dtype=np.float32)  # sub-retinal space (fluid or material), px
+        sub_rpe_val: np.ndarray | float = 30.0
+        gap_val: np.ndarray | float = 0.15
+        cysts: list[tuple[float, float, float, float]] = []  # (x, z, rx, rz) px
+        foci: list[tuple[float, float, float]] = []  # (x, z, r)
+        swell = np.zeros(W, dtype=np.float32)  # um added to INL/OPL/ONL
+        rpe_rough = np.zeros(W, dtype=np.float32)
+
+        if label == 2:  # DRUSEN: dome-shaped RPE elevations over a flat Bruch's membrane
+            n = 1 + int(ra.binomial(11, 0.1 + 0.6 * sev))
+            spread = px_x(ra.uniform(600.0, 2000.0))
+            for _ in range(n):
+                c = xf + ra.normal(0.0, spread)
+                w = px_x(ra.uniform(60.0, 180.0 + 320.0 * sev)) / 2.0
+                h = px_z(ra.uniform(15.0, 30.0 + 90.0 * sev))
+                elev = np.maximum(elev, h * _dome(x, c, w, ra.uniform(0.5, 0.9)))
+            sub_rpe_val = ra.uniform(15.0, 60.0)
+            ez_gain = 1.0 - 0.6 * np.clip(elev / px_z(60.0), 0.0, 1.0)
+            for name in ("OS", "IZ"):
+                thick[name] = thick[name] * (1.0 - 0.6 * np.clip(elev / px_z(80.0), 0.0, 1.0))
+            # the outer nuclear layer absorbs most of the elevation: the inner surface stays nearly flat
+            thick["ONL"] = np.maximum(0.35 * thick["ONL"], thick["ONL"] - ra.uniform(0.5, 0.9) * elev * dz)
+            info["n_drusen"] = n
+        elif label == 1:  # DME: thickening, intraretinal cysts, hyperreflective foci
+            xs = xf + ra.normal(0.0, px_x(300.0))
+            sw_sigma = px_x(ra.uniform(400.0, 1300.0))
+            amp = ra.uniform(20.0, 60.0) + 260.0 * sev * ra.uniform(0.5, 1.0)
+            swell = amp * np.exp(-0.5 * ((x - xs) / sw_sigma) ** 2)
+            pit_depth *= 1.0 - 0.85 * min(1.0, 0.3 + sev)
+            n_cyst = int(ra.binomial(2 + int(20 * sev), 0.6)) + (1 if ra.random() < 0.8 else 0)
+            for _ in range(n_cyst):
+                cx = xs + ra.normal(0.0, sw_sigma * 0.6)
+                big = ra.random() < 0.35 + 0.5 * sev
+                cysts.append((cx, -1.0 if big else -2.0, 0.0, 0.0))  # depth resolved after layering
+            n_foci = int(ra.poisson(1.0 + 10.0 * sev))
+            for _ in range(n_foci):
+                foci.append((xs + ra.normal(0.0, sw_sigma), -1.0, ra.uniform(0.8, 2.2)))
+            if ra.random() < 0.25 * (0.3 + sev):
+                gw = px_x(ra.uniform(300.0, 1200.0))
+                gh = px_z(ra.uniform(20.0, 120.0))
+                gap = np.maximum(gap, gh * _dome(x, xs, gw, 1.2))
+            info["n_cysts"], info["n_foci"] = n_cyst, n_foci
+        elif label == 0:  # CNV: irregular RPE elevation, sub-retinal material and fluid
+            xl = xf + ra.normal(0.0, px_x(500.0))
+            width = px_x(ra.uniform(500.0, 1200.0 + 2000.0 * sev))
+            kind = ra.choice(["fibrovascular", "serous", "type2"], p=[0.5, 0.2, 0.3])
+            h = px_z(ra.uniform(40.0, 80.0 + 320.0 * sev))
+            prof = np.zeros(W, dtype=np.float32)
+            for _ in range(int(ra.integers(1, 4))):
+                c = xl + ra.normal(0.0, width / 5.0)
+                w = width / 2.0 * ra.uniform(0.5, 1.0)
+                prof = np.maximum(prof, ra.uniform(0.5, 1.0) * _dome(x, c, w, ra.uniform(0.7, 1.3)))
+            lesion = prof > 0
+            if kind == "type2":
+                elev = 0.25 * h * prof
+                sub_rpe_val = 20.0
+                shrm = 0.7 * h * prof * (1.0 + 0.3 * self._noise1d(ra, W, 8.0, 1.0))
+                gap = np.maximum(gap, np.clip(shrm, 0.0, None))
+                gap_val = "shrm"  # textured bright material, resolved below
+            elif kind == "serous":
+                elev = h * prof
+                sub_rpe_val = 0.2
+            else:
+                elev = h * prof * (1.0 + 0.25 * self._noise1d(ra, W, 10.0, 1.0)) * lesion
+                sub_rpe_val = "fibro"
+            elev = np.clip(elev, 0.0, None)
+            rpe_rough = lesion * self._noise1d(ra, W, 3.0, ra.uniform(0.5, 2.5))
+            ez_gain = np.where(lesion, np.clip(0.15 + 0.85 * ra.random(W) ** 0.5, 0.0, 1.0), 1.0)
+            ez_gain = ndi.gaussian_filter1d(ez_gain.astype(np.float32), 3.0)
+            if ra.random() < (0.75 if kind != "serous" else 0.4):
+                gw = width * ra.uniform(0.6, 1.6) / 2.0
+                gh = px_z(ra.uniform(30.0, 60.0 + 200.0 * sev))
+                fluid = gh * _dome(x, xl + ra.normal(0.0, width / 4.0), gw, ra.uniform(1.0, 1.6))
+                if gap_val == "shrm":
+                    gap = gap + fluid  # fluid and material side by side: treat as material over fluid
+                    gap_val = "shrm_fluid"
+                else:
+                    gap = np.maximum(gap, fluid)
+            if ra.random() < 0.3:
+                for _ in range(int(ra.integers(1, 5))):
+                    cysts.append(
+                        (xl + ra.normal(0.0, width / 3.0), -1.0 if ra.random() < 0.5 else -2.0, 0.0, 0.0)
+                    )
+            swell = ra.uniform(0.0, 80.0) * sev * np.exp(-0.5 * ((x - xl) / (width / 1.5)) ** 2)
+            pit_depth *= 1.0 - 0.5 * sev
+            info["cnv_kind"] = str(kind)
+
+        # inner layers thin in the pit; the outer nuclear layer and the outer segments thicken there
+        thick["RNFL"] = thick["RNFL"] * (1.0 - 0.95 * f)
+        for name in ("GCL", "IPL", "INL"):
+            thick[name] = thick[name] * (1.0 - pit_depth * f)
+        thick["OPL"] = thick["OPL"] * (1.0 - 0.5 * pit_depth * f)
+        thick["ONL"] = thick["ONL"] + 35.0 * pit_depth * f
+        thick["OS"] = thick["OS"] + 12.0 * f
+        thick["INL"] = thick["INL"] + 0.2 * swell
+        thick["OPL"] = thick["OPL"] + 0.25 * swell
+        thick["ONL"] = thick["ONL"] + 0.55 * swell
+
+        # --- boundaries, from Bruch's membrane upwards (px); each layer boundary slightly irregular
+        bm = bm.astype(np.float32)
+        rpe_bottom = bm - elev
+        rpe_top = rpe_bottom - px_z(_RPE_UM * t_scale) + rpe_rough
+        iz_bottom = rpe_top - gap
+        tops: dict[str, np.ndarray] = {}
+        cur = iz_bottom
+        for name, _, _ in reversed(_LAYERS):
+            wig = self._noise1d(ra, W, 25.0, 0.4)
+            cur = np.minimum(cur, cur - px_z(thick[name]) + wig)
+            tops[name] = cur
+        names = [n for n, _, _ in _LAYERS]
+        bounds = [tops[n] for n in names] + [iz_bottom, rpe_top, rpe_bottom, bm]
+        for k in range(len(bounds) - 2, -1, -1):  # keep every boundary above the next one
+            bounds[k] = np.minimum(bounds[k], bounds[k + 1])
+        # region values between consecutive boundaries: vitreous, layers..., gap, RPE, sub-RPE, choroid
+        steps = [np.clip(z - b[None, :] + 0.5, 0.0, 1.0) for b in bounds]
+
+        tex = np.exp(0.25 * self._noise2d(ri, (H, W), (1.5, 5.0)))
+        gain = np.exp(ra.normal(0.0, 0.35) + ri.normal(0.0, 0.1))
+        R = np.zeros((H, W), dtype=np.float32)
+        for k, name in enumerate(names):
+            val = refl[name] * (ez_gain if name in ("EZ", "IZ") else 1.0)
+            R += (steps[k] - steps[k + 1]) * val
+        # sub-retinal space
+        gap_mask = steps[len(names)] - steps[len(names) + 1]
+        if isinstance(gap_val, str):
+            mat = ra.uniform(20.0, 90.0) * np.exp(0.8 * self._noise2d(ri, (H, W), (2.0, 4.0)))
+            if gap_val == "shrm_fluid":  # material on the RPE side, fluid above it
+                depth_in = np.clip((z - iz_bottom[None, :]) / np.maximum(gap[None, :], 1.0), 0.0, 1.0)
+                mat = np.where(depth_in > 0.45, mat, 0.15)
+            R += gap_mask * mat
+        else:
+            R += gap_mask * gap_val
+        R += (steps[-3] - steps[-2]) * refl["RPE"] * np.exp(0.3 * self._noise2d(ri, (H, W), (1.0, 3.0)))
+        sub_mask = steps[-2] - steps[-1]
+        if isinstance(sub_rpe_val, str):
+            sub = ra.uniform(15.0, 60.0) * np.exp(0.9 * self._noise2d(ri, (H, W), (2.5, 5.0)))
+        else:
+            sub = sub_rpe_val * np.exp(0.3 * self._noise2d(ri, (H, W), (2.0, 4.0)))
+        R += sub_mask * sub
+        R *= tex
+
+        # choroid and sclera below Bruch's membrane
+        depth = np.clip(z - bm[None, :], 0.0, None)
+        lam = px_z(ra.uniform(60.0, 150.0))
+        ch_top = ra.uniform(10.0, 25.0)
+        vessels = self._noise2d(ra, (H, W), (px_z(25.0), px_x(60.0)))
+        mottle = np.exp(0.35 * self._noise2d(ri, (H, W), (1.5, 3.0)))
+        lumen = np.where(vessels < ra.uniform(-0.6, 0.2), 0.45, 1.0) * (depth > px_z(15.0)) + (
+            depth <= px_z(15.0)
+        )
+        ch = ch_top * np.exp(-depth / lam) * mottle * lumen
+        ch += 0.15 * np.exp(-depth / px_z(900.0)) * ra.uniform(0.5, 1.5)  # faint sclera
+        R += steps[-1] * ch.astype(np.float32)
+        R[:2] = 0.0
+
+        # --- lesion objects that depend on the layer positions
+        xi = np.clip(np.round(x).astype(int), 0, W - 1)
+        for cx, kind_c, _, _ in cysts:
+            c = int(np.clip(round(cx), 0, W - 1))
+            if kind_c == -2.0:  # small cyst in the INL
+                z0, z1 = tops["INL"][c], tops["OPL"][c]
+                rz = max(1.0, 0.45 * (z1 - z0)) * ra.uniform(0.5, 1.0)
+                rx = rz * dz / dx * ra.uniform(1.0, 2.5)
+            else:  # larger cyst in the OPL / ONL
+                z0, z1 = tops["OPL"][c], tops["ELM"][c]
+                rz = max(1.5, 0.45 * (z1 - z0)) * ra.uniform(0.35, 1.0)
+                rx = max(1.5, rz * dz / dx * ra.uniform(0.8, 2.5))
+            zc = 0.5 * (z0 + z1) + ra.normal(0.0, 0.1 * max(1.0, z1 - z0))
+            R = self._paint_ellipse(R, cx, zc, rx, rz, 0.15)
+        absorb = np.zeros((H, W), dtype=np.float32)
+        for fx, _, r in foci:
+            c = int(np.clip(round(fx), 0, W - 1))
+            zc = ra.uniform(tops["IPL"][c], tops["ELM"][c])
+            val = ra.uniform(150.0, 500.0)
+            R = self._paint_ellipse(R, fx, zc, r, r, val, soft=0.8)
+            absorb = self._paint_ellipse(absorb, fx, zc + r, r, 0.5, 0.4, soft=0.5)
+        # retinal vessels: bright cross-sections in the inner retina that absorb and shadow
+        for _ in range(int(ra.poisson(3.0))):
+            vx = ra.uniform(0, W)
+            c = int(np.clip(vx, 0, W - 1))
+            diam = ra.uniform(25.0, 100.0)
+            rv, rz = max(1.0, px_x(diam) / 2.0), max(1.0, 0.3 * px_z(diam))
+            zc = tops["GCL"][c] + ra.uniform(0.0, 4.0)
+            R = self._paint_ellipse(R, vx, zc, rv, rz, ra.uniform(25.0, 80.0), soft=1.5)
+            absorb = self._paint_ellipse(absorb, vx, zc + rz, rv * 1.3, 1.0, ra.uniform(0.05, 0.3), soft=2.0)
+        del xi
+
+        # --- attenuation along depth (shadows), gain, noise floor
+        R = np.clip(R, 0.0, None)
+        mu = ra.uniform(1.0e-4, 2.0e-4)
+        T = np.exp(-np.cumsum(mu * R + absorb, axis=0))
+        col_gain = np.exp(self._noise1d(ri, W, 30.0, 0.12))[None, :]
+        S = R * T * gain * col_gain
+        floor_fall = ri.uniform(0.5, 1.3)
+        noise_floor = np.exp(-floor_fall * z / H).astype(np.float32)
+        intensity = self._speckle(ri, S, noise_floor)
+
+        # --- display: log transform, clip, quantise
+        dyn = ri.uniform(7.6, 9.6)
+        g0 = ri.uniform(0.10, 0.14)
+        grey = g0 + np.log(intensity + 1e-6) / dyn
+        grey = np.clip(grey, 0.0, 1.0)
+        if ri.random() < self.padding_prob:
+            grey = self._registration_padding(ri, grey)
+        out = np.round(grey * 255.0).astype(np.uint8)
+        if self.jpeg_quality is not None:
+            q = int(ri.integers(self.jpeg_quality[0], self.jpeg_quality[1] + 1))
+            buf = io.BytesIO()
+            Image.fromarray(out).save(buf, format="JPEG", quality=q)
+            buf.seek(0)
+            out = np.asarray(Image.open(buf).convert("L"))
+        info.update({"fovea_x": float(xf), "bruch_depth": float(z_c), "gain": float(gain)})
+        return out.astype(np.float32) / 255.0, info
+
+    # ------------------------------------------------------------------ helpers
+    @staticmethod
+    def _noise1d(rng: np.random.Generator, n: int, sigma: float, amp: float) -> np.ndarray:
+        """Smooth 1D noise with standard deviation ``amp`` and correlation length ``sigma`` (px)."""
+        v = ndi.gaussian_filter1d(rng.standard_normal(n + 64).astype(np.float32), max(float(sigma), 0.5))
+        v = v[32:-32]
+        sd = float(v.std())
+        return (v / sd * float(amp)).astype(np.float32) if sd > 0 else np.zeros(n, np.float32)
+
+    @staticmethod
+    def _noise2d(rng: np.random.Generator, shape: tuple[int, int], sigma: Sequence[float]) -> np.ndarray:
+        """Smooth 2D unit-variance noise, drawn on a coarser grid for large correlation lengths."""
+        s = [max(float(v), 0.3) for v in sigma]
+        factor = max(1, int(min(s) // 2))
+        small = (int(np.ceil(shape[0] / factor)) + 1, int(np.ceil(shape[1] / factor)) + 1)
+        v = ndi.gaussian_filter(
+            rng.standard_normal(small).astype(np.float32), [t / factor for t in s], mode="wrap"
+        )
+        if factor > 1:
+            v = ndi.zoom(v, factor, order=1)
+        v = v[: shape[0], : shape[1]]
+        sd = float(v.std())
+        return v / sd if sd > 0 else v
+
+    @staticmethod
+    def _paint_ellipse(
+        arr: np.ndarray, cx: float, cz: float, rx: float, rz: float, value: float, soft: float = 1.0
+    ) -> np.ndarray:
+        """Blend ``value`` into ``arr`` inside an ellipse with a soft edge (in place, returns ``arr``)."""
+        H, W = arr.shape
+        z0, z1 = int(max(0, np.floor(cz - rz - 2))), int(min(H, np.ceil(cz + rz + 3)))
+        x0, x1 = int(max(0, np.floor(cx - rx - 2))), int(min(W, np.ceil(cx + rx + 3)))
+        if z0 >= z1 or x0 >= x1:
+            return arr
+        zz = np.arange(z0, z1, dtype=np.float32)[:, None]
+        xx = np.arange(x0, x1, dtype=np.float32)[None, :]
+        d = np.sqrt(((xx - cx) / max(rx, 0.3)) ** 2 + ((zz - cz) / max(rz, 0.3)) ** 2)
+        m = np.clip((1.0 - d) * max(rx, rz) / max(soft, 1e-3) + 0.5, 0.0, 1.0)
+        arr[z0:z1, x0:x1] = arr[z0:z1, x0:x1] * (1.0 - m) + value * m
+        return arr
+
+    @staticmethod
+    def _speckle(rng: np.random.Generator, signal: np.ndarray, floor: np.ndarray) -> np.ndarray:
+        """Speckled intensity: tissue signal with frame-averaged speckle plus a grainy noise floor.
+
+        The noise floor is fully developed speckle: a circular Gaussian field blurred by the point-spread
+        function, its squared magnitude averaged over one to three looks. The tissue signal is averaged
+        over many partly decorrelated frames (as the scanner's eye-tracked averaging does), so its
+        speckle is a smoother multiplicative field of variance about ``1 / looks``.
+        """
+        looks = int(rng.choice([1, 2, 2, 3]))
+        psf = (rng.uniform(1.0, 1.5), rng.uniform(0.8, 1.3))
+        k = [np.exp(-0.5 * (np.arange(-5, 6) / s) ** 2) for s in psf]
+        energy = float(np.sum((k[0] / k[0].sum()) ** 2) * np.sum((k[1] / k[1].sum()) ** 2))
+        amp = np.sqrt(np.maximum(np.broadcast_to(floor, signal.shape), 0.0)).astype(np.float32)
+        noise = np.zeros_like(amp)
+        for _ in range(looks):
+            re = ndi.gaussian_filter(
+                amp * rng.standard_normal(amp.shape, dtype=np.float32), psf, truncate=3.0
+            )
+            im = ndi.gaussian_filter(
+                amp * rng.standard_normal(amp.shape, dtype=np.float32), psf, truncate=3.0
+            )
+            noise += re * re + im * im
+        noise /= 2.0 * looks * energy
+        sig_looks = rng.uniform(3.0, 10.0)
+        sd = np.sqrt(np.log1p(1.0 / sig_looks))
+        g = ndi.gaussian_filter(
+            rng.standard_normal(amp.shape, dtype=np.float32), (rng.uniform(0.7, 1.2), 0.8)
+        )
+        g /= max(float(g.std()), 1e-6)
+        mult = np.exp(sd * g - 0.5 * sd * sd)
+        return np.maximum(signal, 0.0) * mult + noise
+
+    @staticmethod
+    def _registration_padding(rng: np.random.Generator, grey: np.ndarray) -> np.ndarray:
+        """White wedges left where the eye-tracking registration shifted and rotated the frame."""
+        H, W = grey.shape
+        x = np.arange(W, dtype=np.float32)[None, :]
+        z = np.arange(H, dtype=np.float32)[:, None]
+        where = rng.choice(["top", "bottom", "both"], p=[0.45, 0.4, 0.15])
+        if where in ("top", "both"):
+            a, b = rng.exponential(0.05) * H, rng.exponential(0.02) * H
+            a, b = (a, b) if rng.random() < 0.5 else (b, a)
+            grey = np.where(z < a + (b - a) * x / W, 1.0, grey)
+        if where in ("bottom", "both"):
+            a, b = rng.exponential(0.06) * H, rng.exponential(0.02) * H
+            a, b = (a, b) if rng.random() < 0.5 else (b, a)
+            grey = np.where(z > H - 1 - (a + (b - a) * x / W), 1.0, grey)
+        return grey
+
+
+# ---------------------------------------------------------------------------------------------- writer
+def _split_counts(
+    n_per_class: int | Mapping[str, int], splits: Sequence[str] | Mapping[str, int] | None
+) -> dict[str, int]:
+    if isinstance(splits, Mapping):
+        counts = {str(k): int(v) for k, v in splits.items()}
+    else:
+        names = list(DEFAULT_SPLITS) if splits is None else [str(s) for s in splits]
+        if isinstance(n_per_class, Mapping):
+            counts = {s: int(n_per_class[s]) for s in names if s in n_per_class}
+            missing = [s for s in names if s not in n_per_class]
+            if missing:
+                raise ValueError(f"n_per_class has no count for split(s) {missing}.")
+        else:
+            counts = {s: int(n_per_class) for s in names}
+    if not counts:
+        raise ValueError("no splits to write.")
+    for s, n in counts.items():
+        if n < 0:
+            raise ValueError(f"the number of images per class must be >= 0, got {n} for split {s!r}.")
+        if not s or "/" in s or "\\" in s or s.startswith("."):
+            raise ValueError(f"invalid split name {s!r}.")
+    return counts
+
+
+def _plan(counts: dict[str, int], images_per_patient: int) -> list[tuple[str, int, int, int, str]]:
+    """(split, class index, image index, patient id, relative path) for every image, in a fixed order."""
+    plan = []
+    for si, (split, n) in enumerate(counts.items()):
+        for ci, cname in enumerate(OCT_CLASSES):
+            for i in range(n):
+                pid = 100000 * (si + 1) + 10000 * ci + i // images_per_patient
+                num = i % images_per_patient + 1
+                if split == "unlabeled":
+                    rel = f"{split}/{UNLABELED_PREFIX}-{pid}-{num}"
+                else:
+                    rel = f"{split}/{cname}/{cname}-{pid}-{num}"
+                plan.append((split, ci, i, pid, rel))
+    return plan
+
+
+def _render_job(args: tuple) -> tuple[str, str]:
+    (gen_kwargs, seed, si, ci, i, pid, images_per_patient, path, fmt, quality) = args
+    gen = SyntheticOCTGenerator(seed=None, **gen_kwargs)
+    img_seed = np.random.SeedSequence(seed, spawn_key=(si, ci, i))
+    pat_seed = np.random.SeedSequence(seed, spawn_key=(si, ci, 10_000_000 + i // images_per_patient))
+    img = gen.sample(ci, img_seed, patient_seed=pat_seed)
+    arr = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
+    tmp = path + ".tmp"
+    if fmt == "jpeg":
+        Image.fromarray(arr).save(tmp, format="JPEG", quality=quality)
+    else:
+        Image.fromarray(arr).save(tmp, format="PNG")
+    os.replace(tmp, path)
+    return path, _sha1(path)
+
+
+def _sha1(path: str | Path) -> str:
+    with open(path, "rb") as fh:
+        return hashlib.sha1(fh.read()).hexdigest()
+
+
+def write_synthetic_oct_dataset(
+    root: str | os.PathLike,
+    n_per_class: int | Mapping[str, int] = 100,
+    image_size: int = 224,
+    seed: int = 0,
+    splits: Sequence[str] | Mapping[str, int] | None = None,
+    image_format: str = "jpeg",
+    jpeg_quality: int = 95,
+    images_per_patient: int = 1,
+    num_workers: int | None = None,
+    progress: bool = True,
+    overwrite: bool = False,
+    verify: bool = True,
+    **generator_kwargs: Any,
+) -> dict[str, Any]:
+    """Write a synthetic OCT data set in the Kermany folder layout.
+
+    Layout: ``root/<split>/<CLASS>/<CLASS>-<PATIENT>-<N>.<ext>`` for labeled splits, and
+    ``root/unlabeled/SCAN-<PATIENT>-<N>.<ext>`` (no class folders, no class in the name) for the split
+    called ``unlabeled``; ``root/synthetic_oct.json`` records the arguments, the files, their labels
+    (also the hidden labels of the unlabeled split, for analysis) and their SHA-1.
+
+    Idempotent: a second call with the same arguments finds the manifest, checks that every file is
+    there with the recorded checksum (``verify``) and returns without rendering; missing or damaged
+    files are rendered again. Images depend only on ``seed`` and their position, not on
+    ``num_workers``.
+
+    Args:
+        root: output folder.
+        n_per_class: images per class, for every split, or a mapping ``{split: n}``.
+        image_size: side length of the written square images.
+        seed: seed of the whole data set.
+        splits: split names (default ``("train", "unlabeled", "test")``), or a mapping ``{split: n}``
+            that overrides ``n_per_class``.
+        image_format: ``"jpeg"`` (as Kermany) or ``"png"`` (lossless).
+        jpeg_quality: quality of the written JPEG files.
+        images_per_patient: consecutive images of a class share one synthetic eye (patient id).
+        num_workers: processes used to render; ``None`` uses all available cores (at most 8).
+        progress: show a tqdm progress bar.
+        overwrite: replace an existing data set written with different arguments.
+        verify: check the SHA-1 of existing files when reusing a data set.
+        generator_kwargs: passed to :class:`SyntheticOCTGenerator` (e.g. ``severity``, ``padding_prob``).
+
+    Returns:
+        the manifest (a dict, also written to ``root/synthetic_oct.json``).
+
+    Raises:
+        ValueError: for bad counts, split names, format or patient grouping.
+        FileExistsError: when ``root`` holds a data set written with different arguments and
+            ``overwrite`` is false.
+    """
+    fmt = str(image_format).lower().lstrip(".")
+    fmt = {"jpg": "jpeg"}.get(fmt, fmt)
+    if fmt not in ("jpeg", "png"):
+        raise ValueError(f"image_format must be 'jpeg' or 'png', got {image_format!r}.")
+    if int(image_size) < 8:
+        raise ValueError(f"image_size must be >= 8, got {image_size}.")
+    if int(images_per_patient) < 1:
+        raise ValueError(f"images_per_patient must be >= 1, got {images_per_patient}.")
+    if not 1 <= int(jpeg_quality) <= 100:
+        raise ValueError(f"jpeg_quality must be in [1, 100], got {jpeg_quality}.")
+    counts = _split_counts(n_per_class, splits)
+    root = Path(root)
+    ext = ".jpeg" if fmt == "jpeg" else ".png"
+    gen_kwargs = {"image_size": int(image_size), **generator_kwargs}
+    SyntheticOCTGenerator(seed=None, **gen_kwargs)  # validate the generator arguments early
+    args = {
+        "n_per_class": counts,
+        "image_size": int(image_size),
+        "seed": int(seed),
+        "image_format": fmt,
+        "jpeg_quality": int(jpeg_quality),
+        "images_per_patient": int(images_per_patient),
+        "generator": {k: (list(v) if isinstance(v, tuple) else v) for k, v in generator_kwargs.items()},
+    }
+    args = json.loads(json.dumps(args))
+    manifest_path = root / MANIFEST_NAME
+    old: dict[str, Any] | None = None
+    if manifest_path.exists():
+        try:
+            old = json.loads(manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise FileExistsError(
+                f"unreadable manifest {manifest_path}: {e}; remove it or pass overwrite=True."
+            ) from e
+        if old.get("arguments") != args:
+            if not overwrite:
+                raise FileExistsError(
+                    f"{root} holds a synthetic OCT data set written with different arguments "
+                    f"({old.get('arguments')}); pass overwrite=True or choose another folder."
+                )
+            for f in old.get("files", []):
+                p = root / f["path"]
+                if p.is_file():
+                    p.unlink()
+            old = None
+
+    plan = _plan(counts, int(images_per_patient))
+    known = {f["path"]: f.get("sha1") for f in (old or {}).get("files", [])}
+    todo = []
+    records: dict[str, dict[str, Any]] = {}
+    split_idx = {s: i for i, s in enumerate(counts)}
+    for split, ci, i, pid, rel in plan:
+        relp = rel + ext
+        rec = {"path": relp, "split": split, "label": ci, "class": OCT_CLASSES[ci], "patient": pid}
+        if split == "unlabeled":
+            rec = {"path": relp, "split": split, "hidden_label": ci, "class": OCT_CLASSES[ci], "patient": pid}
+        records[relp] = rec
+        p = root / relp
+        ok = p.is_file() and relp in known
+        if ok and verify:
+            ok = _sha1(p) == known[relp]
+        if ok:
+            rec["sha1"] = known[relp]
+        else:
+            p.parent.mkdir(parents=True, exist_ok=True)
+            todo.append(
+                (
+                    gen_kwargs,
+                    int(seed),
+                    split_idx[split],
+                    ci,
+                    i,
+                    pid,
+                    int(images_per_patient),
+                    str(p),
+                    fmt,
+                    int(jpeg_quality),
+                )
+            )
+
+    if todo:
+        workers = min(8, os.cpu_count() or 1) if num_workers is None else max(1, int(num_workers))
+        workers = min(workers, len(todo))
+        bar = _progress(len(todo), progress, f"synthetic OCT -> {root}")
+        try:
+            if workers == 1:
+                results = []
+                for job in todo:
+                    results.append(_render_job(job))
+                    bar.update(1)
+            else:
+                results = []
+                with ProcessPoolExecutor(max_workers=workers) as ex:
+                    for r in ex.map(_render_job, todo, chunksize=max(1, len(todo) // (workers * 8))):
+                        results.append(r)
+                        bar.update(1)
+        finally:
+            bar.close()
+        for path, digest in results:
+            records[Path(path).relative_to(root).as_posix()]["sha1"] = digest
+
+    manifest = {
+        "format": "monai-adv synthetic OCT",
+        "version": 1,
+        "classes": list(OCT_CLASSES),
+        "arguments": args,
+        "counts": {s: n * len(OCT_CLASSES) for s, n in counts.items()},
+        "files": [records[rel + ext] for *_, rel in plan],
+    }
+    if todo or old is None:
+        tmp = manifest_path.with_suffix(".json.tmp")
+        root.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(manifest, indent=1))
+        os.replace(tmp, manifest_path)
+    return manifest
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    try:
+        from tqdm.auto import tqdm
+
+        return tqdm(total=total, disable=not enabled, desc=desc, unit="img")
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        warnings.warn("tqdm is not installed: no progress bar.", stacklevel=2)
+
+        class _Null:
+            def update(self, n: int) -> None: ...
+
+            def close(self) -> None: ...
+
+        return _Null()
+
+
+# ---------------------------------------------------------------------------------------------- CLI
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command-line entry point: ``python -m monai_adv.data.synthetic --out DIR ...``."""
+    p = argparse.ArgumentParser(
+        prog="python -m monai_adv.data.synthetic",
+        description="Write a synthetic retinal OCT data set (CNV/DME/DRUSEN/NORMAL) in the Kermany folder layout.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--n-train", type=int, default=DEFAULT_SPLITS["train"], help="train images per class")
+    p.add_argument(
+        "--n-unlabeled", type=int, default=DEFAULT_SPLITS["unlabeled"], help="unlabeled images per class"
+    )
+    p.add_argument("--n-test", type=int, default=DEFAULT_SPLITS["test"], help="test images per class")
+    p.add_argument("--size", type=int, default=224, help="side length of the square images")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--format", default="jpeg", choices=["jpeg", "png"])
+    p.add_argument("--jpeg-quality", type=int, default=95)
+    p.add_argument("--images-per-patient", type=int, default=1)
+    p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
+    p.add_argument("--overwrite", action="store_true", help="replace a data set written with other arguments")
+    p.add_argument("--no-progress", action="store_true")
+    a = p.parse_args(argv)
+    splits = {"train": a.n_train, "unlabeled": a.n_unlabeled, "test": a.n_test}
+    splits = {k: v for k, v in splits.items() if v > 0}
+    if not splits:
+        p.error("all split sizes are zero: nothing to write.")
+    try:
+        m = write_synthetic_oct_dataset(
+            a.out,
+            image_size=a.size,
+            seed=a.seed,
+            splits=splits,
+            image_format=a.format,
+            jpeg_quality=a.jpeg_quality,
+            images_per_patient=a.images_per_patient,
+            num_workers=a.workers,
+            progress=not a.no_progress,
+            overwrite=a.overwrite,
+        )
+    except (ValueError, FileExistsError) as e:
+        print(f"error: {e}")
+        return 2
+    print(f"wrote {sum(m['counts'].values())} images to {a.out}: {m['counts']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

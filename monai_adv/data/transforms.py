@@ -1,0 +1,343 @@
+# Copyright (c) monai-adv developers.
+# Licensed under the Apache License, Version 2.0.
+"""Loading and preparation transforms shared by every OCT source (JPEG/PNG, OCTMNIST arrays, DICOM, NIfTI).
+
+``oct_train_transforms`` / ``oct_eval_transforms`` build the dictionary chains used by the bundles:
+load -> channel first -> intensity in [0, 1] -> centre crop to a square -> resize (-> augmentation).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.data.image_reader import PILReader
+from monai.transforms import (
+    Compose,
+    EnsureTyped,
+    MapTransform,
+    RandAdjustContrastd,
+    RandAffined,
+    RandFlipd,
+    Resized,
+    Transform,
+)
+
+from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS
+from monai_adv.data.utils import IMAGE_EXTENSIONS
+
+__all__ = [
+    "LoadOCT",
+    "SquareCenterCrop",
+    "LoadOCTd",
+    "SquareCenterCropd",
+    "LoadOCTD",
+    "LoadOCTDict",
+    "SquareCenterCropD",
+    "SquareCenterCropDict",
+    "oct_train_transforms",
+    "oct_eval_transforms",
+]
+
+_SCALES = ("auto", "minmax", None)
+
+
+def _scale(
+    arr: np.ndarray, scale: str | None, bits: int | None = None, source: str = "<array>"
+) -> np.ndarray:
+    """Scale an array to [0, 1]: integer data by its bit depth (``auto``), or per image (``minmax``)."""
+    if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
+        raise ValueError(f"OCT image {source!r} contains NaN or Inf values.")
+    if scale is None:
+        return arr.astype(np.float32, copy=False)
+    if scale == "auto" and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
+        if arr.dtype == np.bool_:
+            return arr.astype(np.float32)
+        if bits is None:
+            bits = (
+                8
+                if arr.dtype in (np.uint8, np.int8)
+                else (16 if arr.dtype in (np.uint16, np.int16) else None)
+            )
+        if bits is not None and np.issubdtype(arr.dtype, np.unsignedinteger):
+            return np.clip(arr.astype(np.float32) / float(2**bits - 1), 0.0, 1.0)
+    a = arr.astype(np.float32, copy=False)
+    if scale == "auto" and a.size and float(a.min()) >= 0.0 and float(a.max()) <= 1.0:
+        return a
+    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 1.0)
+    return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
+
+
+class LoadOCT(Transform):
+    """Load an OCT B-scan (or volume) as a channel-first float32 ``MetaTensor`` with intensities in [0, 1].
+
+    Sources:
+        * 2D image files (JPEG, PNG, BMP, TIFF) through MONAI's ``PILReader``, converted to grayscale;
+          rows are depth, columns are lateral position (no transposition).
+        * DICOM (pydicom): single-frame or multi-frame ophthalmic tomography; each frame is a B-scan.
+          ``MONOCHROME1`` is inverted; integer data are scaled by ``BitsStored``.
+        * NIfTI (nibabel): a 2D B-scan, or a 3D volume with the B-scans along ``slice_axis``.
+        * in-memory arrays (e.g. OCTMNIST items): ``(H, W)``, ``(1, H, W)`` or ``(H, W, 1)``.
+
+    Output: ``(1, H, W)`` for a B-scan (a frame/slice is selected with ``frame``), or
+    ``(1, H, W, N)`` for a whole volume when ``frame`` is ``None``. ``meta["filename_or_obj"]`` and
+    ``meta["frame"]`` record the source.
+
+    Args:
+        scale: ``"auto"`` (integer data by bit depth, float data kept if already in [0, 1], else
+            min-max), ``"minmax"`` (per image) or ``None`` (raw values as float32).
+        slice_axis: NIfTI axis that indexes B-scans.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        OSError: naming the file, when it cannot be read or decoded.
+        ValueError: for an unsupported extension, a frame index out of range, an array of the wrong
+            shape, or NaN/Inf values.
+    """
+
+    def __init__(self, scale: str | None = "auto", slice_axis: int = -1) -> None:
+        if scale not in _SCALES:
+            raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}.")
+        self.scale = scale
+        self.slice_axis = int(slice_axis)
+        self._pil = PILReader(reverse_indexing=False, converter=lambda im: im.convert("L"))
+
+    def __call__(
+        self, src: str | os.PathLike | np.ndarray | torch.Tensor, frame: int | None = None
+    ) -> MetaTensor:
+        if isinstance(src, (np.ndarray, torch.Tensor)):
+            arr = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else np.asarray(src)
+            if arr.ndim == 3 and arr.shape[0] == 1:
+                arr = arr[0]
+            elif arr.ndim == 3 and arr.shape[-1] == 1:
+                arr = arr[..., 0]
+            if arr.ndim != 2:
+                raise ValueError(
+                    f"an in-memory OCT image must be (H, W), (1, H, W) or (H, W, 1), got {arr.shape}."
+                )
+            return self._finish(_scale(arr, self.scale), "<array>", frame)
+        path = Path(src)
+        if not path.is_file():
+            raise FileNotFoundError(f"OCT file {str(path)!r} does not exist.")
+        name = path.name.lower()
+        if name.endswith(IMAGE_EXTENSIONS):
+            try:
+                img = self._pil.read(str(path))
+                arr, _ = self._pil.get_data(img)
+            except Exception as e:
+                raise OSError(f"cannot read image file {str(path)!r}: {e}") from e
+            if frame not in (None, 0):
+                raise ValueError(f"{str(path)!r} is a single B-scan; frame {frame} does not exist.")
+            return self._finish(_scale(np.asarray(arr), self.scale, source=str(path)), str(path), frame)
+        if name.endswith(DICOM_EXTENSIONS):
+            return self._dicom(path, frame)
+        if name.endswith(NIFTI_EXTENSIONS):
+            return self._nifti(path, frame)
+        raise ValueError(
+            f"unsupported OCT file {str(path)!r}: expected {IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS}."
+        )
+
+    def _dicom(self, path: Path, frame: int | None) -> MetaTensor:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path)
+            arr = np.asarray(ds.pixel_array)
+        except Exception as e:
+            raise OSError(f"cannot read DICOM file {str(path)!r}: {e}") from e
+        n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.ndim != 3 or arr.shape[0] != n:
+            raise OSError(
+                f"DICOM file {str(path)!r}: pixel data of shape {arr.shape} for {n} frame(s) of gray pixels."
+            )
+        if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+            arr = (
+                arr.max() - arr
+                if not np.issubdtype(arr.dtype, np.integer)
+                else (2 ** int(ds.BitsStored) - 1) - arr
+            )
+        bits = int(getattr(ds, "BitsStored", 0)) or None
+        if frame is None and n == 1:  # a single B-scan
+            return self._finish(_scale(arr[0], self.scale, bits, str(path)), str(path), None)
+        if frame is None:
+            vol = np.moveaxis(arr, 0, -1)  # (H, W, N)
+            return self._finish(_scale(vol, self.scale, bits, str(path)), str(path), None)
+        if not 0 <= int(frame) < n:
+            raise ValueError(f"frame {frame} out of range for {str(path)!r} with {n} frame(s).")
+        return self._finish(_scale(arr[int(frame)], self.scale, bits, str(path)), str(path), int(frame))
+
+    def _nifti(self, path: Path, frame: int | None) -> MetaTensor:
+        import nibabel as nib
+
+        try:
+            img = nib.load(str(path))
+            raw = np.asanyarray(img.dataobj)
+        except Exception as e:
+            raise OSError(f"cannot read NIfTI file {str(path)!r}: {e}") from e
+        arr = np.asarray(raw)
+        if arr.ndim > 3:
+            arr = arr.reshape([s for s in arr.shape if s != 1])
+        if arr.ndim == 2:
+            if frame not in (None, 0):
+                raise ValueError(f"{str(path)!r} is a single B-scan; frame {frame} does not exist.")
+            return self._finish(_scale(arr, self.scale, source=str(path)), str(path), frame)
+        if arr.ndim != 3:
+            raise ValueError(f"NIfTI OCT file {str(path)!r} must be 2D or 3D, got shape {arr.shape}.")
+        arr = np.moveaxis(arr, self.slice_axis, -1)
+        if frame is None:
+            return self._finish(_scale(arr, self.scale, source=str(path)), str(path), None)
+        n = arr.shape[-1]
+        if not 0 <= int(frame) < n:
+            raise ValueError(f"frame {frame} out of range for {str(path)!r} with {n} B-scans.")
+        return self._finish(_scale(arr[..., int(frame)], self.scale, source=str(path)), str(path), int(frame))
+
+    @staticmethod
+    def _finish(arr: np.ndarray, source: str, frame: int | None) -> MetaTensor:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"OCT image {source!r} contains NaN or Inf values.")
+        t = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))[None]
+        meta = {
+            "filename_or_obj": source,
+            "frame": -1 if frame is None else int(frame),
+            "spatial_shape": arr.shape,
+        }
+        return MetaTensor(t, meta=meta)
+
+
+class SquareCenterCrop(Transform):
+    """Crop the largest centred square from the first two spatial axes of a channel-first image."""
+
+    def __call__(self, img: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+        if img.ndim < 3:
+            raise ValueError(f"expected a channel-first image (C, H, W[, D]), got shape {tuple(img.shape)}.")
+        h, w = int(img.shape[1]), int(img.shape[2])
+        s = min(h, w)
+        top, left = (h - s) // 2, (w - s) // 2
+        return img[:, top : top + s, left : left + s, ...]
+
+
+class LoadOCTd(MapTransform):
+    """Dictionary version of :class:`LoadOCT`; the B-scan index is read from ``frame_key`` when present.
+
+    Args:
+        keys: keys of the sources to load.
+        frame_key: item key holding the frame / slice index (items without it load whole files).
+        scale: see :class:`LoadOCT`.
+        slice_axis: see :class:`LoadOCT`.
+        allow_missing_keys: don't raise for missing keys.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        frame_key: str = "frame",
+        scale: str | None = "auto",
+        slice_axis: int = -1,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.frame_key = frame_key
+        self.loader = LoadOCT(scale=scale, slice_axis=slice_axis)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        frame = d.get(self.frame_key)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key], None if frame is None else int(frame))
+        return d
+
+
+class SquareCenterCropd(MapTransform):
+    """Dictionary version of :class:`SquareCenterCrop`."""
+
+    def __init__(self, keys: KeysCollection, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.cropper = SquareCenterCrop()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.cropper(d[key])
+        return d
+
+
+LoadOCTD = LoadOCTDict = LoadOCTd
+SquareCenterCropD = SquareCenterCropDict = SquareCenterCropd
+
+
+def _size(image_size: int | Sequence[int]) -> tuple[int, int]:
+    s = (
+        (int(image_size),) * 2
+        if isinstance(image_size, (int, np.integer))
+        else tuple(int(v) for v in image_size)
+    )
+    if len(s) != 2 or min(s) < 1:
+        raise ValueError(f"image_size must be a positive int or (h, w), got {image_size!r}.")
+    return s
+
+
+def oct_eval_transforms(
+    image_size: int | Sequence[int] = 224, keys: KeysCollection = ("image",), label_key: str | None = "label"
+) -> Compose:
+    """Evaluation chain: load -> [0, 1] -> centre square crop -> resize (area) -> float32 tensors.
+
+    Args:
+        image_size: output side (or ``(h, w)``).
+        keys: image keys.
+        label_key: label key converted to an int64 tensor when present, or ``None``.
+    """
+    size = _size(image_size)
+    tfs: list[Any] = [
+        LoadOCTd(keys),
+        SquareCenterCropd(keys),
+        Resized(keys, spatial_size=size, mode="area"),
+        EnsureTyped(keys, dtype=torch.float32, track_meta=True),
+    ]
+    if label_key is not None:
+        tfs.append(EnsureTyped(label_key, dtype=torch.int64, track_meta=False, allow_missing_keys=True))
+    return Compose(tfs)
+
+
+def oct_train_transforms(
+    image_size: int | Sequence[int] = 224,
+    keys: KeysCollection = ("image",),
+    label_key: str | None = "label",
+    augment: bool = True,
+) -> Compose:
+    """Training chain: the evaluation chain plus mild augmentation that keeps intensities in [0, 1].
+
+    Augmentation: horizontal flip (left and right eyes), a small affine (rotation up to 8 degrees,
+    shifts up to 6% of the side, scale 0.9 to 1.1, border filled with zeros) and a mild gamma change.
+
+    Args:
+        image_size: output side (or ``(h, w)``).
+        keys: image keys.
+        label_key: label key converted to an int64 tensor when present, or ``None``.
+        augment: ``False`` gives the evaluation chain.
+    """
+    base = oct_eval_transforms(image_size, keys, label_key)
+    if not augment:
+        return base
+    size = _size(image_size)
+    aug = [
+        RandFlipd(keys, prob=0.5, spatial_axis=1),
+        RandAffined(
+            keys,
+            prob=0.7,
+            rotate_range=np.deg2rad(8.0),
+            translate_range=(0.06 * size[0], 0.06 * size[1]),
+            scale_range=(0.1, 0.1),
+            padding_mode="zeros",
+            mode="bilinear",
+        ),
+        RandAdjustContrastd(keys, prob=0.3, gamma=(0.8, 1.25)),
+    ]
+    return Compose([*base.transforms, *aug])
