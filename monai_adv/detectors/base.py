@@ -210,6 +210,31 @@ class AdversarialDetector:
             total = s if total is None else total + s
         return total
 
+    def hooks(self, detach: bool = True) -> FeatureHooks:
+        """Forward hooks on this detector's layers, to capture features in someone else's forward pass.
+
+        Example::
+
+            with det.hooks() as hooks:
+                logits = inferer(images, network)  # the prediction's own pass
+            scores = det.score_hooks(hooks, images.shape[0])
+        """
+        return FeatureHooks(self.network, self.layers, detach=detach)
+
+    def score_hooks(self, hooks: FeatureHooks, batch_size: int | None = None) -> torch.Tensor:
+        """Score the features that ``hooks`` captured in the latest forward pass.
+
+        Raises:
+            RuntimeError: before :meth:`fit`, or when a layer captured nothing or another batch size.
+            ValueError: for NaN/Inf features.
+        """
+        self._require_fitted("scoring")
+        features = hooks.collect(batch_size)
+        for name, f in zip(self.layers, features):
+            _check_finite(f.detach(), f"features of layer {name!r}")
+        with torch.no_grad() if hooks.detach else torch.enable_grad():
+            return self.score_features(features)
+
     def predict_and_score(self, x: Any, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and detector scores from a single forward pass.
 

@@ -204,7 +204,9 @@ def _default_logits(output: Any) -> torch.Tensor:
 
 
 def iterate_loader(loader: Iterable) -> Iterable:
-    """Iterate a loader (or a single tensor, treated as one batch)."""
-    if isinstance(loader, torch.Tensor):
+    """Iterate a loader; a single tensor or an ``(images, labels)`` tuple is one batch."""
+    if isinstance(loader, torch.Tensor) or (
+        isinstance(loader, tuple) and loader and all(isinstance(t, torch.Tensor) for t in loader)
+    ):
         return [loader]
     return loader

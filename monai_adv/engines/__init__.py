@@ -9,6 +9,7 @@ from monai_adv.engines.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from monai_adv.engines.evaluator import RobustEvaluator
 from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
 from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
 from monai_adv.engines.trainers import (
@@ -20,6 +21,7 @@ from monai_adv.engines.trainers import (
 from monai_adv.engines.utils import CyclingLoader, unwrap_network
 
 __all__ = [
+    "RobustEvaluator",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
     "AdvTrainingKeys",

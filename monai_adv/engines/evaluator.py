@@ -1,0 +1,127 @@
+"""RobustEvaluator: clean and attacked inputs, predictions and detector scores in one pass over the data."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from monai.engines import SupervisedEvaluator
+from monai.engines.utils import IterationEvents
+
+from monai_adv.handlers.keys import RobustKeys
+
+if TYPE_CHECKING:
+    from monai_adv.detectors.base import AdversarialDetector
+
+__all__ = ["RobustEvaluator"]
+
+
+class RobustEvaluator(SupervisedEvaluator):
+    """A MONAI ``SupervisedEvaluator`` that also attacks every batch and scores it with a detector.
+
+    Per iteration it computes, in this order: the clean predictions (``"pred"``), with the
+    detector's score and flag from the same forward pass (``"uad_score"``, ``"uad_flag"``); then
+    for each configured attack ``name`` the adversarial images (``"image/<name>"``), their
+    predictions (``"pred/<name>"``) and detector scores and flags (``"uad_score/<name>"``,
+    ``"uad_flag/<name>"``), all in ``engine.state.output`` (see
+    :class:`~monai_adv.handlers.RobustKeys`). Flags are present when the detector is calibrated.
+    Metrics and handlers read them as usual, e.g.
+    ``Accuracy(output_transform=from_engine(["pred/pgd", "label"]))``.
+
+    Args:
+        device: the device to run on.
+        val_data_loader: the evaluation data (with labels: the attacks need them).
+        network: the classifier.
+        attacks: ``{name: attack}``; each attack is called as ``attack(images, labels)``. Names must
+            not contain ``"/"``.
+        detector: an optional fitted :class:`~monai_adv.detectors.AdversarialDetector` on ``network``.
+        keep_adversarial_images: store ``"image/<name>"`` in the output (set False to save memory).
+        kwargs: every other argument of ``monai.engines.SupervisedEvaluator`` (``inferer``,
+            ``postprocessing``, ``key_val_metric``, ``additional_metrics``, ``val_handlers``, ...).
+
+    Raises:
+        ValueError: for a bad attack name, a non-callable attack, or a detector fitted on another
+            network or not fitted.
+
+    Example::
+
+        evaluator = RobustEvaluator(device, val_loader, net, attacks={"fgsm": FGSM(net, 2 / 255),
+                                    "pgd": PGD(net, 2 / 255)}, detector=det)
+        evaluator.run()
+    """
+
+    def __init__(
+        self,
+        device: torch.device | str,
+        val_data_loader: Any,
+        network: torch.nn.Module,
+        attacks: Mapping[str, Callable] | None = None,
+        detector: AdversarialDetector | None = None,
+        keep_adversarial_images: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        attacks = dict(attacks or {})
+        for name, atk in attacks.items():
+            if not isinstance(name, str) or not name or "/" in name:
+                raise ValueError(f"attack names must be non-empty strings without '/', got {name!r}.")
+            if not callable(atk):
+                raise ValueError(f"attack {name!r} is not callable.")
+        if detector is not None:
+            if not getattr(detector, "is_fitted", False):
+                raise ValueError("the detector is not fitted: fit (and calibrate) it before evaluating.")
+            if detector.network is not network:
+                raise ValueError("the detector reads the features of another network than the one evaluated.")
+        super().__init__(
+            device=torch.device(device), val_data_loader=val_data_loader, network=network, **kwargs
+        )
+        self.attacks = attacks
+        self.detector = detector
+        self.keep_adversarial_images = bool(keep_adversarial_images)
+
+    def _predict(self, engine: RobustEvaluator, inputs: torch.Tensor, args: tuple, kwargs: dict) -> dict:
+        """One forward pass: predictions, and detector score/flag from hooks on that same pass."""
+        out: dict[str, Any] = {}
+        with engine.mode(engine.network):
+            if self.detector is None:
+                out[RobustKeys.PRED] = self._infer(engine, inputs, args, kwargs)
+            else:
+                with self.detector.hooks() as hooks:
+                    out[RobustKeys.PRED] = self._infer(engine, inputs, args, kwargs)
+                    score = self.detector.score_hooks(hooks, inputs.shape[0])
+                out[RobustKeys.SCORE] = score
+                if self.detector.is_calibrated:
+                    out[RobustKeys.FLAG] = self.detector.flags(score)
+        return out
+
+    @staticmethod
+    def _infer(engine: RobustEvaluator, inputs: torch.Tensor, args: tuple, kwargs: dict) -> Any:
+        if engine.amp:
+            with torch.autocast(engine.state.device.type, **engine.amp_kwargs):
+                return engine.inferer(inputs, engine.network, *args, **kwargs)
+        return engine.inferer(inputs, engine.network, *args, **kwargs)
+
+    def _iteration(self, engine: RobustEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
+        if batchdata is None:
+            raise ValueError("Must provide batch data for current iteration.")
+        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+        if len(batch) == 2:
+            inputs, targets = batch
+            args: tuple = ()
+            kwargs: dict = {}
+        else:
+            inputs, targets, args, kwargs = batch
+        if self.attacks and targets is None:
+            raise ValueError("RobustEvaluator needs labels to attack the inputs; the batch has none.")
+        engine.state.output = {RobustKeys.IMAGE: inputs, RobustKeys.LABEL: targets}
+        engine.state.output.update(self._predict(engine, inputs, args, kwargs))
+        for name, atk in self.attacks.items():
+            x_adv = atk(inputs, targets)
+            adv = self._predict(engine, x_adv, args, kwargs)
+            if self.keep_adversarial_images:
+                engine.state.output[RobustKeys.adv(RobustKeys.IMAGE, name)] = x_adv
+            for key, value in adv.items():
+                engine.state.output[RobustKeys.adv(key, name)] = value
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output

@@ -1,0 +1,110 @@
+"""Robustness plots: accuracy against eps per attack, detection ROC curves, risk with and without a detector."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg", force=False)
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from monai_adv.metrics.detection import detection_auroc, detection_roc_curve  # noqa: E402
+
+__all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "save_figure"]
+
+
+def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> str:
+    """Save a figure as PNG atomically and return the path."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, path)
+    return path
+
+
+def plot_accuracy_vs_eps(
+    curves: Mapping[str, Sequence[tuple[float, float]]], clean_accuracy: float | None = None, title: str = ""
+) -> Any:
+    """Accuracy against eps, one line per attack type.
+
+    Args:
+        curves: ``{attack type: [(eps, accuracy), ...]}``.
+        clean_accuracy: drawn at eps = 0 on every line when given.
+        title: the figure title.
+
+    Raises:
+        ValueError: when there is nothing to plot.
+    """
+    if not curves:
+        raise ValueError("no accuracy curves to plot.")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for label, pts in curves.items():
+        pts = sorted(pts)
+        if clean_accuracy is not None and (not pts or pts[0][0] > 0):
+            pts = [(0.0, clean_accuracy)] + pts
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+    ax.set_xlabel("eps (intensity units)")
+    ax.set_ylabel("accuracy")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "accuracy under attack")
+    return fig
+
+
+def plot_roc_curves(
+    scores: Mapping[str, tuple[Any, Any]], title: str = "", fpr_mark: float | None = None
+) -> Any:
+    """Detection ROC curves, one per attack: ``{attack: (clean scores, attacked scores)}``.
+
+    Raises:
+        ValueError: when there is nothing to plot.
+    """
+    if not scores:
+        raise ValueError("no detector scores to plot.")
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    for label, (clean, adv) in scores.items():
+        fpr, tpr, _ = detection_roc_curve(clean, adv)
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {detection_auroc(clean, adv):.3f})")
+    ax.plot([0, 1], [0, 1], "k:", lw=1)
+    if fpr_mark is not None:
+        ax.axvline(fpr_mark, color="grey", ls="--", lw=1)
+    ax.set_xlabel("false-positive rate (clean flagged)")
+    ax.set_ylabel("true-positive rate (attacked flagged)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "detection ROC")
+    return fig
+
+
+def plot_risk(risks: Mapping[str, Mapping[str, float]], title: str = "") -> Any:
+    """Grouped bars of ``risk_classifier``, ``risk_detector`` and ``risk_system`` per attack.
+
+    Raises:
+        ValueError: when there is nothing to plot.
+    """
+    if not risks:
+        raise ValueError("no risks to plot.")
+    names = list(risks)
+    kinds = [
+        ("risk_classifier", "classifier alone"),
+        ("risk_detector", "detector alone"),
+        ("risk_system", "system"),
+    ]
+    x = np.arange(len(names))
+    w = 0.27
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.1 * len(names) + 2), 4))
+    for i, (key, label) in enumerate(kinds):
+        ax.bar(x + (i - 1) * w, [risks[n].get(key, np.nan) for n in names], w, label=label)
+    ax.set_xticks(x)
+    ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
+    ax.set_ylabel("expected cost per input")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "adversarial risk")
+    return fig
