@@ -177,6 +177,7 @@ class RobustnessReport:
             adv_score = data.get(RobustKeys.adv(RobustKeys.SCORE, name))
             adv_flag = data.get(RobustKeys.adv(RobustKeys.FLAG, name))
             atk = attacks_cfg.get(name)
+            atk = getattr(atk, "__wrapped__", atk)  # a wrapper (cache, logger) around an attack
             eps = getattr(atk, "eps", None)
             entry: dict[str, Any] = {
                 "type": type(atk).__name__ if atk is not None else name,
