@@ -271,3 +271,18 @@ def test_base_class_is_abstract():
     net, x, _ = trained_cnn(2, 16, 0)
     with pytest.raises(NotImplementedError):
         AdversarialDetector(net, progress=False).fit(x)
+
+
+@pytest.mark.parametrize("cls", [MahalanobisDetector, KNNDetector])
+def test_3d_volumes_and_conv_layers(cls, tmp_path):
+    from helpers import SmallCNN
+
+    torch.manual_seed(0)
+    net = SmallCNN(spatial_dims=3).eval()
+    vols = torch.rand(24, 1, 8, 8, 8)
+    det = cls(net, layers=["features.2", "penultimate"], progress=False).fit([vols[:12], vols[12:]])
+    det.calibrate(torch.rand(10, 1, 8, 8, 8), fpr=0.2)
+    s = det.score(torch.rand(3, 1, 8, 8, 8))
+    assert s.shape == (3,) and torch.isfinite(s).all()
+    det.save(tmp_path / "d3.pt")
+    torch.testing.assert_close(load_detector(tmp_path / "d3.pt", net).score(vols[:3]), det.score(vols[:3]))
