@@ -54,8 +54,9 @@ def detection_roc_curve(clean_scores: Any, adv_scores: Any) -> tuple[np.ndarray,
     thr = np.unique(np.concatenate([neg, pos]))[::-1]
     # "score > t" for t = each observed score from the top (the first point is (0, 0)), then -inf (all)
     thresholds = np.concatenate([thr, [-np.inf]])
-    fpr = np.array([(neg > t).mean() for t in thresholds])
-    tpr = np.array([(pos > t).mean() for t in thresholds])
+    neg_sorted, pos_sorted = np.sort(neg), np.sort(pos)
+    fpr = 1.0 - np.searchsorted(neg_sorted, thresholds, side="right") / neg.size
+    tpr = 1.0 - np.searchsorted(pos_sorted, thresholds, side="right") / pos.size
     return fpr, tpr, thresholds
 
 
