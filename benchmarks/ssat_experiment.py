@@ -20,8 +20,8 @@ Data:
 Methods (``--methods``):
 
 - ``standard``: cross-entropy on the labeled part only.
-- ``madry``: Madry PGD-AT (PGD-7 at ``--train-eps``) on the labeled part.
-- ``trades``: TRADES (beta 6, PGD-7 at ``--train-eps``) on the labeled part.
+- ``madry``: Madry PGD-AT (PGD-``--train-steps`` at ``--train-eps``) on the labeled part.
+- ``trades``: TRADES (beta 6, PGD-``--train-steps`` at ``--train-eps``) on the labeled part.
 - ``ssat``: the paper's SSAT exactly (online pseudo-labels, FGSM eps ~ U(0.001, 0.003), CE, weight 3),
   from scratch.
 - ``ssat_warm``: the same recipe started from the ``standard`` model of the same seed.
@@ -52,9 +52,11 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from ignite.contrib.handlers import ProgressBar
 from monai.engines import SupervisedTrainer
+from monai.handlers import TensorBoardStatsHandler
 
-from monai_adv.engines import create_trainer
+from monai_adv.engines import create_trainer, training_stats
 from monai_adv.transforms import APGD, FGSM, PGD
 
 ALL_METHODS = ["standard", "madry", "trades", "ssat", "ssat_warm", "ssat_teacher", "ssat_kl"]
@@ -149,18 +151,6 @@ def kermany_data(root: str, split: str, size: int, test_fraction: float, label_f
     return {"x_l": xl, "y_l": yl, "x_u": xu, "y_u_hidden": yu, "x_test": xt, "y_test": yt}
 
 
-def batches(x: torch.Tensor, y: torch.Tensor | None, batch: int, seed: int, epochs: int) -> list:
-    """A re-shuffled list of batches per epoch, built up front (deterministic, cheap for small sets)."""
-    g = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(epochs):
-        perm = torch.randperm(len(x), generator=g)
-        for i in range(0, len(x) - batch + 1 if len(x) >= batch else 1, batch):
-            idx = perm[i : i + batch]
-            out.append({"image": x[idx], "label": y[idx]} if y is not None else x[idx])
-    return out
-
-
 class _EpochShuffled:
     """A loader whose every pass is a fresh permutation (seeded), of dict or tensor batches."""
 
@@ -200,7 +190,9 @@ def train(
     if method == "standard":
         tr = SupervisedTrainer("cpu", epochs, lab, net, opt, loss, **common)
     elif method in ("madry", "trades"):
-        tr = create_trainer(method, "cpu", epochs, lab, net, opt, loss, eps=a.train_eps, steps=7, **common)
+        tr = create_trainer(
+            method, "cpu", epochs, lab, net, opt, loss, eps=a.train_eps, steps=a.train_steps, **common
+        )
     else:
         preset = {"ssat": "ssat", "ssat_warm": "ssat", "ssat_teacher": "ssat_teacher", "ssat_kl": "ssat_kl"}[
             method
@@ -213,6 +205,13 @@ def train(
             preset, "cpu", epochs, lab, net, opt, loss, unlabeled_data_loader=unl, **kw, **common
         )
         tr.attack.set_random_state(seed)
+    if a.progress:
+        ProgressBar(persist=False).attach(tr, output_transform=training_stats)
+    if a.tensorboard:
+        TensorBoardStatsHandler(
+            log_dir=f"{a.tensorboard}/{a.data}_{a.label_fraction:g}_{method}_seed{seed}",
+            output_transform=training_stats,
+        ).attach(tr)
     t0 = time.process_time()
     tr.run()
     return net.eval(), time.process_time() - t0, tr.state.iteration
@@ -268,21 +267,16 @@ def run(a: argparse.Namespace) -> None:
         init = None
         if a.init_from:
             init = torch.load(a.init_from.format(seed=seed), map_location="cpu", weights_only=True)
+        pending = [m for m in a.methods if (a.data, a.label_fraction, seed, m, init_tag) not in done]
+        if not pending:
+            continue
+        need_std = any(m in NEEDS_STANDARD for m in pending)
+        order = (["standard"] if need_std or "standard" in pending else []) + [
+            m for m in pending if m != "standard"
+        ]
         standard = None
-        for method in a.methods:
+        for method in order:
             key = (a.data, a.label_fraction, seed, method, init_tag)
-            needs_std = method == "standard" or any(m in NEEDS_STANDARD for m in a.methods)
-            if key in done and not (
-                method == "standard"
-                and needs_std
-                and standard is None
-                and any(
-                    (a.data, a.label_fraction, seed, m, init_tag) not in done
-                    for m in a.methods
-                    if m in NEEDS_STANDARD
-                )
-            ):
-                continue
             net, cpu_s, iters = train(method, data, a, seed, standard, init)
             if method == "standard":
                 standard = net
@@ -306,6 +300,8 @@ def run(a: argparse.Namespace) -> None:
                 train_cpu_s=round(cpu_s, 1),
                 size=a.size,
                 train_eps=a.train_eps,
+                train_steps=a.train_steps,
+                lr=a.lr,
                 **metrics,
             )
             with open(results, "a") as f:
@@ -408,13 +404,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--finetune-lr-scale", type=float, default=0.5)
-    p.add_argument("--train-eps", type=float, default=0.01)
+    p.add_argument("--train-eps", type=float, default=0.005, help="Madry / TRADES training eps")
+    p.add_argument("--train-steps", type=int, default=5, help="Madry / TRADES PGD steps")
     p.add_argument("--fgsm-eps", type=float, nargs="+", default=[0.0005, 0.001, 0.0015, 0.002])
-    p.add_argument("--pgd-eps", type=float, nargs="+", default=[0.01])
+    p.add_argument("--pgd-eps", type=float, nargs="+", default=[0.005])
     p.add_argument("--apgd-steps", type=int, default=20)
     p.add_argument("--init-from", default=None, help="weights to start from, '{seed}' filled in")
     p.add_argument("--save-standard", default=None, help="save the standard model, '{seed}' filled in")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--progress", action="store_true", help="ignite progress bar per training run")
+    p.add_argument("--tensorboard", default=None, help="TensorBoard log folder for the training values")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/monai_adv"))
     p.add_argument("--results", default="benchmarks/ssat_results.jsonl")
     p.add_argument("--report", action="store_true")

@@ -32,6 +32,7 @@ from monai_adv.engines.utils import (
     eval_mode,
     kl_attack_loss,
     per_sample_kl,
+    sync_buffers,
     unlabeled_images,
     unwrap_network,
 )
@@ -282,6 +283,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         K = AdvTrainingKeys
         inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
         x_u = self._unlabeled_batch(engine, inputs)
+        sync_buffers(engine.network)
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
 
@@ -398,6 +400,7 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
     def _iteration(self, engine: SupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         K = AdvTrainingKeys
         inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
+        sync_buffers(engine.network)
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         if self.method == "trades":

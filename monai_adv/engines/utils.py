@@ -22,6 +22,7 @@ __all__ = [
     "per_sample_kl",
     "kl_attack_loss",
     "check_loader_not_empty",
+    "sync_buffers",
 ]
 
 
@@ -34,6 +35,24 @@ def unwrap_network(network: nn.Module) -> nn.Module:
     while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
         network = network.module
     return network
+
+
+def sync_buffers(network: nn.Module) -> None:
+    """Broadcast rank 0's buffers (batch-norm running statistics) to every rank of a DDP network.
+
+    DDP itself does this at the start of each *training* forward; the pseudo-labelling and attack
+    forwards of an iteration come before it and run the unwrapped module in eval mode, so without
+    this each rank would use its own running statistics there. A no-op outside DDP or when the
+    wrapper's ``broadcast_buffers`` is off.
+    """
+    if not isinstance(network, nn.parallel.DistributedDataParallel) or not getattr(
+        network, "broadcast_buffers", False
+    ):
+        return
+    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() < 2:
+        return
+    for buf in network.module.buffers():
+        torch.distributed.broadcast(buf.data, src=0)
 
 
 @contextlib.contextmanager

@@ -76,3 +76,32 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
     for k, v in worker.tiny_net().state_dict().items():
         moved = moved or not torch.allclose(v, first[k])
     assert moved, "training did not change the parameters"
+
+
+def test_ddp_ranks_pseudo_label_with_the_same_batch_norm_statistics(tmp_path):
+    """Each rank's training forward updates its own running statistics; the next iteration's
+    pseudo-labels and attack (eval mode, before DDP's own broadcast) must still use rank 0's."""
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(WORKER),
+            "--out",
+            str(tmp_path / "ddp"),
+            "--epochs",
+            "1",
+            "--batch",
+            "10",
+            "--bn",
+        ],
+        tmp_path,
+    )
+    s0 = json.loads((tmp_path / "ddp" / "summary_rank0.json").read_text())
+    s1 = json.loads((tmp_path / "ddp" / "summary_rank1.json").read_text())
+    assert len(s0["buffer_sums"]) == 4 and s0["buffer_sums"][0]  # 4 iterations, BN buffers recorded
+    assert s0["buffer_sums"] == s1["buffer_sums"]
+    assert s0["buffer_sums"][1] != s0["buffer_sums"][0]  # the statistics did move between iterations

@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import toy_dataset  # noqa: E402
 
 from monai_adv.engines import (  # noqa: E402
+    AdversarialTrainingEvents,
     ResumableCheckpointHandler,
     SemiSupervisedAdversarialTrainer,
     TorchRNGState,
@@ -32,11 +33,17 @@ from monai_adv.engines import (  # noqa: E402
 from monai_adv.transforms import FGSM  # noqa: E402
 
 
-def tiny_net() -> nn.Module:
-    """No batch norm, no dropout: DDP on per-rank halves equals one process on the whole batch."""
+def tiny_net(batch_norm: bool = False) -> nn.Module:
+    """Without batch norm (the default), DDP on per-rank halves equals one process on the whole batch."""
     torch.manual_seed(0)
+    norm = [nn.BatchNorm2d(4)] if batch_norm else []
     return nn.Sequential(
-        nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(64, 4)
+        nn.Conv2d(1, 4, 3, padding=1),
+        *norm,
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(4),
+        nn.Flatten(),
+        nn.Linear(64, 4),
     )
 
 
@@ -59,6 +66,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="global batch size")
     p.add_argument("--sleep", type=float, default=0.0)
     p.add_argument("--save-every", type=int, default=3)
+    p.add_argument("--bn", action="store_true", help="batch norm; record the buffers the pseudo-labels use")
     a = p.parse_args()
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -76,7 +84,7 @@ def main() -> None:
     else:
         lab, unl = DataLoader(labeled_ds, b), DataLoader(unlabeled_ds, b)
 
-    net = tiny_net()
+    net = tiny_net(a.bn)
     opt = torch.optim.SGD(net.parameters(), lr=0.2)
     model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
     attack = FGSM(net, eps=(0.001, 0.003))
@@ -101,7 +109,11 @@ def main() -> None:
             save_every_iters=a.save_every,
         )
         ckpt.attach(trainer)
-    run = {"iterations_run": 0, "start_iteration": None, "epochs_completed": []}
+    run = {"iterations_run": 0, "start_iteration": None, "epochs_completed": [], "buffer_sums": []}
+
+    @trainer.on(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)
+    def _buffers(engine):
+        run["buffer_sums"].append([float(b.double().sum()) for b in net.buffers()])
 
     @trainer.on(Events.ITERATION_COMPLETED)
     def _report(engine):
