@@ -127,6 +127,7 @@ def run(a: argparse.Namespace) -> None:
         lr=2e-3,
         finetune_lr_scale=0.5,
         train_eps=a.train_eps,
+        train_steps=a.train_steps,
         progress=False,
         tensorboard=None,
         data=a.data,
@@ -258,7 +259,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-train", type=int, default=150)
     p.add_argument("--n-test", type=int, default=75)
     p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--train-eps", type=float, default=0.01)
+    p.add_argument("--train-eps", type=float, default=0.005, help="Madry / TRADES training eps")
+    p.add_argument("--train-steps", type=int, default=5, help="Madry / TRADES PGD steps")
     p.add_argument("--eps", type=float, default=0.01, help="attack eps (images in [0, 1])")
     p.add_argument("--init-from", default=None)
     p.add_argument("--threads", type=int, default=1)
