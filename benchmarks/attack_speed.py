@@ -11,6 +11,9 @@ Usage::
     python benchmarks/attack_speed.py            # MONAI resnet18 2D (16x1x96x96) and 3D (4x1x32x32x32)
     python benchmarks/attack_speed.py --repeats 7 --threads 2
 
+Times are this process's CPU time (``time.process_time``), not wall time, by default: the ratio
+then holds on a machine shared with other jobs, whose load would swing wall-clock samples (use
+``--clock wall`` on a quiet machine to check). One thread by default, for the same reason.
 Memory is measured in fresh subprocesses (Linux: /proc/self/clear_refs resets the peak RSS).
 """
 
@@ -66,7 +69,7 @@ def attacks(net, spatial_dims):
     }
 
 
-def time_case(case: str, repeats: int) -> dict[str, float]:
+def time_case(case: str, repeats: int, clock=time.process_time) -> dict[str, float]:
     net, x, y, d = build(case)
     atks = attacks(net, d)
     runs = {
@@ -79,9 +82,9 @@ def time_case(case: str, repeats: int) -> dict[str, float]:
     samples: dict[str, list[float]] = {name: [] for name in runs}
     for _ in range(repeats):  # interleaved, so load on the machine hits all alike
         for name, fn in runs.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            samples[name].append(time.perf_counter() - t0)
+            samples[name].append(clock() - t0)
     return {name: statistics.median(v) for name, v in samples.items()}
 
 
@@ -130,7 +133,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -140,10 +144,10 @@ def main() -> None:
         return
     print(
         f"# attack speed: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} threads, median of {args.repeats} interleaved repeats"
+        f"{args.threads} thread(s), {args.clock} time, median of {args.repeats} interleaved repeats"
     )
     for case in args.cases:
-        t = time_case(case, args.repeats)
+        t = time_case(case, args.repeats, time.process_time if args.clock == "cpu" else time.perf_counter)
         print(f"\n## {case} {CASES[case]['shape']}")
         print(f"one bare forward+backward: {t['bare x1'] * 1000:.1f} ms")
         print("| attack | time / its forward+backward limit |")
