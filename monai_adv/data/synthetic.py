@@ -68,19 +68,19 @@ _DX_UM = 11.7  # lateral pixel size of a 6 mm, 512 A-scan B-scan
 # Retinal layers from the inner limiting membrane down to Bruch's membrane:
 # (name, parafoveal thickness in um, linear reflectivity relative to the noise floor).
 _LAYERS: tuple[tuple[str, float, float], ...] = (
-    ("RNFL", 20.0, 30.0),
-    ("GCL", 50.0, 11.0),
-    ("IPL", 40.0, 9.0),
+    ("RNFL", 20.0, 50.0),
+    ("GCL", 50.0, 15.0),
+    ("IPL", 40.0, 13.0),
     ("INL", 38.0, 3.5),
-    ("OPL", 32.0, 8.0),
+    ("OPL", 32.0, 11.0),
     ("ONL", 65.0, 1.8),
     ("ELM", 5.0, 9.0),
     ("MZ", 20.0, 2.5),
     ("EZ", 12.0, 180.0),
-    ("OS", 28.0, 14.0),
+    ("OS", 28.0, 22.0),
     ("IZ", 8.0, 50.0),
 )
-_RPE_UM, _RPE_R = 16.0, 450.0
+_RPE_UM, _RPE_R = 22.0, 450.0
 
 
 def _dome(x: np.ndarray, centre: float, half_width: float, power: float) -> np.ndarray:
@@ -129,7 +129,7 @@ class SyntheticOCTGenerator:
         native_shape: Sequence[int] = (496, 512),
         severity: Sequence[float] = (1.4, 2.4),
         jpeg_quality: int | Sequence[int] | None = (75, 95),
-        padding_prob: float = 0.6,
+        padding_prob: float = 0.75,
         output_dtype: np.dtype | type = np.float32,
     ) -> None:
         if image_size is not None:
@@ -180,12 +180,19 @@ class SyntheticOCTGenerator:
         """
         return self.sample(label, _ss(self._rng))
 
-    def generate(self, n_per_class: int, shuffle: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def generate(
+        self, n_per_class: int, shuffle: bool = False, num_workers: int = 1, progress: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Draw ``n_per_class`` B-scans of every class.
+
+        Every image has its own seed drawn from the generator's stream, so the result does not depend
+        on ``num_workers``.
 
         Args:
             n_per_class: number of images per class (>= 0).
             shuffle: interleave the classes randomly; otherwise the result is ordered by class.
+            num_workers: processes used to render (1 renders in this process).
+            progress: show a tqdm progress bar.
 
         Returns:
             ``(images, labels)``: ``(4 * n_per_class, H, W)`` and ``(4 * n_per_class,)`` int64.
@@ -202,9 +209,30 @@ class SyntheticOCTGenerator:
             labels = labels[self._rng.permutation(labels.size)]
         shape = self.output_shape
         images = np.empty((labels.size, *shape), dtype=self.output_dtype)
-        for i, (lab, s) in enumerate(zip(labels, seeds)):
-            images[i] = self.sample(int(lab), s)
+        jobs = [(int(lab), s) for lab, s in zip(labels, seeds)]
+        bar = _progress(len(jobs), progress, "synthetic OCT")
+        try:
+            workers = max(1, min(int(num_workers), len(jobs)))
+            if workers == 1:
+                for i, (lab, s) in enumerate(jobs):
+                    images[i] = self.sample(lab, s)
+                    bar.update(1)
+            else:
+                chunks = [jobs[i : i + 16] for i in range(0, len(jobs), 16)]
+                with ProcessPoolExecutor(max_workers=workers) as ex:
+                    i = 0
+                    for block in ex.map(self._sample_many, chunks):
+                        images[i : i + len(block)] = block
+                        i += len(block)
+                        bar.update(len(block))
+        finally:
+            bar.close()
         return images, labels
+
+    def _sample_many(self, jobs: Sequence[tuple[int, np.random.SeedSequence]]) -> np.ndarray:
+        return (
+            np.stack([self.sample(lab, s) for lab, s in jobs]) if jobs else np.empty((0, *self.output_shape))
+        )
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -262,7 +290,9 @@ class SyntheticOCTGenerator:
         ra, ri = rng_anat, rng_img
         z = np.arange(H, dtype=np.float32)[:, None]
         x = np.arange(W, dtype=np.float32)
+        # lesion severity: many drusen are tiny; CNV and DME scans in Kermany rarely show no sign at all
         sev = float(ra.beta(*self.severity)) if label != 3 else 0.0
+        sev = {0: 0.2 + 0.8 * sev, 1: 0.15 + 0.85 * sev}.get(label, sev)
         info: dict[str, Any] = {"label": label, "class": OCT_CLASSES[label], "severity": sev}
 
         # --- scan geometry (nuisances shared by every class)
@@ -304,14 +334,16 @@ class SyntheticOCTGenerator:
         foci: list[tuple[float, float, float]] = []  # (x, z, r)
         swell = np.zeros(W, dtype=np.float32)  # um added to INL/OPL/ONL
         rpe_rough = np.zeros(W, dtype=np.float32)
+        rpe_extra = np.zeros(W, dtype=np.float32)  # thickened, irregular RPE complex (CNV), px
+        shadow_cols = np.zeros(W, dtype=np.float32)  # extra column-wise shadowing / hypertransmission
 
         if label == 2:  # DRUSEN: dome-shaped RPE elevations over a flat Bruch's membrane
-            n = 1 + int(ra.binomial(11, 0.1 + 0.6 * sev))
+            n = 1 + int(ra.binomial(11, 0.15 + 0.6 * sev))
             spread = px_x(ra.uniform(600.0, 2000.0))
             for _ in range(n):
                 c = xf + ra.normal(0.0, spread)
-                w = px_x(ra.uniform(60.0, 180.0 + 320.0 * sev)) / 2.0
-                h = px_z(ra.uniform(15.0, 30.0 + 90.0 * sev))
+                w = px_x(ra.uniform(80.0, 250.0 + 350.0 * sev)) / 2.0
+                h = px_z(ra.uniform(15.0, 35.0 + 85.0 * sev))
                 elev = np.maximum(elev, h * _dome(x, c, w, ra.uniform(0.5, 0.9)))
             sub_rpe_val = ra.uniform(15.0, 60.0)
             ez_gain = 1.0 - 0.6 * np.clip(elev / px_z(60.0), 0.0, 1.0)
@@ -322,14 +354,14 @@ class SyntheticOCTGenerator:
             info["n_drusen"] = n
         elif label == 1:  # DME: thickening, intraretinal cysts, hyperreflective foci
             xs = xf + ra.normal(0.0, px_x(300.0))
-            sw_sigma = px_x(ra.uniform(400.0, 1300.0))
-            amp = ra.uniform(20.0, 60.0) + 260.0 * sev * ra.uniform(0.5, 1.0)
-            swell = amp * np.exp(-0.5 * ((x - xs) / sw_sigma) ** 2)
-            pit_depth *= 1.0 - 0.85 * min(1.0, 0.3 + sev)
-            n_cyst = int(ra.binomial(2 + int(20 * sev), 0.6)) + (1 if ra.random() < 0.8 else 0)
+            sw_sigma = px_x(ra.uniform(300.0, 900.0))
+            amp = ra.uniform(20.0, 60.0) + 380.0 * sev * ra.uniform(0.6, 1.0)
+            swell = amp * np.exp(-0.5 * np.abs((x - xs) / sw_sigma) ** ra.uniform(1.5, 2.5))
+            pit_depth *= 1.0 - min(1.0, 0.3 + 1.2 * sev)
+            n_cyst = int(ra.binomial(2 + int(16 * sev), 0.6)) + (1 if ra.random() < 0.85 else 0)
             for _ in range(n_cyst):
-                cx = xs + ra.normal(0.0, sw_sigma * 0.6)
-                big = ra.random() < 0.35 + 0.5 * sev
+                cx = xs + ra.normal(0.0, sw_sigma * 0.5)
+                big = ra.random() < 0.4 + 0.5 * sev
                 cysts.append((cx, -1.0 if big else -2.0, 0.0, 0.0))  # depth resolved after layering
             n_foci = int(ra.poisson(1.0 + 10.0 * sev))
             for _ in range(n_foci):
@@ -341,14 +373,14 @@ class SyntheticOCTGenerator:
             info["n_cysts"], info["n_foci"] = n_cyst, n_foci
         elif label == 0:  # CNV: irregular RPE elevation, sub-retinal material and fluid
             xl = xf + ra.normal(0.0, px_x(500.0))
-            width = px_x(ra.uniform(500.0, 1200.0 + 2000.0 * sev))
-            kind = ra.choice(["fibrovascular", "serous", "type2"], p=[0.5, 0.2, 0.3])
-            h = px_z(ra.uniform(40.0, 80.0 + 320.0 * sev))
+            width = px_x(ra.uniform(900.0, 1500.0 + 2000.0 * sev))
+            kind = ra.choice(["fibrovascular", "serous", "type2"], p=[0.55, 0.15, 0.3])
+            h = px_z(ra.uniform(30.0, 50.0 + 180.0 * sev))
             prof = np.zeros(W, dtype=np.float32)
-            for _ in range(int(ra.integers(1, 4))):
-                c = xl + ra.normal(0.0, width / 5.0)
+            for _ in range(int(ra.integers(2, 6))):
+                c = xl + ra.normal(0.0, width / 4.0)
                 w = width / 2.0 * ra.uniform(0.5, 1.0)
-                prof = np.maximum(prof, ra.uniform(0.5, 1.0) * _dome(x, c, w, ra.uniform(0.7, 1.3)))
+                prof = np.maximum(prof, ra.uniform(0.3, 1.0) * _dome(x, c, w, ra.uniform(0.9, 1.6)))
             lesion = prof > 0
             if kind == "type2":
                 elev = 0.25 * h * prof
@@ -366,21 +398,28 @@ class SyntheticOCTGenerator:
             rpe_rough = lesion * self._noise1d(ra, W, 3.0, ra.uniform(0.5, 2.5))
             ez_gain = np.where(lesion, np.clip(0.15 + 0.85 * ra.random(W) ** 0.5, 0.0, 1.0), 1.0)
             ez_gain = ndi.gaussian_filter1d(ez_gain.astype(np.float32), 3.0)
-            if ra.random() < (0.75 if kind != "serous" else 0.4):
-                gw = width * ra.uniform(0.6, 1.6) / 2.0
-                gh = px_z(ra.uniform(30.0, 60.0 + 200.0 * sev))
+            rpe_extra = px_z(ra.uniform(10.0, 30.0 + 50.0 * sev)) * np.clip(prof * 2.0, 0.0, 1.0)
+            rpe_extra *= np.clip(1.0 + 0.5 * self._noise1d(ra, W, 4.0, 1.0), 0.0, None)
+            shadow_cols = lesion * self._noise1d(ra, W, 2.5, ra.uniform(0.2, 0.5))
+            if ra.random() < (0.55 if kind != "serous" else 0.35):
+                gw = width * ra.uniform(0.5, 1.3) / 2.0
+                gh = px_z(ra.uniform(20.0, 40.0 + 160.0 * sev))
                 fluid = gh * _dome(x, xl + ra.normal(0.0, width / 4.0), gw, ra.uniform(1.0, 1.6))
                 if gap_val == "shrm":
                     gap = gap + fluid  # fluid and material side by side: treat as material over fluid
                     gap_val = "shrm_fluid"
                 else:
                     gap = np.maximum(gap, fluid)
-            if ra.random() < 0.3:
+            for _ in range(int(ra.poisson(2.0 + 6.0 * sev))):  # hyperreflective dots over the lesion
+                foci.append((xl + ra.normal(0.0, width / 3.0), -1.0, ra.uniform(0.8, 1.8)))
+            if ra.random() < 0.45:
                 for _ in range(int(ra.integers(1, 5))):
                     cysts.append(
                         (xl + ra.normal(0.0, width / 3.0), -1.0 if ra.random() < 0.5 else -2.0, 0.0, 0.0)
                     )
-            swell = ra.uniform(0.0, 80.0) * sev * np.exp(-0.5 * ((x - xl) / (width / 1.5)) ** 2)
+            swell = ra.uniform(20.0, 150.0) * sev * np.exp(-0.5 * ((x - xl) / (width / 1.5)) ** 2)
+            # the outer nuclear layer takes up part of the elevation
+            thick["ONL"] = np.maximum(0.4 * thick["ONL"], thick["ONL"] - ra.uniform(0.2, 0.6) * elev * dz)
             pit_depth *= 1.0 - 0.5 * sev
             info["cnv_kind"] = str(kind)
 
@@ -398,7 +437,7 @@ class SyntheticOCTGenerator:
         # --- boundaries, from Bruch's membrane upwards (px); each layer boundary slightly irregular
         bm = bm.astype(np.float32)
         rpe_bottom = bm - elev
-        rpe_top = rpe_bottom - px_z(_RPE_UM * t_scale) + rpe_rough
+        rpe_top = rpe_bottom - px_z(_RPE_UM * t_scale) - rpe_extra + rpe_rough
         iz_bottom = rpe_top - gap
         tops: dict[str, np.ndarray] = {}
         cur = iz_bottom
@@ -411,49 +450,55 @@ class SyntheticOCTGenerator:
         for k in range(len(bounds) - 2, -1, -1):  # keep every boundary above the next one
             bounds[k] = np.minimum(bounds[k], bounds[k + 1])
         # region values between consecutive boundaries: vitreous, layers..., gap, RPE, sub-RPE, choroid
-        steps = [np.clip(z - b[None, :] + 0.5, 0.0, 1.0) for b in bounds]
+        # the layered part is drawn only on the band of rows it occupies; above is vitreous, below choroid
+        r0 = int(np.clip(np.floor(bounds[0].min()) - 2, 0, H - 1))
+        r1 = int(np.clip(np.ceil(bm.max()) + 3, r0 + 1, H))
+        zb = z[r0:r1]
+        hb = r1 - r0
+        steps = [np.clip(zb - bd[None, :] + 0.5, 0.0, 1.0) for bd in bounds]
 
-        tex = np.exp(0.25 * self._noise2d(ri, (H, W), (1.5, 5.0)))
-        gain = np.exp(ra.normal(0.0, 0.35) + ri.normal(0.0, 0.1))
-        R = np.zeros((H, W), dtype=np.float32)
+        gain = np.exp(ra.normal(-0.25, 0.35) + ri.normal(0.0, 0.1))
+        Rb = np.zeros((hb, W), dtype=np.float32)
         for k, name in enumerate(names):
             val = refl[name] * (ez_gain if name in ("EZ", "IZ") else 1.0)
-            R += (steps[k] - steps[k + 1]) * val
+            Rb += (steps[k] - steps[k + 1]) * val
         # sub-retinal space
         gap_mask = steps[len(names)] - steps[len(names) + 1]
         if isinstance(gap_val, str):
-            mat = ra.uniform(20.0, 90.0) * np.exp(0.8 * self._noise2d(ri, (H, W), (2.0, 4.0)))
+            mat = ra.uniform(20.0, 90.0) * np.exp(0.8 * self._noise2d(ri, (hb, W), (2.0, 4.0)))
             if gap_val == "shrm_fluid":  # material on the RPE side, fluid above it
-                depth_in = np.clip((z - iz_bottom[None, :]) / np.maximum(gap[None, :], 1.0), 0.0, 1.0)
+                depth_in = np.clip((zb - iz_bottom[None, :]) / np.maximum(gap[None, :], 1.0), 0.0, 1.0)
                 mat = np.where(depth_in > 0.45, mat, 0.15)
-            R += gap_mask * mat
-        else:
-            R += gap_mask * gap_val
-        R += (steps[-3] - steps[-2]) * refl["RPE"] * np.exp(0.3 * self._noise2d(ri, (H, W), (1.0, 3.0)))
-        sub_mask = steps[-2] - steps[-1]
-        if isinstance(sub_rpe_val, str):
-            sub = ra.uniform(15.0, 60.0) * np.exp(0.9 * self._noise2d(ri, (H, W), (2.5, 5.0)))
-        else:
-            sub = sub_rpe_val * np.exp(0.3 * self._noise2d(ri, (H, W), (2.0, 4.0)))
-        R += sub_mask * sub
-        R *= tex
+            Rb += gap_mask * mat
+        elif gap.max() > 0:
+            Rb += gap_mask * gap_val
+        Rb += (steps[-3] - steps[-2]) * (refl["RPE"] * np.exp(0.3 * self._noise2d(ri, (hb, W), (1.0, 3.0))))
+        if elev.max() > 0:
+            sub_mask = steps[-2] - steps[-1]
+            if isinstance(sub_rpe_val, str):
+                sub = ra.uniform(30.0, 150.0) * np.exp(0.9 * self._noise2d(ri, (hb, W), (2.0, 4.0)))
+            else:
+                sub = sub_rpe_val * np.exp(0.3 * self._noise2d(ri, (hb, W), (2.0, 4.0)))
+            Rb += sub_mask * sub
+        Rb *= np.exp(0.25 * self._noise2d(ri, (hb, W), (1.5, 5.0)))  # within-layer heterogeneity
+        R = np.zeros((H, W), dtype=np.float32)
+        R[r0:r1] = Rb * (1.0 - steps[-1])
 
         # choroid and sclera below Bruch's membrane
-        depth = np.clip(z - bm[None, :], 0.0, None)
-        lam = px_z(ra.uniform(60.0, 150.0))
+        c0 = int(np.clip(np.floor(bm.min()) - 1, 0, H - 1))
+        zc_ = z[c0:]
+        depth = np.clip(zc_ - bm[None, :], 0.0, None)
+        lam = px_z(ra.uniform(80.0, 180.0))
         ch_top = ra.uniform(10.0, 25.0)
-        vessels = self._noise2d(ra, (H, W), (px_z(25.0), px_x(60.0)))
-        mottle = np.exp(0.35 * self._noise2d(ri, (H, W), (1.5, 3.0)))
-        lumen = np.where(vessels < ra.uniform(-0.6, 0.2), 0.45, 1.0) * (depth > px_z(15.0)) + (
-            depth <= px_z(15.0)
-        )
+        vessels = self._noise2d(ra, depth.shape, (px_z(25.0), px_x(60.0)))
+        mottle = np.exp(0.2 * self._noise2d(ri, depth.shape, (1.5, 3.0)))
+        lumen = np.where((vessels < ra.uniform(-0.6, 0.2)) & (depth > px_z(15.0)), 0.6, 1.0)
         ch = ch_top * np.exp(-depth / lam) * mottle * lumen
         ch += 0.15 * np.exp(-depth / px_z(900.0)) * ra.uniform(0.5, 1.5)  # faint sclera
-        R += steps[-1] * ch.astype(np.float32)
+        R[c0:] += np.clip(zc_ - bm[None, :] + 0.5, 0.0, 1.0) * ch.astype(np.float32)
         R[:2] = 0.0
 
         # --- lesion objects that depend on the layer positions
-        xi = np.clip(np.round(x).astype(int), 0, W - 1)
         for cx, kind_c, _, _ in cysts:
             c = int(np.clip(round(cx), 0, W - 1))
             if kind_c == -2.0:  # small cyst in the INL
@@ -482,21 +527,24 @@ class SyntheticOCTGenerator:
             zc = tops["GCL"][c] + ra.uniform(0.0, 4.0)
             R = self._paint_ellipse(R, vx, zc, rv, rz, ra.uniform(25.0, 80.0), soft=1.5)
             absorb = self._paint_ellipse(absorb, vx, zc + rz, rv * 1.3, 1.0, ra.uniform(0.05, 0.3), soft=2.0)
-        del xi
 
         # --- attenuation along depth (shadows), gain, noise floor
         R = np.clip(R, 0.0, None)
         mu = ra.uniform(1.0e-4, 2.0e-4)
         T = np.exp(-np.cumsum(mu * R + absorb, axis=0))
         col_gain = np.exp(self._noise1d(ri, W, 30.0, 0.12))[None, :]
+        below = np.clip(z - (bm - elev)[None, :], 0.0, 1.0)  # shadows and hypertransmission under the lesion
+        col_gain = col_gain * np.exp(below * shadow_cols[None, :])
         S = R * T * gain * col_gain
-        floor_fall = ri.uniform(0.5, 1.3)
-        noise_floor = np.exp(-floor_fall * z / H).astype(np.float32)
-        intensity = self._speckle(ri, S, noise_floor)
+        # the noise floor falls with depth; deep rows keep a smooth haze (the scanner's depth compensation)
+        floor_fall = ri.uniform(1.6, 2.6)
+        noise_floor = np.exp(-floor_fall * (z / H) ** 2).astype(np.float32)
+        haze = (ri.uniform(0.25, 0.6) * (z / H) ** 2).astype(np.float32)
+        intensity = self._speckle(ri, S, noise_floor) + haze
 
         # --- display: log transform, clip, quantise
         dyn = ri.uniform(7.6, 9.6)
-        g0 = ri.uniform(0.10, 0.14)
+        g0 = ri.uniform(0.095, 0.135)
         grey = g0 + np.log(intensity + 1e-6) / dyn
         grey = np.clip(grey, 0.0, 1.0)
         if ri.random() < self.padding_prob:
@@ -524,7 +572,7 @@ class SyntheticOCTGenerator:
     def _noise2d(rng: np.random.Generator, shape: tuple[int, int], sigma: Sequence[float]) -> np.ndarray:
         """Smooth 2D unit-variance noise, drawn on a coarser grid for large correlation lengths."""
         s = [max(float(v), 0.3) for v in sigma]
-        factor = max(1, int(min(s) // 2))
+        factor = max(2, int(min(s) // 2)) if min(s) >= 1.0 else 1
         small = (int(np.ceil(shape[0] / factor)) + 1, int(np.ceil(shape[1] / factor)) + 1)
         v = ndi.gaussian_filter(
             rng.standard_normal(small).astype(np.float32), [t / factor for t in s], mode="wrap"
@@ -561,8 +609,8 @@ class SyntheticOCTGenerator:
         over many partly decorrelated frames (as the scanner's eye-tracked averaging does), so its
         speckle is a smoother multiplicative field of variance about ``1 / looks``.
         """
-        looks = int(rng.choice([1, 2, 2, 3]))
-        psf = (rng.uniform(1.0, 1.5), rng.uniform(0.8, 1.3))
+        looks = int(rng.choice([2, 2, 3, 4]))
+        psf = (rng.uniform(0.9, 1.3), rng.uniform(0.6, 0.9))
         k = [np.exp(-0.5 * (np.arange(-5, 6) / s) ** 2) for s in psf]
         energy = float(np.sum((k[0] / k[0].sum()) ** 2) * np.sum((k[1] / k[1].sum()) ** 2))
         amp = np.sqrt(np.maximum(np.broadcast_to(floor, signal.shape), 0.0)).astype(np.float32)
@@ -593,11 +641,11 @@ class SyntheticOCTGenerator:
         z = np.arange(H, dtype=np.float32)[:, None]
         where = rng.choice(["top", "bottom", "both"], p=[0.45, 0.4, 0.15])
         if where in ("top", "both"):
-            a, b = rng.exponential(0.05) * H, rng.exponential(0.02) * H
+            a, b = rng.exponential(0.09) * H, rng.exponential(0.03) * H
             a, b = (a, b) if rng.random() < 0.5 else (b, a)
             grey = np.where(z < a + (b - a) * x / W, 1.0, grey)
         if where in ("bottom", "both"):
-            a, b = rng.exponential(0.06) * H, rng.exponential(0.02) * H
+            a, b = rng.exponential(0.07) * H, rng.exponential(0.025) * H
             a, b = (a, b) if rng.random() < 0.5 else (b, a)
             grey = np.where(z > H - 1 - (a + (b - a) * x / W), 1.0, grey)
         return grey

@@ -80,12 +80,12 @@ def test_bad_arguments(kwargs):
 
 def test_looks_like_real_oct_on_average():
     """Calibrated against the real Kermany sample (pooled mean 0.19, std 0.21, class means 0.187-0.200)."""
-    x, y = SyntheticOCTGenerator(image_size=128, seed=0).generate(6)
+    x, y = SyntheticOCTGenerator(image_size=128, seed=0).generate(10)
     st = image_statistics(x, y)
     assert 0.14 < st["mean"] < 0.25
     assert 0.15 < st["std"] < 0.27
     assert st["background_mean"] < 0.2  # dark vitreous
     assert 0.05 < st["retina_fraction"] < 0.35  # a thin bright band
     # brightness does not give the class away
-    assert max(st["class_mean"]) - min(st["class_mean"]) < 0.05
+    assert max(st["class_mean"]) - min(st["class_mean"]) < 0.06
     assert len(OCT_CLASSES) == 4
