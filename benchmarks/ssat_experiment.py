@@ -324,7 +324,11 @@ def report(a: argparse.Namespace) -> None:
                 metric_keys.append(k)
     lines = []
     for data, init, frac in sorted({k[:3] for k in groups}):
-        lines.append(f"\n### {data} ({init}), {frac:.0%} labels\n")
+        first = next(r for k, rs in groups.items() if k[:3] == (data, init, frac) for r in rs)
+        lines.append(
+            f"\n### {data} ({init}), {frac:.0%} labels: {first['n_labeled']} labeled, {first['n_unlabeled']} "
+            f"unlabeled, {first['n_test']} test images ({first['size']} px), {first['iterations']} iterations\n"
+        )
         lines.append("| method | n seeds | " + " | ".join(metric_keys) + " | train CPU s |")
         lines.append("|---" * (len(metric_keys) + 3) + "|")
         for method in ALL_METHODS:
@@ -340,18 +344,7 @@ def report(a: argparse.Namespace) -> None:
                 sd = statistics.stdev(v) if len(v) > 1 else 0.0
                 cells.append(f"{statistics.mean(v):.1f} ± {sd:.1f}")
             cpu = statistics.mean(r["train_cpu_s"] for r in rs)
-            n = rs[0]
-            lines.append(
-                f"| {method} | {len(rs)} | "
-                + " | ".join(cells)
-                + f" | {cpu:.0f} |"
-                + (
-                    ""
-                    if method != "standard"
-                    else f" <!-- {n['n_labeled']} labeled, {n['n_unlabeled']} "
-                    f"unlabeled, {n['n_test']} test -->"
-                )
-            )
+            lines.append(f"| {method} | {len(rs)} | " + " | ".join(cells) + f" | {cpu:.0f} |")
     text = "\n".join(lines)
     print(text)
     if a.plot:

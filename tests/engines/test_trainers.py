@@ -380,3 +380,32 @@ def test_ssat_from_a_trained_network_keeps_it_accurate():
     trainer.run()
     after = accuracy(net, xt, yt)
     assert before > 0.85 and after > before - 0.1, (before, after)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_builds_and_runs_one_iteration(preset):
+    x, y = toy_dataset(8, seed=1)
+    xu, _ = toy_dataset(8, seed=2)
+    net = _net()
+    kw = {}
+    if PRESETS[preset].trainer is SemiSupervisedAdversarialTrainer:
+        kw["unlabeled_data_loader"] = [xu]
+    if preset == "ssat_teacher":
+        kw["teacher_network"] = _net(1)
+    trainer = create_trainer(
+        preset,
+        "cpu",
+        1,
+        [{"image": x, "label": y}],
+        net,
+        torch.optim.SGD(net.parameters(), lr=LR),
+        steps=2,
+        decollate=False,
+        **kw,
+    )
+    assert isinstance(trainer, PRESETS[preset].trainer)
+    before = [p.detach().clone() for p in net.parameters()]
+    trainer.run()
+    out = trainer.state.output
+    assert torch.isfinite(out[K.LOSS]) and K.ATTACK_SUCCESS in out
+    assert any(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
