@@ -73,6 +73,8 @@ class RobustnessReport:
       :func:`~monai_adv.metrics.compute_adversarial_risk` with the detector and without it;
     - ``report.md``: the same as a Markdown table;
     - ``accuracy_vs_eps.png``, ``roc.png`` (with a detector), ``risk.png``;
+    - ``items.pt`` (with ``save_items``): the per-item labels, predicted classes, scores and flags
+      under the output keys, as tensors (loads with ``torch.load(..., weights_only=True)``);
 
     and, given a ``summary_writer``, the scalars and the figures to TensorBoard. The report is also
     kept in :attr:`report` and in ``engine.state.metrics["robustness_report"]``.
@@ -85,6 +87,7 @@ class RobustnessReport:
         cost_detected_attack: cost of flagging an attacked input.
         summary_writer: optional TensorBoard ``SummaryWriter``.
         plots: write the PNG plots.
+        save_items: write ``items.pt``.
         title: a title for the table and plots.
     """
 
@@ -97,6 +100,7 @@ class RobustnessReport:
         cost_detected_attack: float = 0.0,
         summary_writer: Any | None = None,
         plots: bool = True,
+        save_items: bool = True,
         title: str = "",
     ) -> None:
         self.output_dir = os.fspath(output_dir)
@@ -108,6 +112,7 @@ class RobustnessReport:
         }
         self.summary_writer = summary_writer
         self.plots = bool(plots)
+        self.save_items = bool(save_items)
         self.title = title
         self.report: dict[str, Any] | None = None
         self.logger = logging.getLogger(__name__)
@@ -179,6 +184,8 @@ class RobustnessReport:
             atk = attacks_cfg.get(name)
             atk = getattr(atk, "__wrapped__", atk)  # a wrapper (cache, logger) around an attack
             eps = getattr(atk, "eps", None)
+            if eps is None:  # e.g. a transfer attack: the eps of the attack it runs on the surrogate
+                eps = getattr(getattr(atk, "base_attack", None), "eps", None)
             entry: dict[str, Any] = {
                 "type": type(atk).__name__ if atk is not None else name,
                 "eps": list(eps) if isinstance(eps, tuple) else eps,
@@ -273,6 +280,11 @@ class RobustnessReport:
         os.makedirs(self.output_dir, exist_ok=True)
         _atomic_write(os.path.join(self.output_dir, "report.json"), json.dumps(_clean_json(report), indent=2))
         _atomic_write(os.path.join(self.output_dir, "report.md"), self.markdown(report))
+        if self.save_items:
+            items = {k: torch.cat(v) for k, v in self._data.items()}
+            path = os.path.join(self.output_dir, "items.pt")
+            torch.save(items, path + ".tmp")
+            os.replace(path + ".tmp", path)
         epoch = report["epoch"] or 0
         if self.summary_writer is not None:
             self.summary_writer.add_scalar("robustness/clean_accuracy", report["clean"]["accuracy"], epoch)

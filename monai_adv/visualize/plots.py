@@ -17,6 +17,11 @@ from monai_adv.metrics.detection import detection_auroc, detection_roc_curve  # 
 __all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "save_figure"]
 
 
+def _style(i: int) -> dict:
+    """Distinct colour and line style for the i-th curve (tab10 colours, then dashed, then dotted)."""
+    return {"color": plt.cm.tab10(i % 10), "linestyle": ("-", "--", ":")[(i // 10) % 3]}
+
+
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> str:
     """Save a figure as PNG atomically and return the path."""
     path = os.fspath(path)
@@ -43,12 +48,13 @@ def plot_accuracy_vs_eps(
     if not curves:
         raise ValueError("no accuracy curves to plot.")
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for label, pts in curves.items():
+    for i, (label, pts) in enumerate(curves.items()):
         pts = sorted(pts)
         if clean_accuracy is not None and (not pts or pts[0][0] > 0):
             pts = [(0.0, clean_accuracy)] + pts
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **_style(i))
     ax.set_xlabel("eps (intensity units)")
+    ax.tick_params(axis="x", labelrotation=30)
     ax.set_ylabel("accuracy")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
@@ -68,9 +74,9 @@ def plot_roc_curves(
     if not scores:
         raise ValueError("no detector scores to plot.")
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
-    for label, (clean, adv) in scores.items():
+    for i, (label, (clean, adv)) in enumerate(scores.items()):
         fpr, tpr, _ = detection_roc_curve(clean, adv)
-        ax.plot(fpr, tpr, label=f"{label} (AUROC {detection_auroc(clean, adv):.3f})")
+        ax.plot(fpr, tpr, label=f"{label} (AUROC {detection_auroc(clean, adv):.3f})", **_style(i))
     ax.plot([0, 1], [0, 1], "k:", lw=1)
     if fpr_mark is not None:
         ax.axvline(fpr_mark, color="grey", ls="--", lw=1)
@@ -105,6 +111,6 @@ def plot_risk(risks: Mapping[str, Mapping[str, float]], title: str = "") -> Any:
     ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
     ax.set_ylabel("expected cost per input")
     ax.grid(alpha=0.3, axis="y")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     ax.set_title(title or "adversarial risk")
     return fig

@@ -160,3 +160,5 @@ def test_robustness_report(setup, tmp_path):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tb").iterdir())  # TensorBoard event file
     assert ev.state.metrics["robustness_report"]["attacks"]["fgsm_2"]["eps"] == pytest.approx(2 / 255)
+    items = torch.load(tmp_path / "out" / "items.pt", weights_only=True)
+    assert items["uad_score/pgd_8"].shape == (N,) and torch.equal(items["label"].long(), y)
