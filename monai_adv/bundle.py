@@ -41,6 +41,8 @@ __all__ = [
     "require_file",
     "load_optional_detector",
     "detection_handlers",
+    "fit_detector",
+    "attack_grid",
     "rank",
     "is_main_process",
     "BundleReportWriter",
@@ -204,7 +206,7 @@ def image_datalist(dataset_dir: str | os.PathLike, bscans: bool = True) -> list[
         FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder.
         ValueError: when it holds no image.
     """
-    root = Path(os.path.expanduser(os.fspath(dataset_dir)))
+    root = Path(os.path.abspath(os.path.expanduser(os.fspath(dataset_dir))))
     if not root.exists():
         raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist.")
     if not root.is_dir():
@@ -290,6 +292,67 @@ def detection_handlers(detector: Any, **kwargs: Any) -> list:
     from monai_adv.handlers import AdversarialDetectionHandler
 
     return [] if detector is None else [AdversarialDetectionHandler(detector, **kwargs)]
+
+
+def fit_detector(
+    detector: Any,
+    fit_loader: Any,
+    calibration_loader: Any,
+    fpr: float = 0.05,
+    save_path: str | os.PathLike | None = None,
+    use_labels: bool = True,
+) -> Any:
+    """Fit ``detector`` on clean data, calibrate its threshold at ``fpr`` on other clean data, save it.
+
+    Only rank 0 writes ``save_path`` (atomically, by the detector's ``save``). Returns the detector.
+    """
+    detector.fit(fit_loader, use_labels=use_labels)
+    threshold = detector.calibrate(calibration_loader, fpr=fpr)
+    logger.info(f"{type(detector).__name__} fitted; threshold {threshold:.6g} at a target FPR of {fpr}")
+    if save_path is not None and is_main_process():
+        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(save_path))), exist_ok=True)
+        detector.save(save_path)
+        print(f"detector saved to {os.fspath(save_path)}", flush=True)
+    return detector
+
+
+def attack_grid(
+    network: torch.nn.Module, grid: Sequence[Mapping[str, Any]], seed: int | None = 0, **common: Any
+) -> dict[str, Any]:
+    """``{name: attack}`` for every attack and eps of ``grid``, for a RobustEvaluator.
+
+    Each entry of ``grid`` is ``{"name": "pgd", "attack": "PGD", "eps": [0.002, 0.004], ...}``: the
+    class name in :mod:`monai_adv.transforms`, one eps or a list of them, and any other keyword
+    argument of that attack (``steps``, ``n_queries``, ...). The attacks are named
+    ``"<name>_eps<eps>"``; ``common`` keyword arguments (e.g. ``value_range``) go to every attack.
+
+    Raises:
+        ValueError: for an unknown attack class, an entry without ``name``/``attack``/``eps``, or a
+            repeated name.
+    """
+    from monai_adv import transforms
+
+    out: dict[str, Any] = {}
+    for i, entry in enumerate(grid):
+        entry = dict(entry)
+        missing = [k for k in ("name", "attack", "eps") if k not in entry]
+        if missing:
+            raise ValueError(f"attack grid entry {i} ({entry}) has no {missing}.")
+        name, cls_name, eps_list = entry.pop("name"), entry.pop("attack"), entry.pop("eps")
+        cls = getattr(transforms, str(cls_name), None)
+        if not isinstance(cls, type):
+            raise ValueError(f"unknown attack {cls_name!r} in the attack grid; see monai_adv.transforms.")
+        for eps in eps_list if isinstance(eps_list, (list, tuple)) else [eps_list]:
+            key = f"{name}_eps{float(eps):g}"
+            if key in out:
+                raise ValueError(f"attack {key!r} appears twice in the attack grid.")
+            atk = cls(network, eps=float(eps), **{**common, **entry})
+            if seed is not None and hasattr(atk, "set_random_state"):
+                atk.set_random_state(seed)
+            out[key] = atk
+    if not out:
+        raise ValueError("the attack grid is empty.")
+    return out
 
 
 def _atomic_write(path: str, text: str) -> None:
@@ -484,7 +547,7 @@ class PredictionWriter:
         for i in range(n):
             idx = int(probs[i].argmax())
             frame = frames[i]
-            row = [names[i], "" if frame is None else frame]
+            row = [names[i], "" if frame is None or frame == "" or int(frame) < 0 else int(frame)]
             row += [f"{float(p):.6f}" for p in probs[i]]
             row += [self.class_names[idx], idx]
             row.append("" if scores is None else f"{float(scores.reshape(-1)[i]):.6g}")
