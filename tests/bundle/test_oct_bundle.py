@@ -1,0 +1,311 @@
+"""The OCT bundle, run as its README says: the CLI commands with configs/quick.json, from a copy of the
+bundle folder, and its configs through ``ConfigWorkflow``.
+
+Each CLI call starts a fresh Python (monai + monai_adv imports: a few CPU seconds), so the CLI is used
+for the README commands and everything else runs in-process. Threads are limited to one per process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+BUNDLE = REPO / "bundles" / "oct_robust_classification"
+SAMPLE = REPO.parent / "shared" / "data" / "kermany-oct-sample"
+QUICK = "configs/quick.json"
+CLI_TIMEOUT = 300
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
+    """``python -m monai.bundle <args>`` (or another module when args start with ``-m``) in ``cwd``."""
+    cmd = [sys.executable, *(args if args[0] == "-m" else ["-m", "monai.bundle", *args])]
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    if ok and proc.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+    return proc
+
+
+def configs(*names: str) -> str:
+    return "[" + ",".join(f"'configs/{n}.json'" for n in names) + f",'{QUICK}']"
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    """A copy of the bundle folder without generated files (data, models, runs, eval)."""
+    dst = tmp_path_factory.mktemp("bundle") / "oct_robust_classification"
+    shutil.copytree(
+        BUNDLE, dst, ignore=shutil.ignore_patterns("data", "runs", "eval", "__pycache__", "*.pt", "*.ts")
+    )
+    return dst
+
+
+@pytest.fixture(scope="module")
+def trained(bundle: Path) -> Path:
+    run_cli(["run", "--config_file", configs("train")], bundle)
+    return bundle
+
+
+@pytest.fixture(scope="module")
+def fitted(trained: Path) -> Path:
+    run_cli(["run", "--config_file", configs("train", "fit_detector")], trained)
+    return trained
+
+
+def workflow(bundle: Path, files: list[str], workflow_type: str, **override):
+    from monai.bundle import ConfigWorkflow
+
+    return ConfigWorkflow(
+        config_file=[str(bundle / "configs" / f"{f}.json") for f in files] + [str(bundle / QUICK)],
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+        bundle_root=str(bundle),
+        **override,
+    )
+
+
+def _causes(e: BaseException) -> str:
+    msgs = []
+    while e is not None:
+        msgs.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(msgs)
+
+
+# ---------------------------------------------------------------------------------------------- layout
+def test_layout_and_metadata():
+    for rel in (
+        "LICENSE",
+        "docs/README.md",
+        "docs/data_license.txt",
+        "configs/metadata.json",
+        "configs/logging.conf",
+        *[
+            f"configs/{n}.json"
+            for n in (
+                "train",
+                "train_supervised",
+                "train_madry",
+                "train_trades",
+                "fit_detector",
+                "evaluate",
+                "inference",
+                "multi_gpu_train",
+                "quick",
+            )
+        ],
+    ):
+        assert (BUNDLE / rel).is_file(), rel
+    meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
+    for key in (
+        "version",
+        "changelog",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "intended_use",
+        "references",
+        "network_data_format",
+    ):
+        assert key in meta, key
+    assert meta["version"] in meta["changelog"]
+    assert "not for diagnostic use" in meta["intended_use"].lower()
+    assert any("2006.13555" in r for r in meta["references"])
+    assert any("Kermany" in r for r in meta["references"])
+    image = meta["network_data_format"]["inputs"]["image"]
+    assert image["modality"] == "OCT" and image["num_channels"] == 1 and image["value_range"] == [0, 1]
+    assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
+        "0": "CNV",
+        "1": "DME",
+        "2": "DRUSEN",
+        "3": "NORMAL",
+    }
+    train = json.loads((BUNDLE / "configs" / "train.json").read_text())
+    assert "label_fraction" in train
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_train_cli(trained: Path):
+    assert (trained / "models" / "model.pt").is_file()
+    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    assert any(k.endswith("fc.weight") for k in state)
+    assert list((trained / "runs" / "ssat" / "checkpoints").glob("checkpoint_*.pt"))
+    assert list((trained / "runs" / "ssat").glob("events.out.tfevents.*"))
+    manifest = trained / "data" / "synthetic_oct_quick" / "synthetic_oct.json"
+    assert manifest.is_file()
+
+
+def test_fit_detector_cli(fitted: Path):
+    from monai_adv.detectors import MahalanobisDetector, load_detector
+    from monai_adv.bundle import load_weights
+    from monai.networks.nets import resnet10
+
+    net = load_weights(
+        resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
+        fitted / "models" / "model.pt",
+    )
+    det = load_detector(fitted / "models" / "detector.pt", net)
+    assert isinstance(det, MahalanobisDetector) and det.is_calibrated
+
+
+def test_evaluate_cli(fitted: Path):
+    run_cli(["run", "--config_file", configs("train", "evaluate")], fitted)
+    out = fitted / "eval" / "ssat"
+    report = json.loads((out / "report.json").read_text())
+    assert 0.0 <= report["clean_accuracy"] <= 1.0
+    assert isinstance(report["attacks"], list) and len(report["attacks"]) >= 4
+    names = {a["name"] for a in report["attacks"]}
+    assert {"fgsm_eps0.001", "pgd10_eps0.002"} <= names
+    for a in report["attacks"]:
+        for key in ("name", "eps", "robust_accuracy", "detection_auroc", "risk_system", "undetected_error"):
+            assert key in a, key
+        assert 0.0 <= a["robust_accuracy"] <= 1.0
+        assert a["detection_auroc"] is not None and 0.0 <= a["detection_auroc"] <= 1.0
+        assert isinstance(a["eps"], float)
+    assert (out / "report.md").is_file() and (out / "accuracy_vs_eps.png").is_file()
+    assert (out / "roc.png").is_file()
+
+
+def test_inference_cli_on_real_sample(fitted: Path, tmp_path: Path):
+    if SAMPLE.is_dir():
+        data = SAMPLE
+    else:  # no shared sample here: the quick synthetic test split
+        data = fitted / "data" / "synthetic_oct_quick" / "test"
+    images = sorted(p for p in data.rglob("*") if p.suffix.lower() in (".jpeg", ".jpg", ".png"))
+    out = tmp_path / "pred"
+    run_cli(
+        ["run", "--config_file", f"['configs/inference.json','{QUICK}']", "--dataset_dir", str(data),
+         "--output_dir", str(out)],
+        fitted,
+    )  # fmt: skip
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(images)
+    assert {os.path.realpath(r["image"]) for r in rows} == {os.path.realpath(p) for p in images}
+    for r in rows[:20]:
+        probs = [float(r[f"prob_{c}"]) for c in ("CNV", "DME", "DRUSEN", "NORMAL")]
+        assert abs(sum(probs) - 1.0) < 1e-4
+        assert r["pred_class"] in ("CNV", "DME", "DRUSEN", "NORMAL")
+        assert r["adversarial_score"] != "" and r["adversarial_flag"] in ("0", "1")
+
+
+def test_verify_net_in_out_cli(trained: Path):
+    proc = run_cli(
+        ["verify_net_in_out", "network_def", "--meta_file", "configs/metadata.json", "--config_file",
+         "configs/inference.json"],
+        trained,
+    )  # fmt: skip
+    assert "verified" in proc.stdout + proc.stderr
+
+
+def test_ckpt_export_torchscript_equals_eager(trained: Path):
+    run_cli(
+        ["ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
+         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+        trained,
+    )  # fmt: skip
+    from monai.bundle import ConfigParser
+
+    from monai_adv.bundle import load_weights
+
+    parser = ConfigParser()
+    parser.read_config(str(trained / "configs" / "inference.json"))
+    net = load_weights(parser.get_parsed_content("network_def"), trained / "models" / "model.pt").eval()
+    ts = torch.jit.load(str(trained / "models" / "model.ts"), map_location="cpu").eval()
+    x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(ts(x), net(x), rtol=1e-5, atol=1e-5)
+
+
+def test_torchrun_two_processes_gloo(bundle: Path, tmp_path: Path):
+    run_cli(
+        ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "monai.bundle", "run",
+         "--config_file", configs("train", "multi_gpu_train"), "--ckpt_dir", str(tmp_path / "models"),
+         "--run_dir", str(tmp_path / "runs")],
+        bundle,
+    )  # fmt: skip
+    assert (tmp_path / "models" / "model.pt").is_file()
+    assert list((tmp_path / "runs" / "checkpoints").glob("checkpoint_*.pt"))
+
+
+# ----------------------------------------------------------------------------------- ConfigWorkflow
+@pytest.mark.parametrize("baseline", ["train_supervised", "train_madry", "train_trades"])
+def test_baselines_through_config_workflow(trained: Path, baseline: str):
+    w = workflow(trained, ["train", baseline], "train")
+    w.initialize()
+    assert w.check_properties() == []
+    w.run()
+    w.finalize()
+    method = baseline.split("_", 1)[1]
+    assert (trained / "models" / method / "model.pt").is_file()
+
+
+def test_check_properties(fitted: Path):
+    w = workflow(fitted, ["train"], "train")
+    w.initialize()
+    assert w.check_properties() == []
+    assert w.parser["label_fraction"] == 0.5
+    for files in (["train", "fit_detector"], ["train", "evaluate"], ["inference"]):
+        override = {"dataset_dir": str(fitted / "data" / "synthetic_oct_quick" / "test")}
+        w = workflow(fitted, files, "infer", **(override if files == ["inference"] else {}))
+        w.initialize()
+        assert w.check_properties() == [], files
+
+
+# --------------------------------------------------------------------------------------- bad settings
+def test_missing_dataset_dir_is_a_clear_error(bundle: Path, tmp_path: Path):
+    missing = tmp_path / "no_such_folder"
+    w = workflow(bundle, ["train"], "train", dataset_dir=str(missing))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    assert "does not exist" in _causes(e.value) and str(missing) in _causes(e.value)
+
+
+def test_empty_dataset_dir_is_a_clear_error(trained: Path, tmp_path: Path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    w = workflow(trained, ["train"], "train", dataset_dir=str(empty))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    assert "empty folder" in _causes(e.value)
+    w = workflow(trained, ["inference"], "infer", dataset_dir=str(empty))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    assert "holds no OCT image" in _causes(e.value)
+
+
+def test_evaluate_without_checkpoint_is_a_clear_error(trained: Path, tmp_path: Path):
+    w = workflow(trained, ["train", "evaluate"], "infer", ckpt_dir=str(tmp_path / "none"))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    msg = _causes(e.value)
+    assert "model checkpoint" in msg and "does not exist" in msg and "train" in msg
