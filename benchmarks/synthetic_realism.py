@@ -198,6 +198,48 @@ def confusion_md(m: np.ndarray) -> str:
     return "\n".join([head, *rows])
 
 
+# --------------------------------------------------------------------------------------------- gallery
+def write_gallery(path: Path, real_root: Path | None, n: int = 4, size: int = 160, seed: int = 0) -> None:
+    """A PNG with ``n`` synthetic B-scans per class and, beside them, ``n`` real ones when available."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    gen = SyntheticOCTGenerator(image_size=size, seed=seed)
+    syn = [[gen(c) for _ in range(n)] for c in range(len(OCT_CLASSES))]
+    real: list[list[np.ndarray]] | None = None
+    if real_root is not None and (real_root / "test").is_dir():
+        items, _ = kermany_datalist(real_root, "test")
+        rng = np.random.default_rng(seed)
+        real = []
+        for c in range(len(OCT_CLASSES)):
+            cls_items = [it for it in items if it["label"] == c]
+            pick = rng.choice(len(cls_items), n, replace=False)
+            real.append([load_octmnist_style(cls_items[i]["image"], size) for i in sorted(pick)])
+    cols = n * (2 if real else 1)
+    fig, axes = plt.subplots(len(OCT_CLASSES), cols, figsize=(1.6 * cols + 0.6, 1.6 * len(OCT_CLASSES) + 0.5))
+    for c, name in enumerate(OCT_CLASSES):
+        row = syn[c] + (real[c] if real else [])
+        for j, img in enumerate(row):
+            ax = axes[c, j]
+            ax.imshow(img, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                ax.set_ylabel(name, fontsize=11)
+            if c == 0 and j in (0, n):
+                ax.set_title("synthetic" if j == 0 else "real (Kermany sample)", loc="left", fontsize=11)
+    fig.suptitle(
+        f"monai-adv synthetic OCT (left, seed {seed}) beside real Kermany B-scans (right), {size} px",
+        fontsize=11,
+    )
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -214,7 +256,14 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--workers", type=int, default=2, help="processes for generating the synthetic images")
     ap.add_argument("--threads", type=int, default=2, help="torch threads for the CNN")
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers to this JSON file")
+    ap.add_argument("--gallery", type=Path, default=None, help="write a gallery PNG (synthetic beside real)")
+    ap.add_argument("--gallery-only", action="store_true", help="only write the gallery")
     args = ap.parse_args(argv)
+    if args.gallery is not None:
+        write_gallery(args.gallery, args.real, seed=args.seed)
+        print(f"gallery written to {args.gallery}", file=sys.stderr)
+        if args.gallery_only:
+            return {}
     torch.set_num_threads(args.threads)
     t_start = time.perf_counter()
     res: dict = {"args": {k: str(v) for k, v in vars(args).items()}}

@@ -80,7 +80,7 @@ _LAYERS: tuple[tuple[str, float, float], ...] = (
     ("OS", 28.0, 22.0),
     ("IZ", 8.0, 50.0),
 )
-_RPE_UM, _RPE_R = 22.0, 450.0
+_RPE_UM, _RPE_R = 22.0, 700.0
 
 
 def _dome(x: np.ndarray, centre: float, half_width: float, power: float) -> np.ndarray:
@@ -292,7 +292,7 @@ class SyntheticOCTGenerator:
         x = np.arange(W, dtype=np.float32)
         # lesion severity: many drusen are tiny; CNV and DME scans in Kermany rarely show no sign at all
         sev = float(ra.beta(*self.severity)) if label != 3 else 0.0
-        sev = {0: 0.2 + 0.8 * sev, 1: 0.15 + 0.85 * sev}.get(label, sev)
+        sev = {0: 0.08 + 0.92 * sev, 1: 0.05 + 0.95 * sev}.get(label, sev)
         info: dict[str, Any] = {"label": label, "class": OCT_CLASSES[label], "severity": sev}
 
         # --- scan geometry (nuisances shared by every class)
@@ -488,11 +488,12 @@ class SyntheticOCTGenerator:
         c0 = int(np.clip(np.floor(bm.min()) - 1, 0, H - 1))
         zc_ = z[c0:]
         depth = np.clip(zc_ - bm[None, :], 0.0, None)
-        lam = px_z(ra.uniform(80.0, 180.0))
-        ch_top = ra.uniform(10.0, 25.0)
-        vessels = self._noise2d(ra, depth.shape, (px_z(25.0), px_x(60.0)))
+        lam = px_z(ra.uniform(70.0, 150.0))
+        ch_top = ra.uniform(15.0, 40.0)
+        vessels = self._noise2d(ra, depth.shape, (px_z(35.0), px_x(80.0)))
         mottle = np.exp(0.2 * self._noise2d(ri, depth.shape, (1.5, 3.0)))
-        lumen = np.where((vessels < ra.uniform(-0.6, 0.2)) & (depth > px_z(15.0)), 0.6, 1.0)
+        in_choroid = (depth > px_z(15.0)) & (depth < px_z(ra.uniform(200.0, 320.0)))
+        lumen = np.where((vessels < ra.uniform(-0.5, 0.2)) & in_choroid, ra.uniform(0.25, 0.5), 1.0)
         ch = ch_top * np.exp(-depth / lam) * mottle * lumen
         ch += 0.15 * np.exp(-depth / px_z(900.0)) * ra.uniform(0.5, 1.5)  # faint sclera
         R[c0:] += np.clip(zc_ - bm[None, :] + 0.5, 0.0, 1.0) * ch.astype(np.float32)
@@ -532,7 +533,7 @@ class SyntheticOCTGenerator:
         R = np.clip(R, 0.0, None)
         mu = ra.uniform(1.0e-4, 2.0e-4)
         T = np.exp(-np.cumsum(mu * R + absorb, axis=0))
-        col_gain = np.exp(self._noise1d(ri, W, 30.0, 0.12))[None, :]
+        col_gain = np.exp(self._noise1d(ri, W, 30.0, 0.08))[None, :]
         below = np.clip(z - (bm - elev)[None, :], 0.0, 1.0)  # shadows and hypertransmission under the lesion
         col_gain = col_gain * np.exp(below * shadow_cols[None, :])
         S = R * T * gain * col_gain
