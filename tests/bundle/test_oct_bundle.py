@@ -161,9 +161,10 @@ def test_train_cli(trained: Path):
 
 
 def test_fit_detector_cli(fitted: Path):
-    from monai_adv.detectors import MahalanobisDetector, load_detector
-    from monai_adv.bundle import load_weights
     from monai.networks.nets import resnet10
+
+    from monai_adv.bundle import load_weights
+    from monai_adv.detectors import MahalanobisDetector, load_detector
 
     net = load_weights(
         resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
