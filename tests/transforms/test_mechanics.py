@@ -224,3 +224,23 @@ def test_dictionary_seed_propagates(batch):
     a = PGDd("image", net, 0.03, steps=2).set_random_state(5)(data)["image"]
     b = PGDd("image", net, 0.03, steps=2).set_random_state(5)(data)["image"]
     assert torch.equal(a, b)
+
+
+def test_custom_loss_replaces_cross_entropy(batch):
+    net = SmallCNN().eval()
+    x, y = batch
+    calls = []
+
+    def minus_ce(logits, labels):
+        calls.append(logits.shape)
+        return -torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+
+    # ascending minus the loss is the same step as descending the loss, i.e. the targeted step
+    custom = FGSM(net, 0.03, loss=minus_ce)(x, y)
+    targeted = FGSM(net, 0.03, targeted=True)(x, y)
+    assert calls and torch.equal(custom, targeted)
+    assert not torch.equal(custom, FGSM(net, 0.03)(x, y))
+    # a scalar loss works for gradient attacks; APGD, which needs per-sample values, says so
+    PGD(net, 0.03, steps=1, loss=lambda z, t: torch.nn.functional.cross_entropy(z, t))(x, y)
+    with pytest.raises(ValueError, match="one value per sample"):
+        APGD(net, 0.03, steps=2, loss=lambda z, t: torch.nn.functional.cross_entropy(z, t))(x, y)
