@@ -221,6 +221,18 @@ def summary(a: argparse.Namespace) -> None:
                 + " | ".join(_f(rep["attacks"][k]["accuracy"]) for k in attacks)
                 + " |"
             )
+        lines += [
+            f"\n### {data}: error on attacked inputs, classifier alone -> missed by the detector and misclassified\n",
+            "| model | detector | " + " | ".join(attacks) + " |",
+            "|---" * (2 + len(attacks)) + "|",
+        ]
+        for r in rs:
+            rep = r["report"]
+            cells = [
+                f"{_f(rep['attacks'][k]['risk']['adversarial_error'])} -> {_f(rep['attacks'][k]['risk']['undetected_error'])}"
+                for k in attacks
+            ]
+            lines.append(f"| {r['method']} | {r['detector']} | " + " | ".join(cells) + " |")
         p = r0["report"]["risk_parameters"]
         lines += [
             f"\n### {data}: risk (attack prior {p['attack_prior']}, cost of an error {p['cost_error']}, "
