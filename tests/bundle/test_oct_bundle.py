@@ -370,3 +370,18 @@ def test_inference_on_png_dicom_and_nifti(fitted: Path, tmp_path: Path):
         ("vol.nii.gz", "2"),
     ]
     assert all(r["adversarial_score"] != "" for r in rows)
+
+
+def test_resume_continues_from_the_last_checkpoint(trained: Path):
+    ckpts = trained / "runs" / "ssat" / "checkpoints"
+    before = sorted(ckpts.glob("checkpoint_*.pt"))
+    assert before
+    w = workflow(trained, ["train"], "train", resume=True, max_epochs=2)
+    w.initialize()
+    w.run()
+    trainer = w.parser.get_parsed_content("train#trainer")
+    assert w.parser.get_parsed_content("train#checkpointer").resumed_from == before[-1]
+    assert trainer.state.epoch == 2
+    after = sorted(ckpts.glob("checkpoint_*.pt"))
+    assert after[-1].name > before[-1].name
+    w.finalize()
