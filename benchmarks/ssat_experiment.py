@@ -357,7 +357,7 @@ def plot(groups: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({k[:3] for k in groups})
+    panels = sorted({k[:3] for k in groups}, key=lambda k: (k[0] != "synthetic", k[1], k[2]))
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
     for ax, (data, init, frac) in zip(axes[0], panels):
         for method in ALL_METHODS:
@@ -369,6 +369,8 @@ def plot(groups: dict, path: str) -> None:
             mean = [100 * statistics.mean(r[k] for r in rs) for k in keys]
             sd = [100 * (statistics.stdev([r[k] for r in rs]) if len(rs) > 1 else 0) for k in keys]
             ax.errorbar(eps, mean, yerr=sd, marker="o", capsize=3, label=method)
+        ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (4 classes)")
+        ax.set_xticks(eps, [f"{e:g}" for e in eps], fontsize=8)
         ax.set_title(f"{data} ({init}), {frac:.0%} labels")
         ax.set_xlabel("FGSM eps (images in [0, 1])")
         ax.set_ylabel("test accuracy (%)")
