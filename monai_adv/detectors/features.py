@@ -8,8 +8,6 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from monai_adv.transforms.base import default_output_transform
-
 __all__ = ["PENULTIMATE", "FeatureHooks", "resolve_layers", "pool_features", "split_batch"]
 
 #: the layer name that means "the input of the network's last ``nn.Linear``" (the penultimate features)
@@ -197,10 +195,6 @@ def split_batch(
         f"cannot read images from a batch of type {type(batch).__name__}; expected a dict, a tensor, or "
         "an (images, labels) tuple."
     )
-
-
-def _default_logits(output: Any) -> torch.Tensor:
-    return default_output_transform(output)
 
 
 def iterate_loader(loader: Iterable) -> Iterable:
