@@ -6,13 +6,12 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import matplotlib
+# no matplotlib.use() here: a library must not take the backend away from a notebook's inline display;
+# matplotlib falls back to Agg by itself where there is no display
+import matplotlib.pyplot as plt
+import numpy as np
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from monai_adv.metrics.detection import detection_auroc, detection_roc_curve  # noqa: E402
+from monai_adv.metrics.detection import detection_auroc, detection_roc_curve
 
 __all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "save_figure"]
 
