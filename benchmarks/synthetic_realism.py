@@ -157,7 +157,7 @@ def train_cnn(
             loss.backward()
             opt.step()
             sched.step()
-            tot += float(loss) * len(idx)
+            tot += loss.item() * len(idx)
             correct += int((out.argmax(1) == yt[idx]).sum())
         if log:
             print(

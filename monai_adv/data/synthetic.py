@@ -290,7 +290,7 @@ class SyntheticOCTGenerator:
         ra, ri = rng_anat, rng_img
         z = np.arange(H, dtype=np.float32)[:, None]
         x = np.arange(W, dtype=np.float32)
-        # lesion severity: many drusen are tiny; CNV and DME scans in Kermany rarely show no sign at all
+        # lesion severity, drawn per image: many lesions are mild; CNV and DME keep a small minimum
         sev = float(ra.beta(*self.severity)) if label != 3 else 0.0
         sev = {0: 0.08 + 0.92 * sev, 1: 0.05 + 0.95 * sev}.get(label, sev)
         info: dict[str, Any] = {"label": label, "class": OCT_CLASSES[label], "severity": sev}
