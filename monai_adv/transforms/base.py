@@ -176,16 +176,21 @@ class AdversarialAttack(Randomizable, Transform):
             m = m.clone() if m is not None else None
             self.randomize(None)
             generator = self._generator(device)
-            module = self.network if isinstance(self.network, nn.Module) else None
-            was_training = module.training if module is not None else False
+            # every submodule's own mode, so that a partly frozen network (say, batch norm kept in
+            # eval while fine-tuning) comes back exactly as it was
+            modes = (
+                [(sub, sub.training) for sub in self.network.modules()]
+                if isinstance(self.network, nn.Module)
+                else []
+            )
             try:
-                if module is not None:
-                    module.eval()
+                if modes:
+                    self.network.eval()
                 with torch.enable_grad() if self.uses_gradients else torch.no_grad():
                     x_adv = self._attack(x_work, y, m, generator)
             finally:
-                if module is not None:
-                    module.train(was_training)
+                for sub, was_training in modes:
+                    sub.training = was_training
             x_adv = self._finalize(x_adv.detach().to(device=x.device, dtype=x.dtype), x.clone(), m)
         if not batched:
             x_adv = x_adv[0]

@@ -76,6 +76,14 @@ def test_works_under_inference_mode(name, batch):
     assert torch.equal(x_adv, ALL[name](net).set_random_state(0)(*batch))
 
 
+def test_mixed_modes_restored_exactly(batch):
+    net = SmallCNN().train()
+    frozen_bn = net.features[1]
+    frozen_bn.eval()  # fine-tuning with frozen batch norm
+    PGD(net, 0.03, steps=1)(*batch)
+    assert net.training and net.features[0].training and not frozen_bn.training
+
+
 def test_eval_mode_kept_when_it_was_eval(batch):
     net = SmallCNN().eval()
     PGD(net, 0.03, steps=1)(*batch)
