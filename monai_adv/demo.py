@@ -13,6 +13,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -29,7 +30,9 @@ CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 
 
 def synthetic_split(n_per_class: int, image_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = SyntheticOCTGenerator(image_size=image_size, seed=seed).generate(n_per_class)
+    gen = SyntheticOCTGenerator(image_size=image_size, seed=seed)
+    # the images do not depend on the number of workers, only on the seed
+    images, labels = gen.generate(n_per_class, num_workers=min(2, os.cpu_count() or 1))
     x = torch.as_tensor(np.asarray(images, dtype=np.float32))[:, None]
     return x, torch.as_tensor(np.asarray(labels), dtype=torch.long)
 
