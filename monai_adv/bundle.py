@@ -697,10 +697,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="compare bundle report.json files")
     c.add_argument("reports", nargs="+", help="NAME=PATH or PATH (named after its folder)")
-    d = sub.add_parser("demo", help="train, fit the detector and evaluate the baseline and SSAT, then compare")
+    d = sub.add_parser(
+        "demo", help="train, fit the detector and evaluate the baseline and SSAT, then compare"
+    )
     d.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
     d.add_argument("--methods", nargs="+", default=["supervised", "ssat"])
     d.add_argument("--bundle-dir", default=None)
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     args = parser.parse_args(argv)
     if args.cmd == "compare":
         reports = {}
@@ -709,7 +712,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports[name] = path
         print(compare_reports(reports))
     else:
-        run_demo(args.bundle_dir, quick=args.quick, methods=args.methods)
+        overrides = {"num_threads": args.threads} if args.threads > 0 else None
+        run_demo(args.bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
     return 0
 
 

@@ -385,3 +385,51 @@ def test_resume_continues_from_the_last_checkpoint(trained: Path):
     after = sorted(ckpts.glob("checkpoint_*.pt"))
     assert after[-1].name > before[-1].name
     w.finalize()
+
+
+def test_compare_reports(tmp_path: Path, capsys):
+    from monai_adv.bundle import bundle_report, compare_reports, main
+
+    full = {
+        "n": 4,
+        "clean": {"accuracy": 0.75, "flag_rate": 0.25},
+        "attacks": {
+            "fgsm_eps0.002": {
+                "type": "FGSM",
+                "eps": 0.002,
+                "accuracy": 0.5,
+                "auroc": 0.8,
+                "tpr": 0.5,
+                "risk": {"undetected_error": 0.25, "risk_system": 0.3},
+                "risk_no_detector": {"risk_classifier": 0.5, "risk_system": 0.5},
+            }
+        },
+    }
+    rep = bundle_report(full)
+    assert rep["clean_accuracy"] == 0.75
+    assert rep["attacks"] == [
+        {
+            "name": "fgsm_eps0.002",
+            "type": "FGSM",
+            "eps": 0.002,
+            "robust_accuracy": 0.5,
+            "detection_auroc": 0.8,
+            "detection_tpr": 0.5,
+            "undetected_error": 0.25,
+            "risk_classifier": 0.5,
+            "risk_detector": None,
+            "risk_system": 0.3,
+            "risk": {"undetected_error": 0.25, "risk_system": 0.3},
+            "risk_no_detector": {"risk_classifier": 0.5, "risk_system": 0.5},
+        }
+    ]
+    table = compare_reports({"a": rep, "b": rep})
+    assert "| fgsm_eps0.002 | 0.002 | 0.500 | 0.800 | 0.300 | 0.500 | 0.800 | 0.300 |" in table
+    path = tmp_path / "ssat" / "report.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps(rep))
+    assert main(["compare", f"base={path}", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "base: accuracy" in out and "ssat: accuracy" in out
+    with pytest.raises(FileNotFoundError, match="evaluate.json"):
+        compare_reports({"x": tmp_path / "missing.json"})
