@@ -169,7 +169,7 @@ class AdversarialDetector:
             ValueError: for a bad batch, or features with NaN/Inf values.
         """
         x = self._check_images(x)
-        was_training = self.network.training
+        modes = [(m, m.training) for m in self.network.modules()]  # restored module by module
         self.network.eval()
         try:
             with FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
@@ -177,7 +177,8 @@ class AdversarialDetector:
                     logits = self.output_transform(self.network(x))
                 features = hooks.collect(x.shape[0])
         finally:
-            self.network.train(was_training)
+            for m, training in modes:
+                m.training = training
         for name, f in zip(self.layers, features):
             _check_finite(f.detach(), f"features of layer {name!r}")
         return logits, features

@@ -286,3 +286,15 @@ def test_3d_volumes_and_conv_layers(cls, tmp_path):
     assert s.shape == (3,) and torch.isfinite(s).all()
     det.save(tmp_path / "d3.pt")
     torch.testing.assert_close(load_detector(tmp_path / "d3.pt", net).score(vols[:3]), det.score(vols[:3]))
+
+
+def test_scoring_restores_each_module_mode():
+    net, x, _ = trained_cnn(2, 16, 0)
+    det = MahalanobisDetector(net, progress=False).fit(x)
+    net.train()
+    net.features[1].eval()  # a frozen batch norm inside a network in training mode
+    try:
+        det.score(x[:4])
+        assert net.training and net.head.training and not net.features[1].training
+    finally:
+        net.eval()
