@@ -510,7 +510,11 @@ class NormBoundedAttack(AdversarialAttack):
         if mask is not None:
             delta = delta * mask
         if self.norm == "linf":
-            delta = torch.maximum(torch.minimum(delta, torch.as_tensor(eps)), -torch.as_tensor(eps))
+            if isinstance(eps, torch.Tensor):  # per-sample radii
+                eps_t = eps.to(delta.dtype)
+                delta = torch.maximum(torch.minimum(delta, eps_t), -eps_t)
+            else:  # a Python float keeps its full precision in the delta's dtype
+                delta = delta.clamp(-eps, eps)
         else:
             norm = self.per_sample_norm(delta)
             delta = delta * torch.clamp(eps / norm.clamp_min(1e-12), max=1.0)
@@ -537,6 +541,20 @@ class NormBoundedAttack(AdversarialAttack):
         return self.project(x + delta, x, eps, mask)
 
     def _finalize(self, x_adv: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Project once more in the caller's dtype, so the eps-ball holds after the cast back."""
+        """Project once more in the caller's dtype, so the eps-ball holds after the cast back.
+
+        ``x - x_adv`` and ``x + delta`` round to the dtype's grid at the image's magnitude (about
+        2.4e-4 at 2,000 HU in float32), which can put a voxel a little outside an Linf ball; such
+        voxels are moved towards ``x`` one representable value at a time until ``|x_adv - x| <= eps``
+        holds exactly (a few steps at most).
+        """
         m = mask.to(device=x.device, dtype=x.dtype) if mask is not None else None
-        return self.project(x_adv, x, self.current_eps, m)
+        eps = self.current_eps
+        x_adv = self.project(x_adv, x, eps, m)
+        if self.norm == "linf" and x.dtype in (torch.float32, torch.float64):
+            for _ in range(64):
+                over = (x_adv.double() - x.double()).abs() > eps
+                if not over.any():
+                    break
+                x_adv = torch.where(over, torch.nextafter(x_adv, x), x_adv)
+        return x_adv

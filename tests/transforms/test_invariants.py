@@ -125,9 +125,14 @@ def test_result_lies_in_the_eps_ball_the_range_and_the_mask(p):
     x = p["x"]
     batch = x_adv if x.ndim == p["spatial_dims"] + 2 else x_adv[None]
     delta = (batch - (x if x.ndim == p["spatial_dims"] + 2 else x[None])).flatten(1).double()
-    tol = 1e-5 * max(eps, 1.0)
-    size = delta.norm(dim=1) if p["norm"] == "l2" else delta.abs().amax(dim=1)
-    assert (size <= eps + tol).all(), (size, eps)
+    if p["norm"] == "linf":
+        # exact: voxels that rounding put outside the ball are moved back onto the dtype's grid
+        assert (delta.abs().amax(dim=1) <= eps).all(), (delta.abs().amax(dim=1), eps)
+    else:
+        # L2 to the rounding of x + delta: half a grid step at the image's magnitude per voxel
+        ulp = torch.finfo(x.dtype).eps * float(x.abs().max()) / 2
+        tol = 1e-6 * max(eps, 1.0) + ulp * delta.shape[1] ** 0.5
+        assert (delta.norm(dim=1) <= eps + tol).all(), (delta.norm(dim=1), eps)
 
 
 @SETTINGS
