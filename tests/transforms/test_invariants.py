@@ -124,7 +124,8 @@ def test_result_lies_in_the_eps_ball_the_range_and_the_mask(p):
         assert p["eps"][0] <= eps <= p["eps"][1]
     x = p["x"]
     batch = x_adv if x.ndim == p["spatial_dims"] + 2 else x_adv[None]
-    delta = (batch - (x if x.ndim == p["spatial_dims"] + 2 else x[None])).flatten(1).double()
+    # the exact difference, in float64 (a float32 subtraction would itself round)
+    delta = (batch.double() - (x if x.ndim == p["spatial_dims"] + 2 else x[None]).double()).flatten(1)
     if p["norm"] == "linf":
         # exact: voxels that rounding put outside the ball are moved back onto the dtype's grid
         assert (delta.abs().amax(dim=1) <= eps).all(), (delta.abs().amax(dim=1), eps)
