@@ -434,7 +434,7 @@ class BundleReportWriter:
     """Writes ``report.json`` in the bundle's layout (see :func:`bundle_report`) at the end of an evaluation.
 
     Attach it after a :class:`~monai_adv.handlers.RobustnessReport` (which puts its report in
-    ``engine.state.metrics["robustness_report"]`` and writes ``report.md`` and the plots); the full
+    ``engine.state.robustness_report`` and writes ``report.md`` and the plots); the full
     report of that handler stays in ``output_dir`` as ``robustness_report.json``.
 
     Args:
@@ -457,10 +457,10 @@ class BundleReportWriter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
 
     def __call__(self, engine: Any) -> None:
-        full = engine.state.metrics.get("robustness_report")
+        full = getattr(engine.state, "robustness_report", None)
         if full is None:
             raise RuntimeError(
-                "BundleReportWriter found no 'robustness_report' in engine.state.metrics; attach a "
+                "BundleReportWriter found no engine.state.robustness_report; attach a "
                 "monai_adv.handlers.RobustnessReport before it."
             )
         attacks = getattr(engine, "attacks", {}) or {}

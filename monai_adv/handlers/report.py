@@ -77,7 +77,8 @@ class RobustnessReport:
       under the output keys, as tensors (loads with ``torch.load(..., weights_only=True)``);
 
     and, given a ``summary_writer``, the scalars and the figures to TensorBoard. The report is also
-    kept in :attr:`report` and in ``engine.state.metrics["robustness_report"]``.
+    kept in :attr:`report` and in ``engine.state.robustness_report`` (not in ``engine.state.metrics``,
+    whose entries MONAI's StatsHandler formats as numbers).
 
     Args:
         output_dir: folder for the files (created).
@@ -276,7 +277,7 @@ class RobustnessReport:
 
         report = self.compute(engine)
         self.report = report
-        engine.state.metrics["robustness_report"] = report
+        engine.state.robustness_report = report
         os.makedirs(self.output_dir, exist_ok=True)
         _atomic_write(os.path.join(self.output_dir, "report.json"), json.dumps(_clean_json(report), indent=2))
         _atomic_write(os.path.join(self.output_dir, "report.md"), self.markdown(report))

@@ -10,6 +10,7 @@ from helpers import toy_dataset, trained_cnn
 from ignite.engine import Events
 from monai.data import DataLoader, Dataset
 from monai.engines import SupervisedEvaluator
+from monai.handlers import StatsHandler
 from torch.utils.tensorboard import SummaryWriter
 
 from monai_adv.detectors import KNNDetector, MahalanobisDetector
@@ -143,6 +144,9 @@ def test_robustness_report(setup, tmp_path):
     writer = SummaryWriter(str(tmp_path / "tb"))
     report = RobustnessReport(tmp_path / "out", summary_writer=writer, title="toy")
     report.attach(ev)
+    # a StatsHandler attached after the report formats every metric as a number: the report must
+    # not be one of them
+    StatsHandler(name="robust_eval", iteration_log=False).attach(ev)
     ev.run()
     writer.close()
     r = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -159,6 +163,6 @@ def test_robustness_report(setup, tmp_path):
     for png in ("accuracy_vs_eps.png", "roc.png", "risk.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
     assert list((tmp_path / "tb").iterdir())  # TensorBoard event file
-    assert ev.state.metrics["robustness_report"]["attacks"]["fgsm_2"]["eps"] == pytest.approx(2 / 255)
+    assert ev.state.robustness_report["attacks"]["fgsm_2"]["eps"] == pytest.approx(2 / 255)
     items = torch.load(tmp_path / "out" / "items.pt", weights_only=True)
     assert items["uad_score/pgd_8"].shape == (N,) and torch.equal(items["label"].long(), y)
