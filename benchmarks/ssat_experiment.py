@@ -368,7 +368,8 @@ def plot(groups: dict, path: str) -> None:
             eps = [0.0] + [float(k[5:]) for k in keys[1:]]
             mean = [100 * statistics.mean(r[k] for r in rs) for k in keys]
             sd = [100 * (statistics.stdev([r[k] for r in rs]) if len(rs) > 1 else 0) for k in keys]
-            ax.errorbar(eps, mean, yerr=sd, marker="o", capsize=3, label=method)
+            color = f"C{ALL_METHODS.index(method)}"  # the same colour for a method in every panel
+            ax.errorbar(eps, mean, yerr=sd, marker="o", capsize=3, label=method, color=color)
         ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (4 classes)")
         ax.set_xticks(eps, [f"{e:g}" for e in eps], fontsize=8)
         ax.set_title(f"{data} ({init}), {frac:.0%} labels")
