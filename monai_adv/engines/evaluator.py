@@ -9,6 +9,7 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 
+from monai_adv.engines.utils import prepare_engine_batch
 from monai_adv.handlers.keys import RobustKeys
 
 if TYPE_CHECKING:
@@ -102,15 +103,7 @@ class RobustEvaluator(SupervisedEvaluator):
         return engine.inferer(inputs, engine.network, *args, **kwargs)
 
     def _iteration(self, engine: RobustEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if len(batch) == 2:
-            inputs, targets = batch
-            args: tuple = ()
-            kwargs: dict = {}
-        else:
-            inputs, targets, args, kwargs = batch
+        inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)
         if self.attacks and targets is None:
             raise ValueError("RobustEvaluator needs labels to attack the inputs; the batch has none.")
         engine.state.output = {RobustKeys.IMAGE: inputs, RobustKeys.LABEL: targets}

@@ -32,6 +32,7 @@ from monai_adv.engines.utils import (
     eval_mode,
     kl_attack_loss,
     per_sample_kl,
+    prepare_engine_batch,
     sync_buffers,
     unlabeled_images,
     unwrap_network,
@@ -114,15 +115,7 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         self.network_output_transform = network_output_transform
 
     def _split_batch(self, engine: Any, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        if batchdata is None:
-            raise ValueError("Must provide batch data for current iteration.")
-        batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
-        if len(batch) == 2:
-            inputs, targets = batch
-            args: tuple = ()
-            kwargs: dict = {}
-        else:
-            inputs, targets, args, kwargs = batch
+        inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)
         if targets is None:
             raise ValueError("the labeled batch has no labels (prepare_batch returned None for them).")
         if isinstance(inputs, torch.Tensor) and not torch.isfinite(inputs).all():

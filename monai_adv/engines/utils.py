@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 __all__ = [
+    "prepare_engine_batch",
     "unwrap_network",
     "eval_mode",
     "class_indices",
@@ -24,6 +25,21 @@ __all__ = [
     "check_loader_not_empty",
     "sync_buffers",
 ]
+
+
+def prepare_engine_batch(engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, dict]:
+    """Run the engine's ``prepare_batch`` and return ``(inputs, targets, args, kwargs)``, as MONAI's engines do.
+
+    Raises:
+        ValueError: when there is no batch.
+    """
+    if batchdata is None:
+        raise ValueError("Must provide batch data for current iteration.")
+    batch = engine.prepare_batch(batchdata, engine.state.device, engine.non_blocking, **engine.to_kwargs)
+    if len(batch) == 2:
+        return batch[0], batch[1], (), {}
+    inputs, targets, args, kwargs = batch
+    return inputs, targets, args, kwargs
 
 
 def unwrap_network(network: nn.Module) -> nn.Module:
