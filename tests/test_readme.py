@@ -4,9 +4,8 @@ import re
 from pathlib import Path
 
 import torch
-from monai.data import DataLoader, Dataset
-
 from helpers import SmallCNN, toy_dataset
+from monai.data import DataLoader, Dataset
 
 README = (Path(__file__).resolve().parents[1] / "README.md").read_text()
 
