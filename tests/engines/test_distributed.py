@@ -27,29 +27,20 @@ def _run(args: list[str], cwd: Path, timeout: float = 150) -> subprocess.Complet
     return proc
 
 
+def _torchrun_worker(out: Path, *worker_args: str) -> list[str]:
+    """The command that runs the training worker in 2 gloo processes under torchrun."""
+    return [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        str(WORKER), "--out", str(out), *worker_args,
+    ]  # fmt: skip
+
+
 def test_ddp_two_ranks_match_single_process(tmp_path):
     _run(
         [sys.executable, str(WORKER), "--out", str(tmp_path / "single"), "--epochs", "2", "--batch", "20"],
         tmp_path,
     )
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(WORKER),
-            "--out",
-            str(tmp_path / "ddp"),
-            "--epochs",
-            "2",
-            "--batch",
-            "20",
-        ],
-        tmp_path,
-    )
+    _run(_torchrun_worker(tmp_path / "ddp", "--epochs", "2", "--batch", "20"), tmp_path)
     single = torch.load(tmp_path / "single" / "params_rank0.pt", weights_only=True)
     r0 = torch.load(tmp_path / "ddp" / "params_rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "ddp" / "params_rank1.pt", weights_only=True)
@@ -81,25 +72,7 @@ def test_ddp_two_ranks_match_single_process(tmp_path):
 def test_ddp_ranks_pseudo_label_with_the_same_batch_norm_statistics(tmp_path):
     """Each rank's training forward updates its own running statistics; the next iteration's
     pseudo-labels and attack (eval mode, before DDP's own broadcast) must still use rank 0's."""
-    _run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc_per_node",
-            "2",
-            str(WORKER),
-            "--out",
-            str(tmp_path / "ddp"),
-            "--epochs",
-            "1",
-            "--batch",
-            "10",
-            "--bn",
-        ],
-        tmp_path,
-    )
+    _run(_torchrun_worker(tmp_path / "ddp", "--epochs", "1", "--batch", "10", "--bn"), tmp_path)
     s0 = json.loads((tmp_path / "ddp" / "summary_rank0.json").read_text())
     s1 = json.loads((tmp_path / "ddp" / "summary_rank1.json").read_text())
     assert len(s0["buffer_sums"]) == 4 and s0["buffer_sums"][0]  # 4 iterations, BN buffers recorded
