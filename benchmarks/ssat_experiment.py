@@ -382,13 +382,18 @@ def plot(groups: dict, path: str) -> None:
     print(f"wrote {path}")
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_data_arguments(p: argparse.ArgumentParser) -> None:
+    """The data options shared with ``uad_experiment.py``: synthetic or Kermany, split and label fraction."""
     p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
     p.add_argument("--root", default="../shared/data/kermany-oct-sample")
     p.add_argument("--split", default="test")
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--label-fraction", type=float, default=0.1)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_data_arguments(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument(
         "--methods", nargs="+", default=["standard", "madry", "trades", "ssat", "ssat_warm", "ssat_teacher"]

@@ -260,11 +260,7 @@ def summary(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
-    p.add_argument("--root", default="../shared/data/kermany-oct-sample")
-    p.add_argument("--split", default="test")
-    p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--label-fraction", type=float, default=0.1)
+    ssat.add_data_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--size", type=int, default=64)
