@@ -544,17 +544,26 @@ class NormBoundedAttack(AdversarialAttack):
         """Project once more in the caller's dtype, so the eps-ball holds after the cast back.
 
         ``x - x_adv`` and ``x + delta`` round to the dtype's grid at the image's magnitude (about
-        2.4e-4 at 2,000 HU in float32), which can put a voxel a little outside an Linf ball; such
-        voxels are moved towards ``x`` one representable value at a time until ``|x_adv - x| <= eps``
-        holds exactly (a few steps at most).
+        2.4e-4 at 2,000 HU in float32), which can put a voxel a little outside an Linf ball. The
+        grid is much finer near zero than at ``x``, so a voxel ``x_adv`` close to 0 next to a large
+        ``x`` can be thousands of representable values outside: each such voxel is moved towards
+        ``x`` by its measured overshoot (doubled on each retry, at least one representable value)
+        until ``|x_adv - x| <= eps`` holds exactly, measured in float64. Moving towards ``x`` keeps
+        the value range and the mask.
         """
         m = mask.to(device=x.device, dtype=x.dtype) if mask is not None else None
         eps = self.current_eps
         x_adv = self.project(x_adv, x, eps, m)
         if self.norm == "linf" and x.dtype in (torch.float32, torch.float64):
-            for _ in range(64):
-                over = (x_adv.double() - x.double()).abs() > eps
+            x64 = x.double()
+            for k in range(64):
+                d = x_adv.double() - x64
+                over = d.abs() > eps
                 if not over.any():
                     break
-                x_adv = torch.where(over, torch.nextafter(x_adv, x), x_adv)
+                target = (x_adv.double() - d.sign() * (d.abs() - eps) * 2.0**k).to(x.dtype)
+                target = torch.where(target == x_adv, torch.nextafter(x_adv, x), target)
+                x_adv = torch.where(over, target, x_adv)
+            else:  # cannot happen for finite inputs; never return a point outside the ball silently
+                raise RuntimeError("could not place the adversarial image inside the eps-ball")
         return x_adv
