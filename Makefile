@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo lint bench clean
+.PHONY: install test demo attack-demo lint bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -21,8 +21,14 @@ install: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# the main job: the OCT bundle trains the undefended baseline and SSAT (the paper's, and with a frozen
+# teacher), fits the detector, evaluates every system and prints the comparison
 demo: $(STAMP)
-	$(BIN)/python -m monai_adv.demo
+	$(BIN)/python -m monai_adv.bundle demo
+
+# the attacks alone on a small undefended classifier (two minutes)
+attack-demo: $(STAMP)
+	$(BIN)/python -m monai_adv.attack_demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check monai_adv tests benchmarks

@@ -11,7 +11,6 @@ respect to the input (which an adaptive attack uses).
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from monai_adv.detectors.features import FeatureHooks, iterate_loader, resolve_layers, split_batch
+from monai_adv.io import atomic_torch_save
 from monai_adv.transforms.base import default_output_transform
 
 __all__ = ["AdversarialDetector", "load_detector", "DETECTOR_FILE_FORMAT"]
@@ -430,16 +430,7 @@ class AdversarialDetector:
         """
         state = self.state_dict()
         path = os.fspath(path)
-        folder = os.path.dirname(os.path.abspath(path))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".detector-", suffix=".tmp")
-        os.close(fd)
-        try:
-            torch.save(state, tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_torch_save(state, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike, network: nn.Module, **kwargs: Any) -> AdversarialDetector:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from ignite.engine import Engine, Events
+
+from monai_adv.distributed import rank
+from monai_adv.io import atomic_torch_save
 
 __all__ = [
     "CheckpointError",
@@ -35,10 +36,6 @@ class CheckpointError(RuntimeError):
     """A checkpoint file that cannot be read, is incomplete, or does not fit the objects to restore."""
 
 
-def _rank() -> int:
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
-
-
 def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write ``obj`` (a dict of state dicts and tensors) to ``path`` atomically.
 
@@ -53,28 +50,8 @@ def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike) -> Path:
     Returns:
         The destination path.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(dict(obj), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
-    return path
+    atomic_torch_save(dict(obj), path, durable=True)
+    return Path(path)
 
 
 def _read(path: Path, map_location: Any) -> dict:
@@ -269,7 +246,7 @@ class ResumableCheckpointHandler:
 
     def save(self, engine: Engine) -> Path | None:
         """Write a checkpoint for the engine's current iteration (rank 0 only) and prune old ones."""
-        if _rank() != 0:
+        if rank() != 0:
             return None
         path = self.save_dir / f"{self.prefix}_{engine.state.iteration:09d}.pt"
         state = {name: obj.state_dict() for name, obj in self.save_dict.items()}

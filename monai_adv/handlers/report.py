@@ -6,7 +6,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 from collections import defaultdict
 from typing import TYPE_CHECKING, Any
 
@@ -15,6 +14,7 @@ from monai.utils import optional_import
 
 from monai_adv.handlers.keys import RobustKeys
 from monai_adv.handlers.risk import gather_output
+from monai_adv.io import atomic_torch_save, atomic_write_text
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
 
@@ -25,19 +25,6 @@ if TYPE_CHECKING:
 __all__ = ["RobustnessReport"]
 
 _CLASS_KEYS = (RobustKeys.PRED, RobustKeys.LABEL)
-
-
-def _atomic_write(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".report-", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _clean_json(v: Any) -> Any:
@@ -279,13 +266,14 @@ class RobustnessReport:
         self.report = report
         engine.state.robustness_report = report
         os.makedirs(self.output_dir, exist_ok=True)
-        _atomic_write(os.path.join(self.output_dir, "report.json"), json.dumps(_clean_json(report), indent=2))
-        _atomic_write(os.path.join(self.output_dir, "report.md"), self.markdown(report))
+        atomic_write_text(
+            os.path.join(self.output_dir, "report.json"), json.dumps(_clean_json(report), indent=2)
+        )
+        atomic_write_text(os.path.join(self.output_dir, "report.md"), self.markdown(report))
         if self.save_items:
             items = {k: torch.cat(v) for k, v in self._data.items()}
             path = os.path.join(self.output_dir, "items.pt")
-            torch.save(items, path + ".tmp")
-            os.replace(path + ".tmp", path)
+            atomic_torch_save(items, path, durable=False)
         epoch = report["epoch"] or 0
         if self.summary_writer is not None:
             self.summary_writer.add_scalar("robustness/clean_accuracy", report["clean"]["accuracy"], epoch)

@@ -11,6 +11,7 @@ from typing import Any
 import matplotlib.pyplot as plt
 import numpy as np
 
+from monai_adv.io import atomic_open
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve
 
 __all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "save_figure"]
@@ -23,12 +24,9 @@ def _style(i: int) -> dict:
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> str:
     """Save a figure as PNG atomically and return the path."""
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, path)
-    return path
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png", dpi=dpi, bbox_inches="tight")
+    return os.fspath(path)
 
 
 def plot_accuracy_vs_eps(

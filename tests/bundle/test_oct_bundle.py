@@ -181,7 +181,8 @@ def test_evaluate_cli(fitted: Path):
     assert 0.0 <= report["clean_accuracy"] <= 1.0
     assert isinstance(report["attacks"], list) and len(report["attacks"]) >= 4
     names = {a["name"] for a in report["attacks"]}
-    assert {"fgsm_eps0.001", "pgd10_eps0.002"} <= names
+    # the detector-aware adaptive attack is in the grid once a detector is fitted
+    assert {"fgsm_eps0.001", "pgd10_eps0.002", "adaptive_pgd20_eps0.004"} <= names
     for a in report["attacks"]:
         for key in ("name", "eps", "robust_accuracy", "detection_auroc", "risk_system", "undetected_error"):
             assert key in a, key
@@ -433,3 +434,49 @@ def test_compare_reports(tmp_path: Path, capsys):
     assert "base: accuracy" in out and "ssat: accuracy" in out
     with pytest.raises(FileNotFoundError, match="evaluate.json"):
         compare_reports({"x": tmp_path / "missing.json"})
+
+
+def test_attack_grid_aims_adaptive_attacks_at_the_detector_and_skips_them_without_one(caplog):
+    from monai_adv.bundle import attack_grid
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4))
+    grid = [
+        {"name": "fgsm", "attack": "FGSM", "eps": [0.001, 0.002]},
+        {"name": "adaptive", "attack": "AdaptiveAttack", "eps": [0.004], "steps": 2},
+    ]
+    with caplog.at_level("WARNING"):
+        attacks = attack_grid(net, grid, detector=None)
+    assert list(attacks) == ["fgsm_eps0.001", "fgsm_eps0.002"]
+    assert "needs a detector" in caplog.text
+    with pytest.raises(ValueError, match="unknown attack 'NoSuchAttack'"):
+        attack_grid(net, [{"name": "x", "attack": "NoSuchAttack", "eps": 0.1}])
+
+
+def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, capsys):
+    from monai_adv.bundle import run_demo
+
+    copy = tmp_path / "oct_robust_classification"
+    shutil.copytree(
+        BUNDLE, copy, ignore=shutil.ignore_patterns("data", "runs", "eval", "__pycache__", "*.pt", "*.ts")
+    )
+    with pytest.raises(ValueError, match="unknown method"):
+        run_demo(copy, quick=True, methods=["supervised", "nope"])
+    table = run_demo(copy, quick=True, methods=["supervised", "ssat_teacher"])
+    for method in ("supervised", "ssat_teacher"):
+        report = json.loads((copy / "eval" / method / "report.json").read_text())
+        assert "adaptive_pgd20_eps0.004" in {a["name"] for a in report["attacks"]}
+        assert f"{method}: accuracy" in table
+    # the teacher is the supervised model: ssat_teacher trains from it and keeps its own checkpoint
+    assert (copy / "models" / "ssat_teacher" / "model.pt").is_file()
+    out = capsys.readouterr().out
+    assert "| clean |" in out and "adaptive_pgd20_eps0.004" in out
+
+
+def test_ssat_teacher_without_the_supervised_model_is_a_clear_error(bundle: Path, tmp_path: Path):
+    missing = tmp_path / "supervised" / "model.pt"
+    w = workflow(bundle, ["train", "train_ssat_teacher"], "train", teacher_file=str(missing))
+    with pytest.raises(Exception) as e:
+        w.initialize()
+        w.run()
+    causes = _causes(e.value)
+    assert str(missing) in causes and "train the supervised baseline first" in causes

@@ -1,13 +1,14 @@
-"""``make demo``: train a small OCT classifier on the embedded synthetic data, then attack it.
+"""``make attack-demo``: train a small OCT classifier on the embedded synthetic data, then attack it.
 
 Prints clean accuracy beside the accuracy under each attack (FGSM on the paper's eps grid, PGD,
 APGD, the gradient-free Square attack, and Carlini-Wagner's minimal L2 size), all measured in
-this run on held-out synthetic B-scans. Later versions run the OCT bundle instead.
+this run on held-out synthetic B-scans: the attacks alone, in two minutes. ``make demo`` runs the
+whole system (training defences, detection, risk) through the OCT bundle.
 
 Usage::
 
-    python -m monai_adv.demo                     # one to two minutes on 2 CPU cores
-    python -m monai_adv.demo --n-per-class 400 --epochs 12 --image-size 96
+    python -m monai_adv.attack_demo                     # one to two minutes on 2 CPU cores
+    python -m monai_adv.attack_demo --n-per-class 400 --epochs 12 --image-size 96
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
-"""`make demo` runs end to end (here at a tiny size) and prints the clean-vs-attacked table."""
+"""`make attack-demo` runs end to end (here at a tiny size) and prints the clean-vs-attacked table."""
 
-from monai_adv import demo
+from monai_adv import attack_demo
 
 
 def test_demo_prints_clean_and_attacked_accuracy(capsys):
-    demo.main(
+    attack_demo.main(
         [
             "--n-per-class",
             "6",

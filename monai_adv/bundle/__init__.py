@@ -1,0 +1,41 @@
+"""Small helpers the OCT bundle's configs call (``bundles/oct_robust_classification``).
+
+They glue the package's components together for ``python -m monai.bundle run``: make sure the data
+set exists (generating the embedded synthetic OCT set on the first run), divide it into labeled,
+unlabeled, validation and test lists, list the files to predict, load checkpoints safely, and write
+the bundle's ``report.json`` and ``predictions.csv``. Everything here is plain Python with clear
+errors; the models, attacks, engines and detectors themselves come from the rest of ``monai_adv``.
+"""
+
+from monai_adv.bundle.components import (
+    attack_grid,
+    detection_handlers,
+    fit_detector,
+    load_optional_detector,
+    load_weights,
+    require_file,
+)
+from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
+from monai_adv.bundle.demo import compare_reports, main, run_demo
+from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundle_report
+from monai_adv.distributed import is_main_process, rank
+
+__all__ = [
+    "prepare_oct_dataset",
+    "oct_split_datalists",
+    "image_datalist",
+    "load_weights",
+    "require_file",
+    "load_optional_detector",
+    "detection_handlers",
+    "fit_detector",
+    "attack_grid",
+    "rank",
+    "is_main_process",
+    "BundleReportWriter",
+    "PredictionWriter",
+    "bundle_report",
+    "compare_reports",
+    "run_demo",
+    "main",
+]

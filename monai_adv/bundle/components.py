@@ -1,0 +1,169 @@
+"""The components the OCT bundle's configs build from: checkpoints, the detector, the attack grid."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from monai_adv.distributed import is_main_process
+
+__all__ = [
+    "require_file",
+    "load_weights",
+    "load_optional_detector",
+    "detection_handlers",
+    "fit_detector",
+    "attack_grid",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") -> str:
+    """``path`` if it is a file, else a ``FileNotFoundError`` naming it (and ``hint``)."""
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        raise FileNotFoundError(f"{what} {p!r} does not exist{'; ' + hint if hint else ''}.")
+    return p
+
+
+def load_weights(
+    network: torch.nn.Module,
+    ckpt_file: str | os.PathLike,
+    key: str | None = None,
+    strict: bool = True,
+    hint: str = "train the model first (configs/train.json)",
+) -> torch.nn.Module:
+    """Load a model checkpoint (``weights_only``) into ``network`` and return the network.
+
+    Accepts a plain state dict (what the bundle's ``CheckpointSaver`` writes to ``models/model.pt``)
+    or a dict holding it under ``key`` (or ``"model"``/``"network"``). ``hint`` ends the error
+    message for a missing file (how to produce it).
+
+    Raises:
+        FileNotFoundError: naming the file when it does not exist.
+        ValueError: naming the file when it cannot be read or does not fit the network.
+    """
+    path = require_file(ckpt_file, "model checkpoint", hint)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read model checkpoint {path!r}: {e}") from e
+    if not isinstance(state, Mapping):
+        raise ValueError(f"model checkpoint {path!r} does not hold a state dict.")
+    for k in (key, "model", "network"):
+        if k is not None and k in state and isinstance(state[k], Mapping):
+            state = state[k]
+            break
+    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    try:
+        network.load_state_dict(state, strict=strict)
+    except RuntimeError as e:
+        raise ValueError(f"model checkpoint {path!r} does not fit the network: {e}") from e
+    return network
+
+
+def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, required: bool = False) -> Any:
+    """The detector saved at ``path`` bound to ``network``, or ``None`` when there is none (and not ``required``)."""
+    from monai_adv.detectors import load_detector
+
+    p = os.fspath(path)
+    if not os.path.isfile(p):
+        if required:
+            raise FileNotFoundError(
+                f"detector file {p!r} does not exist; fit it first (configs/fit_detector.json)."
+            )
+        logger.warning(
+            f"no detector at {p!r}: predictions carry no adversarial score (run fit_detector.json)."
+        )
+        return None
+    return load_detector(p, network, progress=False)
+
+
+def detection_handlers(detector: Any, **kwargs: Any) -> list:
+    """``[AdversarialDetectionHandler(detector)]``, or ``[]`` without a detector."""
+    from monai_adv.handlers import AdversarialDetectionHandler
+
+    return [] if detector is None else [AdversarialDetectionHandler(detector, **kwargs)]
+
+
+def fit_detector(
+    detector: Any,
+    fit_loader: Any,
+    calibration_loader: Any,
+    fpr: float = 0.05,
+    save_path: str | os.PathLike | None = None,
+    use_labels: bool = True,
+) -> Any:
+    """Fit ``detector`` on clean data, calibrate its threshold at ``fpr`` on other clean data, save it.
+
+    Only rank 0 writes ``save_path`` (atomically, by the detector's ``save``). Returns the detector.
+    """
+    detector.fit(fit_loader, use_labels=use_labels)
+    threshold = detector.calibrate(calibration_loader, fpr=fpr)
+    logger.info(f"{type(detector).__name__} fitted; threshold {threshold:.6g} at a target FPR of {fpr}")
+    if save_path is not None and is_main_process():
+        os.makedirs(os.path.dirname(os.path.abspath(os.fspath(save_path))), exist_ok=True)
+        detector.save(save_path)
+        print(f"detector saved to {os.fspath(save_path)}", flush=True)
+    return detector
+
+
+def attack_grid(
+    network: torch.nn.Module,
+    grid: Sequence[Mapping[str, Any]],
+    seed: int | None = 0,
+    detector: Any = None,
+    **common: Any,
+) -> dict[str, Any]:
+    """``{name: attack}`` for every attack and eps of ``grid``, for a RobustEvaluator.
+
+    Each entry of ``grid`` is ``{"name": "pgd", "attack": "PGD", "eps": [0.002, 0.004], ...}``: the
+    class name in :mod:`monai_adv.transforms`, one eps or a list of them, and any other keyword
+    argument of that attack (``steps``, ``n_queries``, ...). The attacks are named
+    ``"<name>_eps<eps>"``; ``common`` keyword arguments (e.g. ``value_range``) go to every attack.
+
+    Attacks that take a ``detector`` (the detector-aware :class:`~monai_adv.transforms.AdaptiveAttack`)
+    are aimed at ``detector``; without one (no detector fitted yet) they are left out with a warning,
+    since there is nothing for them to adapt to.
+
+    Raises:
+        ValueError: for an unknown attack class, an entry without ``name``/``attack``/``eps``, or a
+            repeated name.
+    """
+    import inspect
+
+    from monai_adv import transforms
+
+    out: dict[str, Any] = {}
+    for i, entry in enumerate(grid):
+        entry = dict(entry)
+        missing = [k for k in ("name", "attack", "eps") if k not in entry]
+        if missing:
+            raise ValueError(f"attack grid entry {i} ({entry}) has no {missing}.")
+        name, cls_name, eps_list = entry.pop("name"), entry.pop("attack"), entry.pop("eps")
+        cls = getattr(transforms, str(cls_name), None)
+        if not isinstance(cls, type):
+            raise ValueError(f"unknown attack {cls_name!r} in the attack grid; see monai_adv.transforms.")
+        if "detector" in inspect.signature(cls).parameters:
+            if detector is None:
+                logger.warning(
+                    f"attack grid entry {name!r} ({cls_name}) needs a detector; none is fitted, so it is skipped."
+                )
+                continue
+            entry["detector"] = detector
+        for eps in eps_list if isinstance(eps_list, (list, tuple)) else [eps_list]:
+            key = f"{name}_eps{float(eps):g}"
+            if key in out:
+                raise ValueError(f"attack {key!r} appears twice in the attack grid.")
+            atk = cls(network, eps=float(eps), **{**common, **entry})
+            if seed is not None and hasattr(atk, "set_random_state"):
+                atk.set_random_state(seed)
+            out[key] = atk
+    if not out:
+        raise ValueError("the attack grid is empty.")
+    return out

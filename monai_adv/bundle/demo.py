@@ -1,0 +1,160 @@
+"""Compare the bundle's reports, and run the whole comparison (``make demo``) in one command."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from monai_adv.bundle.components import require_file
+
+__all__ = ["compare_reports", "run_demo", "main"]
+
+
+def _num(v: Any, digits: int = 3) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{float(v):.{digits}f}"
+
+
+def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]) -> str:
+    """A Markdown table comparing the bundle's ``report.json`` of several systems, attack by attack.
+
+    Args:
+        reports: ``{system name: report.json path or its loaded dict}``.
+
+    Raises:
+        FileNotFoundError: for a missing report file.
+        ValueError: for a file that is not a bundle report.
+    """
+    loaded: dict[str, Mapping[str, Any]] = {}
+    for name, r in reports.items():
+        if not isinstance(r, Mapping):
+            path = require_file(r, "report", "run configs/evaluate.json first")
+            with open(path) as f:
+                r = json.load(f)
+            if "clean_accuracy" not in r or not isinstance(r.get("attacks"), list):
+                raise ValueError(f"{path!r} is not a bundle report (no clean_accuracy / attacks list).")
+        loaded[name] = r
+    names = list(loaded)
+    head = "| attack | eps | " + " | ".join(f"{n}: accuracy | {n}: AUROC | {n}: risk" for n in names) + " |"
+    lines = [head, "|" + "---|" * (2 + 3 * len(names))]
+    lines.append(
+        "| clean | - | "
+        + " | ".join(
+            f"{_num(loaded[n]['clean_accuracy'])} | - | {_num(loaded[n].get('clean_flag_rate'))} (flag rate)"
+            for n in names
+        )
+        + " |"
+    )
+    order: list[str] = []
+    for n in names:
+        order += [a["name"] for a in loaded[n]["attacks"] if a["name"] not in order]
+    for atk in order:
+        cells, eps = [], None
+        for n in names:
+            a = next((a for a in loaded[n]["attacks"] if a["name"] == atk), None)
+            if a is None:
+                cells.append("- | - | -")
+                continue
+            eps = a.get("eps") if eps is None else eps
+            cells.append(
+                f"{_num(a.get('robust_accuracy'))} | {_num(a.get('detection_auroc'))} | {_num(a.get('risk_system'))}"
+            )
+        lines.append(f"| {atk} | {eps if eps is not None else '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _bundle_dir() -> Path:
+    here = Path(__file__).resolve().parents[2] / "bundles" / "oct_robust_classification"
+    return here
+
+
+def run_demo(
+    bundle_dir: str | os.PathLike | None = None,
+    quick: bool = False,
+    methods: Sequence[str] = ("supervised", "ssat", "ssat_teacher"),
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
+    """Train, fit the detector for, and evaluate each method with the OCT bundle, then compare them.
+
+    Runs, in this process, what the bundle README's commands run: for each method ``train.json``
+    (plus ``train_<method>.json`` for a baseline), then ``fit_detector.json`` and ``evaluate.json``;
+    finally prints :func:`compare_reports` of the ``eval/<method>/report.json`` files and where the
+    plots are. Returns the table.
+
+    Args:
+        bundle_dir: the bundle folder (default: the one in this repository).
+        quick: append ``configs/quick.json`` (smoke size).
+        methods: ``"ssat"`` (the paper's SSAT), ``"ssat_teacher"`` (pseudo-labels from the frozen
+            supervised model, which must be trained first: list ``"supervised"`` before it) and/or
+            the baselines ``"supervised"``, ``"madry"``, ``"trades"``.
+        overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
+
+    Raises:
+        FileNotFoundError: when ``bundle_dir`` is not the OCT bundle.
+        ValueError: for a method the bundle has no config for.
+    """
+    from monai.bundle import run as bundle_run
+
+    root = Path(bundle_dir) if bundle_dir is not None else _bundle_dir()
+    if not (root / "configs" / "train.json").is_file():
+        raise FileNotFoundError(f"{str(root)!r} is not the OCT bundle folder (no configs/train.json).")
+    known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
+    extra = ["configs/quick.json"] if quick else []
+    cwd = os.getcwd()
+    os.chdir(root)
+    reports = {}
+    try:
+        for method in methods:
+            base = ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
+            for step in ([], ["configs/fit_detector.json"], ["configs/evaluate.json"]):
+                files = base + step + extra
+                print(f"\n=== {method}: {' + '.join(os.path.basename(f) for f in files)} ===", flush=True)
+                bundle_run(
+                    config_file=files,
+                    meta_file="configs/metadata.json",
+                    logging_file="configs/logging.conf",
+                    **dict(overrides or {}),
+                )
+            reports[method] = str(root / "eval" / method / "report.json")
+    finally:
+        os.chdir(cwd)
+    table = compare_reports(reports)
+    print("\nOCT robustness: accuracy, detection AUROC and system risk per attack\n")
+    print(table)
+    for m in methods:
+        print(f"{m}: plots and report.md in {root / 'eval' / m}")
+    return table
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m monai_adv.bundle compare A=eval/a/report.json B=...`` or ``python -m monai_adv.bundle demo``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m monai_adv.bundle", description=main.__doc__)
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("compare", help="compare bundle report.json files")
+    c.add_argument("reports", nargs="+", help="NAME=PATH or PATH (named after its folder)")
+    d = sub.add_parser(
+        "demo", help="train, fit the detector and evaluate the baseline and SSAT (two ways), then compare"
+    )
+    d.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
+    d.add_argument("--methods", nargs="+", default=["supervised", "ssat", "ssat_teacher"])
+    d.add_argument("--bundle-dir", default=None)
+    d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+    args = parser.parse_args(argv)
+    if args.cmd == "compare":
+        reports = {}
+        for r in args.reports:
+            name, _, path = r.rpartition("=") if "=" in r else (Path(r).parent.name, "", r)
+            reports[name] = path
+        print(compare_reports(reports))
+    else:
+        overrides = {"num_threads": args.threads} if args.threads > 0 else None
+        run_demo(args.bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
+    return 0
