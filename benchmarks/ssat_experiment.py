@@ -91,11 +91,21 @@ def make_network(num_classes: int = 4, width: int = 16) -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------
+def generator_version() -> str:
+    """A short hash of the synthetic generator's source (recorded with every synthetic result)."""
+    import hashlib
+
+    import monai_adv.data.synthetic as synthetic
+
+    return hashlib.sha1(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+
+
 def synthetic_data(size: int, n_train: int, n_test: int, cache: Path) -> dict[str, torch.Tensor]:
     """Training pool and test set from the synthetic OCT generator (cached as .npz)."""
     from monai_adv.data import SyntheticOCTGenerator
 
-    path = cache / f"synthetic_oct_{size}px_{n_train}_{n_test}.npz"
+    # the cache name records the generator's version, so a changed generator renders afresh
+    path = cache / f"synthetic_oct_{size}px_{n_train}_{n_test}_{generator_version()}.npz"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
@@ -302,6 +312,7 @@ def run(a: argparse.Namespace) -> None:
                 train_eps=a.train_eps,
                 train_steps=a.train_steps,
                 lr=a.lr,
+                generator=generator_version() if a.data == "synthetic" or a.init_from else None,
                 **metrics,
             )
             with open(results, "a") as f:
