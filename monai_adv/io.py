@@ -8,15 +8,17 @@ replaces the destination with ``os.replace`` (atomic on POSIX and Windows). On a
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import IO, Any
 
 import torch
 
-__all__ = ["atomic_open", "atomic_write_text", "atomic_torch_save"]
+__all__ = ["atomic_open", "atomic_write_text", "atomic_write_json", "atomic_torch_save", "json_safe"]
 
 
 def _fsync_folder(folder: str) -> None:
@@ -70,6 +72,22 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> str:
     with atomic_open(path, "w", newline="") as f:
         f.write(text)
     return os.fspath(path)
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinite floats replaced by ``None`` (strict JSON has no NaN), recursively."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> str:
+    """Write ``obj`` as strict JSON (see :func:`json_safe`; other objects as ``str``) atomically."""
+    return atomic_write_text(path, json.dumps(json_safe(obj), indent=indent, default=str))
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike, durable: bool = True) -> str:

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from monai_adv.io import atomic_open, atomic_torch_save, atomic_write_text
+from monai_adv.io import atomic_open, atomic_torch_save, atomic_write_json, atomic_write_text
 
 
 def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):
@@ -36,3 +36,12 @@ def test_an_interrupted_save_is_cleaned_up(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         atomic_torch_save({"bad": Unpicklable()}, path)
     assert os.listdir(tmp_path) == []
+
+
+def test_json_is_strict_nan_and_inf_become_null(tmp_path):
+    import json
+
+    path = atomic_write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.5, float("-inf")], "c": (2,)})
+    text = path and open(path).read()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": [2]}

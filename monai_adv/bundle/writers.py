@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import logging
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,21 +13,11 @@ import torch
 
 from monai_adv.data.utils import OCT_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_write_text
+from monai_adv.io import atomic_write_json, atomic_write_text, json_safe
 
 __all__ = ["bundle_report", "BundleReportWriter", "PredictionWriter"]
 
 logger = logging.getLogger(__name__)
-
-
-def _finite(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, Mapping):
-        return {k: _finite(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_finite(x) for x in v]
-    return v
 
 
 def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = None) -> dict[str, Any]:
@@ -63,7 +51,7 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
             }
         )
     clean = report.get("clean", {})
-    return _finite(
+    return json_safe(
         {
             "title": report.get("title", ""),
             "n": report.get("n"),
@@ -116,8 +104,8 @@ class BundleReportWriter:
             return
         out = os.path.join(self.output_dir, self.filename)
         full_path = os.path.join(self.output_dir, "robustness_report.json")
-        atomic_write_text(full_path, json.dumps(_finite(full), indent=2, default=str))
-        atomic_write_text(out, json.dumps(self.report, indent=2, default=str))
+        atomic_write_json(full_path, full)
+        atomic_write_json(out, self.report)
         if self.summary:
             logger.info(f"clean accuracy {self.report['clean_accuracy']:.4f}")
             for a in self.report["attacks"]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -14,7 +13,7 @@ from monai.utils import optional_import
 
 from monai_adv.handlers.keys import RobustKeys
 from monai_adv.handlers.risk import gather_output
-from monai_adv.io import atomic_torch_save, atomic_write_text
+from monai_adv.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
 
@@ -25,16 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["RobustnessReport"]
 
 _CLASS_KEYS = (RobustKeys.PRED, RobustKeys.LABEL)
-
-
-def _clean_json(v: Any) -> Any:
-    if isinstance(v, float) and not math.isfinite(v):
-        return None
-    if isinstance(v, dict):
-        return {k: _clean_json(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_clean_json(x) for x in v]
-    return v
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -266,9 +255,7 @@ class RobustnessReport:
         self.report = report
         engine.state.robustness_report = report
         os.makedirs(self.output_dir, exist_ok=True)
-        atomic_write_text(
-            os.path.join(self.output_dir, "report.json"), json.dumps(_clean_json(report), indent=2)
-        )
+        atomic_write_json(os.path.join(self.output_dir, "report.json"), report)
         atomic_write_text(os.path.join(self.output_dir, "report.md"), self.markdown(report))
         if self.save_items:
             items = {k: torch.cat(v) for k, v in self._data.items()}
