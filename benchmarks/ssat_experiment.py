@@ -324,7 +324,14 @@ def run(a: argparse.Namespace) -> None:
 # report
 # ----------------------------------------------------------------------------------------------
 def report(a: argparse.Namespace) -> None:
-    rows = [json.loads(line) for line in Path(a.results).read_text().splitlines() if line.strip()]
+    rows, seen = [], set()
+    for line in Path(a.results).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            key = (r["data"], r["label_fraction"], r["seed"], r["method"], r.get("init", "scratch"))
+            if key not in seen:  # a run repeated by two concurrent invocations counts once
+                seen.add(key)
+                rows.append(r)
     groups: dict = defaultdict(list)
     for r in rows:
         groups[(r["data"], r.get("init", "scratch"), r["label_fraction"], r["method"])].append(r)
@@ -368,9 +375,19 @@ def plot(groups: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = sorted({k[:3] for k in groups}, key=lambda k: (k[0] != "synthetic", k[1], k[2]))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4), squeeze=False)
-    for ax, (data, init, frac) in zip(axes[0], panels):
+    # one panel per setting that compares methods (a setting with a single method, e.g. the all-labels
+    # standard models the real-data runs start from, has its numbers in the tables only)
+    settings = {k[:3] for k in groups}
+    panels = sorted(
+        (s for s in settings if sum(k[:3] == s for k in groups) > 1),
+        key=lambda k: (k[0] != "synthetic", k[1], k[2]),
+    )
+    cols = math.ceil(math.sqrt(len(panels)))
+    rows_ = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 4 * rows_), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (data, init, frac) in zip(axes.flat, panels):
         for method in ALL_METHODS:
             rs = groups.get((data, init, frac, method))
             if not rs:
