@@ -18,4 +18,4 @@ if [ -d "$KERMANY" ]; then
             --label-fraction 0.2 --seeds 0 1 2 --methods $ALL --results $R $INIT
     done
 fi
-$PY benchmarks/ssat_experiment.py --report --results $R --plot benchmarks/ssat_accuracy_vs_eps.png
+$PY benchmarks/ssat_experiment.py --report --results $R --plot docs/ssat_accuracy_vs_eps.png
