@@ -54,3 +54,19 @@ def test_attack_examples_run():
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["x_ct"].shape == (2, 1, 16, 16, 16)
     assert (namespace["x_ct"] - namespace["volumes"]).abs().max() <= 20.0 + 1e-3
+
+
+def test_every_local_link_and_figure_exists():
+    # the repository's Markdown pages link each other, the results and the figures: none may dangle
+    repo = Path(__file__).resolve().parents[1]
+    pages = [repo / "README.md", *(repo / "benchmarks").glob("*.md"), *(repo / "docs").glob("*.md"),
+             *(repo / "tutorials").glob("*.md"), repo / "bundles" / "oct_robust_classification" / "docs" / "README.md"]  # fmt: skip
+    missing = []
+    for page in pages:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = (page.parent / target.split("#", 1)[0]).resolve()
+            if not path.exists():
+                missing.append(f"{page.relative_to(repo)} -> {target}")
+    assert not missing, missing
