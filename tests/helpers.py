@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LinearClassifier", "SmallCNN", "toy_dataset", "trained_cnn", "accuracy"]
+__all__ = ["LinearClassifier", "SmallCNN", "toy_dataset", "trained_cnn", "accuracy", "write_oct_dicom"]
 
 
 class LinearClassifier(nn.Module):
@@ -100,3 +100,30 @@ def trained_cnn(
 def accuracy(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((net(x).argmax(1) == y).float().mean())
+
+
+def write_oct_dicom(path, frames, bits: int = 8, photometric: str = "MONOCHROME2"):
+    """Write ``frames`` ((H, W) or (N, H, W), uint8 or uint16) as an ophthalmic tomography DICOM file."""
+    import numpy as np
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    sop = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = sop
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "OPT"
+    ds.Rows, ds.Columns = frames.shape[-2:]
+    if frames.ndim == 3:
+        ds.NumberOfFrames = frames.shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = 8 if frames.dtype == np.uint8 else 16
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
+    ds.PixelData = np.ascontiguousarray(frames).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import write_oct_dicom
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_robust_classification"
@@ -313,31 +314,6 @@ def test_evaluate_without_checkpoint_is_a_clear_error(trained: Path, tmp_path: P
     assert "model checkpoint" in msg and "does not exist" in msg and "train" in msg
 
 
-def _write_dicom(path: Path, frames) -> Path:
-    import numpy as np
-    from pydicom.dataset import Dataset as DcmDataset
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-
-    sop = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = sop
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = DcmDataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = sop, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OPT"
-    ds.Rows, ds.Columns = frames.shape[-2:]
-    ds.NumberOfFrames = frames.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
-
 def test_inference_on_png_dicom_and_nifti(fitted: Path, tmp_path: Path):
     import nibabel as nib
     import numpy as np
@@ -352,7 +328,7 @@ def test_inference_on_png_dicom_and_nifti(fitted: Path, tmp_path: Path):
     nib.save(
         nib.Nifti1Image(rng.random((40, 52, 3)).astype(np.float32), np.eye(4)), data / "sub" / "vol.nii.gz"
     )
-    _write_dicom(data / "sub" / "scan.dcm", rng.integers(0, 255, (2, 40, 52), dtype=np.uint8))
+    write_oct_dicom(data / "sub" / "scan.dcm", rng.integers(0, 255, (2, 40, 52), dtype=np.uint8))
     out = tmp_path / "out"
     w = workflow(fitted, ["inference"], "infer", dataset_dir=str(data), output_dir=str(out))
     w.initialize()

@@ -4,10 +4,8 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from helpers import write_oct_dicom
 from monai.data import DataLoader, Dataset
-from pydicom.dataset import Dataset as DcmDataset
-from pydicom.dataset import FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from monai_adv.data import (
     LoadOCT,
@@ -23,34 +21,11 @@ from monai_adv.data import (
 
 from .conftest import write_jpeg
 
-OPT_SOP = "1.2.840.10008.5.1.4.1.1.77.1.5.4"  # Ophthalmic Tomography Image Storage
-
-
-def write_dicom(path, frames: np.ndarray, bits: int = 8, photometric: str = "MONOCHROME2"):
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = OPT_SOP
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = DcmDataset()
-    ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = OPT_SOP, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "OPT"
-    ds.Rows, ds.Columns = frames.shape[-2:]
-    if frames.ndim == 3:
-        ds.NumberOfFrames = frames.shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = 8 if frames.dtype == np.uint8 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits, bits - 1, 0
-    ds.PixelData = np.ascontiguousarray(frames).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
-
 
 def test_dicom_single_and_multi_frame(tmp_path):
     vol = np.random.default_rng(0).integers(0, 256, (3, 30, 40), dtype=np.uint8)
-    multi = write_dicom(tmp_path / "vol.dcm", vol)
-    single = write_dicom(tmp_path / "one.dcm", vol[1])
+    multi = write_oct_dicom(tmp_path / "vol.dcm", vol)
+    single = write_oct_dicom(tmp_path / "one.dcm", vol[1])
     assert count_bscans(multi) == 3 and count_bscans(single) == 1
     load = LoadOCT()
     f2 = load(multi, 2)
@@ -64,9 +39,9 @@ def test_dicom_single_and_multi_frame(tmp_path):
     # 12-bit data scaled by BitsStored, MONOCHROME1 inverted
     v12 = np.full((1, 8, 8), 4095, dtype=np.uint16)
     v12[0, 0, 0] = 0
-    p12 = write_dicom(tmp_path / "b12.dcm", v12, bits=12)
+    p12 = write_oct_dicom(tmp_path / "b12.dcm", v12, bits=12)
     assert float(load(p12, 0).max()) == pytest.approx(1.0)
-    inv = write_dicom(tmp_path / "inv.dcm", vol[0], photometric="MONOCHROME1")
+    inv = write_oct_dicom(tmp_path / "inv.dcm", vol[0], photometric="MONOCHROME1")
     np.testing.assert_allclose(load(inv)[0].numpy(), (255 - vol[0]) / 255.0, atol=1e-6)
     items = volume_datalist([multi, single], labels=["DME", 3])
     assert len(items) == 4 and items[0] == {"image": str(multi), "frame": 0, "label": 1}
@@ -125,7 +100,7 @@ def test_png_jpeg_array_orientation(tmp_path):
 
 def test_transform_chains_on_every_source(tmp_path, kermany_tree):
     vol = np.random.default_rng(0).integers(0, 256, (2, 50, 70), dtype=np.uint8)
-    dcm = write_dicom(tmp_path / "v.dcm", vol)
+    dcm = write_oct_dicom(tmp_path / "v.dcm", vol)
     nii = tmp_path / "v.nii.gz"
     nib.save(nib.Nifti1Image(np.moveaxis(vol, 0, -1).astype(np.uint8), np.eye(4)), nii)
     npz = tmp_path / "octmnist.npz"
