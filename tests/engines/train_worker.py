@@ -7,6 +7,7 @@ parameters and a JSON summary to ``--out``. Not collected by pytest (no ``test_`
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -143,6 +144,13 @@ def main() -> None:
     )
     (out / f"summary_rank{rank}.json").write_text(json.dumps(summary))
     if world > 1:
+        # Tear down in order: every rank past its last collective, then the DDP wrapper (whose reducer
+        # holds the process group) freed while the interpreter is whole, then the group. Leaving the
+        # group to die during interpreter finalisation aborts the process now and then (SIGABRT,
+        # "terminate called without an active exception"; pytorch/pytorch#179291).
+        dist.barrier()
+        del trainer, model, ckpt
+        gc.collect()
         dist.destroy_process_group()
 
 
