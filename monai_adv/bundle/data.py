@@ -42,8 +42,9 @@ def prepare_oct_dataset(
 
     When ``dataset_dir`` is ``synthetic_dir`` (the bundle's default), the synthetic OCT set is written
     there on the first call and reused afterwards (the writer is idempotent; under
-    ``torch.distributed`` rank 0 writes while the others wait). Any other folder must exist and hold
-    files.
+    ``torch.distributed`` rank 0 writes while the others wait). The folder is the bundle's own cache:
+    a set written with other arguments or by an older generator version is replaced. Any other folder
+    must exist and hold files.
 
     Args:
         dataset_dir: the data set root (``--dataset_dir``).
@@ -68,7 +69,7 @@ def prepare_oct_dataset(
         if is_main_process():
             write_synthetic_oct_dataset(
                 path, image_size=int(image_size), seed=int(seed), splits=counts,
-                num_workers=num_workers, progress=progress,
+                num_workers=num_workers, progress=progress, overwrite=True,
             )  # fmt: skip
         barrier()
         return path

@@ -25,6 +25,7 @@ from monai_adv.data.realism import (
 )
 from monai_adv.data.synthetic import (
     DEFAULT_SPLITS,
+    GENERATOR_VERSION,
     MANIFEST_NAME,
     SyntheticOCTGenerator,
     write_synthetic_oct_dataset,
@@ -58,6 +59,7 @@ __all__ = [
     "KERMANY_NAME_PATTERN",
     "DEFAULT_SPLITS",
     "MANIFEST_NAME",
+    "GENERATOR_VERSION",
     "label_to_index",
     "center_crop_resize",
     "SyntheticOCTGenerator",

@@ -8,7 +8,8 @@ forms the image the way an OCT scanner and its viewer do:
 
 1. reflectivity: vitreous, RNFL, GCL, IPL, INL, OPL, ONL, ELM, myoid zone, ellipsoid zone, outer
    segments, interdigitation zone, RPE / Bruch's membrane, choroid (mottled vessels fading with depth)
-   and sclera; a foveal pit; retinal vessels; class lesions drawn with a per-image severity;
+   and sclera; a foveal pit; retinal vessels; class lesions drawn with a per-image severity, a share
+   of them subtle (a B-scan through the edge of the lesions);
 2. attenuation along depth (Beer-Lambert on the cumulative reflectivity, plus absorbing vessels and
    hyperreflective foci), which casts shadows;
 3. speckle: the complex field ``sqrt(R) * (n1 + i n2)`` blurred by the point-spread function, its
@@ -52,6 +53,7 @@ __all__ = [
     "DEFAULT_SPLITS",
     "UNLABELED_PREFIX",
     "MANIFEST_NAME",
+    "GENERATOR_VERSION",
     "main",
 ]
 
@@ -61,6 +63,9 @@ DEFAULT_SPLITS: dict[str, int] = {"train": 100, "unlabeled": 300, "test": 50}
 UNLABELED_PREFIX = "SCAN"
 #: Name of the manifest file written at the data set root.
 MANIFEST_NAME = "synthetic_oct.json"
+#: Version of the images a seed gives; raised whenever they change, so that a data set written by an
+#: older generator is not taken for a current one. 2: subtle cases (``subtle_prob``).
+GENERATOR_VERSION = 2
 
 _DZ_UM = 3.9  # axial pixel size of the Spectralis grid
 _DX_UM = 11.7  # lateral pixel size of a 6 mm, 512 A-scan B-scan
@@ -110,6 +115,11 @@ class SyntheticOCTGenerator:
         native_shape: ``(rows, columns)`` of the native grid the B-scan is drawn on.
         severity: ``(a, b)`` of the Beta distribution of per-image lesion severity in (0, 1); the
             default has its mode near 0.2, so many lesions are mild.
+        subtle_prob: probability that a CNV, DME or DRUSEN B-scan is a subtle case: it cuts through the
+            edge of the lesions (or an early lesion), which are drawn at severity 0 and scaled down to
+            20-50% of their smallest size (one or two small drusen, a little thickening with at most one
+            small cyst, a thin and narrow RPE elevation), often too small to see at 128 px. Real
+            graded data sets hold such scans, and without them a classifier finds the task too easy.
         jpeg_quality: JPEG quality range ``(low, high)`` drawn per image, a fixed quality, or ``None``
             for no compression. The real data set is stored as JPEG.
         padding_prob: probability of white registration-padding wedges, as in many Kermany images.
@@ -130,6 +140,7 @@ class SyntheticOCTGenerator:
         severity: Sequence[float] = (1.4, 2.4),
         jpeg_quality: int | Sequence[int] | None = (75, 95),
         padding_prob: float = 0.75,
+        subtle_prob: float = 0.15,
         output_dtype: np.dtype | type = np.float32,
     ) -> None:
         if image_size is not None:
@@ -157,12 +168,15 @@ class SyntheticOCTGenerator:
             jpeg_quality = (int(q[0]), int(q[1]))
         if not 0.0 <= float(padding_prob) <= 1.0:
             raise ValueError(f"padding_prob must be in [0, 1], got {padding_prob}.")
+        if not 0.0 <= float(subtle_prob) <= 1.0:
+            raise ValueError(f"subtle_prob must be in [0, 1], got {subtle_prob}.")
         self.image_size = image_size
         self.seed = seed
         self.native_shape = native
         self.severity = sev
         self.jpeg_quality = jpeg_quality
         self.padding_prob = float(padding_prob)
+        self.subtle_prob = float(subtle_prob)
         self.output_dtype = np.dtype(output_dtype)
         self.set_random_state(seed)
 
@@ -293,7 +307,17 @@ class SyntheticOCTGenerator:
         # lesion severity, drawn per image: many lesions are mild; CNV and DME keep a small minimum
         sev = float(ra.beta(*self.severity)) if label != 3 else 0.0
         sev = {0: 0.08 + 0.92 * sev, 1: 0.05 + 0.95 * sev}.get(label, sev)
-        info: dict[str, Any] = {"label": label, "class": OCT_CLASSES[label], "severity": sev}
+        subtle = label != 3 and ra.random() < self.subtle_prob
+        k = 1.0  # lesion size scale: below 1 only for subtle cases
+        if subtle:
+            sev, k = 0.0, float(ra.uniform(0.2, 0.5))
+        info: dict[str, Any] = {
+            "label": label,
+            "class": OCT_CLASSES[label],
+            "severity": sev,
+            "subtle": subtle,
+            "lesion_scale": k,
+        }
 
         # --- scan geometry (nuisances shared by every class)
         dx = _DX_UM * ra.uniform(0.8, 1.25)  # lateral um per pixel (scan width / zoom)
@@ -338,12 +362,12 @@ class SyntheticOCTGenerator:
         shadow_cols = np.zeros(W, dtype=np.float32)  # extra column-wise shadowing / hypertransmission
 
         if label == 2:  # DRUSEN: dome-shaped RPE elevations over a flat Bruch's membrane
-            n = 1 + int(ra.binomial(11, 0.15 + 0.6 * sev))
+            n = 1 + int(ra.binomial(11 if not subtle else 1, 0.15 + 0.6 * sev))
             spread = px_x(ra.uniform(600.0, 2000.0))
             for _ in range(n):
                 c = xf + ra.normal(0.0, spread)
-                w = px_x(ra.uniform(80.0, 250.0 + 350.0 * sev)) / 2.0
-                h = px_z(ra.uniform(15.0, 35.0 + 85.0 * sev))
+                w = k * px_x(ra.uniform(80.0, 250.0 + 350.0 * sev)) / 2.0
+                h = k * px_z(ra.uniform(15.0, 35.0 + 85.0 * sev))
                 elev = np.maximum(elev, h * _dome(x, c, w, ra.uniform(0.5, 0.9)))
             sub_rpe_val = ra.uniform(15.0, 60.0)
             ez_gain = 1.0 - 0.6 * np.clip(elev / px_z(60.0), 0.0, 1.0)
@@ -355,27 +379,30 @@ class SyntheticOCTGenerator:
         elif label == 1:  # DME: thickening, intraretinal cysts, hyperreflective foci
             xs = xf + ra.normal(0.0, px_x(300.0))
             sw_sigma = px_x(ra.uniform(300.0, 900.0))
-            amp = ra.uniform(20.0, 60.0) + 380.0 * sev * ra.uniform(0.6, 1.0)
+            amp = k * (ra.uniform(20.0, 60.0) + 380.0 * sev * ra.uniform(0.6, 1.0))
             swell = amp * np.exp(-0.5 * np.abs((x - xs) / sw_sigma) ** ra.uniform(1.5, 2.5))
-            pit_depth *= 1.0 - min(1.0, 0.3 + 1.2 * sev)
-            n_cyst = int(ra.binomial(2 + int(16 * sev), 0.6)) + (1 if ra.random() < 0.85 else 0)
+            pit_depth *= 1.0 - min(1.0, k * (0.3 + 1.2 * sev))
+            if subtle:  # at most one small cyst
+                n_cyst = int(ra.random() < 0.4)
+            else:
+                n_cyst = int(ra.binomial(2 + int(16 * sev), 0.6)) + (1 if ra.random() < 0.85 else 0)
             for _ in range(n_cyst):
                 cx = xs + ra.normal(0.0, sw_sigma * 0.5)
-                big = ra.random() < 0.4 + 0.5 * sev
+                big = not subtle and ra.random() < 0.4 + 0.5 * sev
                 cysts.append((cx, -1.0 if big else -2.0, 0.0, 0.0))  # depth resolved after layering
-            n_foci = int(ra.poisson(1.0 + 10.0 * sev))
+            n_foci = int(ra.poisson(k * (1.0 + 10.0 * sev)))
             for _ in range(n_foci):
                 foci.append((xs + ra.normal(0.0, sw_sigma), -1.0, ra.uniform(0.8, 2.2)))
-            if ra.random() < 0.25 * (0.3 + sev):
+            if ra.random() < 0.25 * k * (0.3 + sev):
                 gw = px_x(ra.uniform(300.0, 1200.0))
                 gh = px_z(ra.uniform(20.0, 120.0))
                 gap = np.maximum(gap, gh * _dome(x, xs, gw, 1.2))
             info["n_cysts"], info["n_foci"] = n_cyst, n_foci
         elif label == 0:  # CNV: irregular RPE elevation, sub-retinal material and fluid
             xl = xf + ra.normal(0.0, px_x(500.0))
-            width = px_x(ra.uniform(900.0, 1500.0 + 2000.0 * sev))
+            width = k * px_x(ra.uniform(900.0, 1500.0 + 2000.0 * sev))
             kind = ra.choice(["fibrovascular", "serous", "type2"], p=[0.55, 0.15, 0.3])
-            h = px_z(ra.uniform(30.0, 50.0 + 180.0 * sev))
+            h = k * px_z(ra.uniform(30.0, 50.0 + 180.0 * sev))
             prof = np.zeros(W, dtype=np.float32)
             for _ in range(int(ra.integers(2, 6))):
                 c = xl + ra.normal(0.0, width / 4.0)
@@ -396,12 +423,13 @@ class SyntheticOCTGenerator:
                 sub_rpe_val = "fibro"
             elev = np.clip(elev, 0.0, None)
             rpe_rough = lesion * self._noise1d(ra, W, 3.0, ra.uniform(0.5, 2.5))
-            ez_gain = np.where(lesion, np.clip(0.15 + 0.85 * ra.random(W) ** 0.5, 0.0, 1.0), 1.0)
+            ez_loss = k * (0.85 - 0.85 * ra.random(W) ** 0.5)
+            ez_gain = np.where(lesion, np.clip(1.0 - ez_loss, 0.0, 1.0), 1.0)
             ez_gain = ndi.gaussian_filter1d(ez_gain.astype(np.float32), 3.0)
-            rpe_extra = px_z(ra.uniform(10.0, 30.0 + 50.0 * sev)) * np.clip(prof * 2.0, 0.0, 1.0)
+            rpe_extra = k * px_z(ra.uniform(10.0, 30.0 + 50.0 * sev)) * np.clip(prof * 2.0, 0.0, 1.0)
             rpe_extra *= np.clip(1.0 + 0.5 * self._noise1d(ra, W, 4.0, 1.0), 0.0, None)
-            shadow_cols = lesion * self._noise1d(ra, W, 2.5, ra.uniform(0.2, 0.5))
-            if ra.random() < (0.55 if kind != "serous" else 0.35):
+            shadow_cols = lesion * self._noise1d(ra, W, 2.5, k * ra.uniform(0.2, 0.5))
+            if ra.random() < k * (0.55 if kind != "serous" else 0.35):
                 gw = width * ra.uniform(0.5, 1.3) / 2.0
                 gh = px_z(ra.uniform(20.0, 40.0 + 160.0 * sev))
                 fluid = gh * _dome(x, xl + ra.normal(0.0, width / 4.0), gw, ra.uniform(1.0, 1.6))
@@ -410,9 +438,9 @@ class SyntheticOCTGenerator:
                     gap_val = "shrm_fluid"
                 else:
                     gap = np.maximum(gap, fluid)
-            for _ in range(int(ra.poisson(2.0 + 6.0 * sev))):  # hyperreflective dots over the lesion
+            for _ in range(int(ra.poisson(k * (2.0 + 6.0 * sev)))):  # hyperreflective dots over the lesion
                 foci.append((xl + ra.normal(0.0, width / 3.0), -1.0, ra.uniform(0.8, 1.8)))
-            if ra.random() < 0.45:
+            if ra.random() < 0.45 * k:
                 for _ in range(int(ra.integers(1, 5))):
                     cysts.append(
                         (xl + ra.normal(0.0, width / 3.0), -1.0 if ra.random() < 0.5 else -2.0, 0.0, 0.0)
@@ -733,7 +761,9 @@ def write_synthetic_oct_dataset(
 
     Layout: ``root/<split>/<CLASS>/<CLASS>-<PATIENT>-<N>.<ext>`` for labeled splits, and
     ``root/unlabeled/SCAN-<PATIENT>-<N>.<ext>`` (no class folders, no class in the name) for the split
-    called ``unlabeled``; ``root/synthetic_oct.json`` records the arguments, the files, their labels
+    called ``unlabeled``; ``root/synthetic_oct.json`` records the arguments (and
+    :data:`GENERATOR_VERSION`: a set written by an older generator counts as different arguments), the
+    files, their labels
     (also the hidden labels of the unlabeled split, for analysis) and their SHA-1.
 
     Idempotent: a second call with the same arguments finds the manifest, checks that every file is
@@ -788,6 +818,7 @@ def write_synthetic_oct_dataset(
         "jpeg_quality": int(jpeg_quality),
         "images_per_patient": int(images_per_patient),
         "generator": {k: (list(v) if isinstance(v, tuple) else v) for k, v in generator_kwargs.items()},
+        "generator_version": GENERATOR_VERSION,
     }
     args = json.loads(json.dumps(args))
     manifest_path = root / MANIFEST_NAME
@@ -803,7 +834,9 @@ def write_synthetic_oct_dataset(
             if not overwrite:
                 raise FileExistsError(
                     f"{root} holds a synthetic OCT data set written with different arguments "
-                    f"({old.get('arguments')}); pass overwrite=True or choose another folder."
+                    f"({old.get('arguments')}; generator version "
+                    f"{(old.get('arguments') or {}).get('generator_version', 1)}, this is "
+                    f"{GENERATOR_VERSION}); pass overwrite=True or choose another folder."
                 )
             for f in old.get("files", []):
                 p = root / f["path"]

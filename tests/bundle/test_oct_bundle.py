@@ -290,6 +290,25 @@ def test_missing_dataset_dir_is_a_clear_error(bundle: Path, tmp_path: Path):
     assert "does not exist" in _causes(e.value) and str(missing) in _causes(e.value)
 
 
+def test_the_synthetic_cache_is_rewritten_for_a_new_generator_version(tmp_path: Path):
+    from monai_adv.bundle.data import prepare_oct_dataset
+    from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
+
+    cache = tmp_path / "synthetic"
+    kw = dict(synthetic_dir=cache, n_per_class=1, image_size=16, progress=False)
+    assert prepare_oct_dataset(cache, **kw) == str(cache)
+    manifest = json.loads((cache / MANIFEST_NAME).read_text())
+    stale = dict(manifest, arguments=dict(manifest["arguments"], generator_version=GENERATOR_VERSION - 1))
+    (cache / MANIFEST_NAME).write_text(json.dumps(stale))
+    for f in manifest["files"]:
+        (cache / f["path"]).write_bytes(b"rendered by an older generator")
+    prepare_oct_dataset(cache, **kw)
+    assert json.loads((cache / MANIFEST_NAME).read_text()) == manifest
+    assert all(
+        (cache / f["path"]).read_bytes() != b"rendered by an older generator" for f in manifest["files"]
+    )
+
+
 def test_empty_dataset_dir_is_a_clear_error(trained: Path, tmp_path: Path):
     empty = tmp_path / "empty"
     empty.mkdir()

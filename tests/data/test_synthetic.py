@@ -51,6 +51,25 @@ def test_native_crop_and_info():
     assert info_n["severity"] == 0.0
 
 
+def test_subtle_cases_draw_few_small_lesions():
+    kw = dict(image_size=64, seed=0, jpeg_quality=None, padding_prob=0.0)
+    always, never = SyntheticOCTGenerator(subtle_prob=1.0, **kw), SyntheticOCTGenerator(subtle_prob=0.0, **kw)
+    for seed in range(6):
+        _, d = always.sample("DRUSEN", seed, return_info=True)
+        _, m = always.sample("DME", seed, return_info=True)
+        _, c = always.sample("CNV", seed, return_info=True)
+        for info in (d, m, c):
+            assert info["subtle"] and info["severity"] == 0.0 and 0.2 <= info["lesion_scale"] <= 0.5
+        assert 1 <= d["n_drusen"] <= 2 and m["n_cysts"] <= 1
+        _, full = never.sample("DRUSEN", seed, return_info=True)
+        assert not full["subtle"] and full["lesion_scale"] == 1.0 and full["severity"] > 0.0
+        assert not always.sample("NORMAL", seed, return_info=True)[1]["subtle"]  # normal scans have no lesion
+    # the default mixes both, at about its stated rate
+    gen = SyntheticOCTGenerator(native_shape=(96, 96), **kw)  # a small grid: the rate is all we need
+    rate = np.mean([gen.sample("DME", s, return_info=True)[1]["subtle"] for s in range(100)])
+    assert 0.07 < rate < 0.25 and gen.subtle_prob == 0.15
+
+
 def test_patient_seed_shares_the_eye():
     gen = SyntheticOCTGenerator(image_size=64, seed=0, padding_prob=0.0)
     a = gen.sample("CNV", 1, patient_seed=99)
@@ -71,6 +90,7 @@ def test_patient_seed_shares_the_eye():
         {"jpeg_quality": 0},
         {"jpeg_quality": (90, 80)},
         {"padding_prob": 1.5},
+        {"subtle_prob": -0.1},
     ],
 )
 def test_bad_arguments(kwargs):

@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_adv.data import MANIFEST_NAME, OCT_CLASSES, kermany_datalist, write_synthetic_oct_dataset
+from monai_adv.data import (
+    GENERATOR_VERSION,
+    MANIFEST_NAME,
+    OCT_CLASSES,
+    kermany_datalist,
+    write_synthetic_oct_dataset,
+)
 from monai_adv.data.synthetic import main
 
 
@@ -56,6 +62,17 @@ def test_layout_manifest_and_idempotence(tmp_path):
         root, image_size=32, seed=6, splits={"train": 1}, progress=False, overwrite=True
     )
     assert len(_files(root)) == 4 + 1
+
+
+def test_a_set_from_an_older_generator_is_not_reused(tmp_path):
+    kw = dict(image_size=16, seed=3, splits={"train": 1}, num_workers=1, progress=False)
+    m = write_synthetic_oct_dataset(tmp_path, **kw)
+    assert m["arguments"]["generator_version"] == GENERATOR_VERSION
+    old = dict(m, arguments=dict(m["arguments"], generator_version=GENERATOR_VERSION - 1))
+    (tmp_path / MANIFEST_NAME).write_text(json.dumps(old))
+    with pytest.raises(FileExistsError, match=f"generator version {GENERATOR_VERSION - 1}, this is"):
+        write_synthetic_oct_dataset(tmp_path, **kw)
+    assert write_synthetic_oct_dataset(tmp_path, overwrite=True, **kw) == m
 
 
 def test_workers_do_not_change_the_images(tmp_path):
