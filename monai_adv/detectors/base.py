@@ -193,6 +193,15 @@ class AdversarialDetector:
             ValueError: for the wrong number of layers or a feature size that does not match the fit.
         """
         self._require_fitted("scoring")
+        # features captured under autocast are bf16/fp16: the Mahalanobis/kNN arithmetic runs in
+        # full precision, outside autocast, whatever the forward pass ran in
+        features = [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in features]
+        if features and features[0].device.type in ("cpu", "cuda"):
+            with torch.autocast(features[0].device.type, enabled=False):
+                return self._score_full_precision(features)
+        return self._score_full_precision(features)
+
+    def _score_full_precision(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
         if len(features) != len(self.layers):
             raise ValueError(
                 f"expected features of {len(self.layers)} layers {self.layers}, got {len(features)}."

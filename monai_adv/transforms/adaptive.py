@@ -113,7 +113,9 @@ class AdaptiveAttack(NormBoundedAttack):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gradient of ``J`` w.r.t. the input; returns ``(grad, margin, score, logits)``, detached."""
         x_adv = x_adv.detach().requires_grad_(True)
-        logits, score = self.detector.predict_and_score(x_adv, grad=True)
+        with self.autocast():
+            logits, score = self.detector.predict_and_score(self.to_network_layout(x_adv), grad=True)
+        logits, score = logits.to(x_adv.dtype), score.to(x_adv.dtype)
         if logits.ndim != 2 or logits.shape[0] != x_adv.shape[0]:
             raise ValueError(f"network output of shape {tuple(logits.shape)} is not class logits (B, K).")
         self._check_label_range(y, logits.shape[1])
@@ -125,8 +127,8 @@ class AdaptiveAttack(NormBoundedAttack):
         else:  # selective: fool the classifier first; once fooled, lower the detector score
             fooled = (m < -self.kappa) if self.kappa > 0 else (m < 0)
             objective = torch.where(fooled, self.detector_weight * det_term, cls_term)
-        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
-        return grad.detach(), m.detach(), score.detach(), logits.detach()
+        grad = self.input_grad(objective.sum(), x_adv)
+        return grad, m.detach(), score.detach(), logits.detach()
 
     def _attack(self, x, y, mask, generator):
         eps = self.current_eps

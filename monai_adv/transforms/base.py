@@ -10,6 +10,7 @@ only :meth:`AdversarialAttack._attack`, which reads like the paper's algorithm.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Union
@@ -32,6 +33,8 @@ __all__ = [
     "per_sample_view",
     "check_steps",
     "check_step_size",
+    "default_amp_dtype",
+    "network_memory_format",
 ]
 
 EpsType = Union[float, tuple[float, float]]
@@ -66,6 +69,30 @@ def default_output_transform(output: Any) -> torch.Tensor:
     raise TypeError(
         f"network returned {type(output).__name__}, not class logits; pass output_transform=... to pick them."
     )
+
+
+def default_amp_dtype(device: torch.device | str) -> torch.dtype:
+    """The autocast dtype used when none is given: bfloat16 on CPU, float16 on CUDA (and others)."""
+    return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
+
+
+def network_memory_format(network: Any) -> torch.memory_format | None:
+    """``torch.channels_last`` / ``channels_last_3d`` when the network's conv weights are stored so, else None.
+
+    A weight that is contiguous in both layouts (1x1 kernels, one channel) says nothing; the first
+    4-D or 5-D floating parameter that tells the two apart decides.
+    """
+    if not isinstance(network, nn.Module):
+        return None
+    for p in network.parameters():
+        if not p.is_floating_point() or p.ndim not in (4, 5):
+            continue
+        fmt = torch.channels_last if p.ndim == 4 else torch.channels_last_3d
+        if p.is_contiguous(memory_format=fmt) and not p.is_contiguous():
+            return fmt
+        if p.is_contiguous() and not p.is_contiguous(memory_format=fmt):
+            return None
+    return None
 
 
 def per_sample_view(t: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -106,10 +133,21 @@ class AdversarialAttack(Randomizable, Transform):
             attack increases (untargeted) or decreases (targeted); default cross-entropy.
         output_transform: maps the network's output to logits; default
             :func:`default_output_transform`.
+        amp: run the network's forward and backward under ``torch.autocast`` (mixed precision). The
+            perturbation, the step, the projection and the result stay in the caller's dtype, so
+            every invariant holds exactly as in full precision; only the gradient is computed in
+            low precision. With float16, the objective is scaled before the backward pass (and the
+            scale halved on overflow) so that small gradients do not underflow.
+        amp_dtype: the autocast dtype, ``torch.bfloat16`` or ``torch.float16``; None: bfloat16 on
+            CPU, float16 on CUDA.
+        channels_last: convert the network (in place, as ``module.to(memory_format=...)`` does) and
+            the attacked batch to the channels-last layout, which convolutions run faster in on CPU
+            and on tensor cores. A network whose weights are already channels-last gets channels-last
+            inputs without asking.
 
     Raises:
         TypeError: when ``network`` is not callable.
-        ValueError: for a bad ``spatial_dims`` or ``value_range``.
+        ValueError: for a bad ``spatial_dims``, ``value_range`` or ``amp_dtype``.
     """
 
     #: whether the attack needs gradients of the network (False for score-based black-box attacks)
@@ -124,6 +162,9 @@ class AdversarialAttack(Randomizable, Transform):
         targeted: bool = False,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
+        amp: bool = False,
+        amp_dtype: torch.dtype | None = None,
+        channels_last: bool = False,
     ) -> None:
         if not callable(network):
             raise TypeError(f"network must be a torch module or callable, got {type(network).__name__}.")
@@ -138,13 +179,21 @@ class AdversarialAttack(Randomizable, Transform):
                     f"value_range must be finite with low < high, got {value_range!r} (inverted?)."
                 )
             value_range = (low, high)
+        if isinstance(amp_dtype, str):  # configs spell it "bfloat16" / "torch.float16"
+            amp_dtype = getattr(torch, amp_dtype.replace("torch.", ""), amp_dtype)
+        if amp_dtype is not None and amp_dtype not in (torch.bfloat16, torch.float16):
+            raise ValueError(f"amp_dtype must be torch.bfloat16, torch.float16 or None, got {amp_dtype!r}.")
         self.network = network
         self.value_range = value_range
         self.spatial_dims = spatial_dims
         self.targeted = bool(targeted)
         self.loss = loss
         self.output_transform = output_transform
+        self.amp = bool(amp)
+        self.amp_dtype = amp_dtype
+        self.channels_last = bool(channels_last)
         self.num_classes: int | None = None
+        self._grad_scale = 2.0**16  # float16 only: lowered on overflow, kept across calls
 
     # ------------------------------------------------------------------------------------------
     # the public call
@@ -176,6 +225,7 @@ class AdversarialAttack(Randomizable, Transform):
             m = m.clone() if m is not None else None
             self.randomize(None)
             generator = self._generator(device)
+            self._prepare_precision(device, x_work.ndim)
             # every submodule's own mode, so that a partly frozen network (say, batch norm kept in
             # eval while fine-tuning) comes back exactly as it was
             modes = (
@@ -228,7 +278,8 @@ class AdversarialAttack(Randomizable, Transform):
             ValueError: when the output is not a floating ``(B, K)`` tensor with ``K >= 2``, or a
                 label is out of range.
         """
-        out = self.output_transform(self.network(x))
+        with self.autocast():
+            out = self.output_transform(self.network(self.to_network_layout(x)))
         if not isinstance(out, torch.Tensor):
             raise ValueError(
                 f"network output (after output_transform) is {type(out).__name__}, not a tensor of class logits."
@@ -241,7 +292,9 @@ class AdversarialAttack(Randomizable, Transform):
             )
         if y is not None:
             self._check_label_range(y, out.shape[1])
-        return out
+        # low-precision logits go back to the caller's dtype, so the loss and every comparison the
+        # attack makes on them are computed in full precision
+        return out.to(x.dtype) if out.dtype != x.dtype and x.is_floating_point() else out
 
     def loss_per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """The attack loss, per sample ``(B,)`` (or a scalar for a custom loss that reduces)."""
@@ -268,8 +321,55 @@ class AdversarialAttack(Randomizable, Transform):
         objective = self.loss_per_sample(logits, y)
         if self.targeted:
             objective = -objective
-        (grad,) = torch.autograd.grad(objective.sum(), x_adv)
-        return grad.detach(), objective.detach(), logits.detach()
+        grad = self.input_grad(objective.sum(), x_adv)
+        return grad, objective.detach(), logits.detach()
+
+    # ------------------------------------------------------------------------------------------
+    # mixed precision
+    # ------------------------------------------------------------------------------------------
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """The context the network runs in: ``torch.autocast`` when ``amp`` is on, else a no-op."""
+        if not self.amp:
+            return contextlib.nullcontext()
+        device = getattr(self, "_amp_device", None) or self._network_device(torch.device("cpu"))
+        return torch.autocast(device.type, dtype=self.resolved_amp_dtype(device))
+
+    def resolved_amp_dtype(self, device: torch.device | str) -> torch.dtype:
+        """``amp_dtype``, or the default for ``device`` when it is None."""
+        return self.amp_dtype if self.amp_dtype is not None else default_amp_dtype(device)
+
+    def to_network_layout(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` in the memory layout the network's weights use (channels-last or the default)."""
+        fmt = getattr(self, "_memory_format", None)
+        return x.contiguous(memory_format=fmt) if fmt is not None and x.ndim in (4, 5) else x
+
+    def input_grad(self, objective: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """``d objective / d inputs``, detached, in the inputs' dtype; parameters' ``.grad`` untouched.
+
+        Under float16 autocast the objective is multiplied by a loss scale before the backward pass,
+        so that gradients far below float16's smallest normal number (6e-5) survive, and divided out
+        afterwards in the inputs' dtype. On an overflow (Inf/NaN in the gradient) the scale is halved
+        and the backward pass repeated, as ``torch.amp.GradScaler`` does for parameters.
+        """
+        scaled = self.amp and self.resolved_amp_dtype(inputs.device) == torch.float16
+        if not scaled:
+            (grad,) = torch.autograd.grad(objective, inputs)
+            return grad.detach()
+        while True:
+            scale = self._grad_scale
+            (grad,) = torch.autograd.grad(objective * scale, inputs, retain_graph=scale > 1.0)
+            if torch.isfinite(grad).all() or scale <= 1.0:
+                return (grad / scale).detach()
+            self._grad_scale = scale / 2.0
+
+    def _prepare_precision(self, device: torch.device, ndim: int) -> None:
+        """Fix the autocast device and the memory layout for this call."""
+        self._amp_device = device
+        if self.channels_last and isinstance(self.network, nn.Module) and ndim in (4, 5):
+            fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
+            if network_memory_format(self.network) != fmt:
+                self.network.to(memory_format=fmt)
+        self._memory_format = network_memory_format(self.network)
 
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample success: misclassified (untargeted) or classified as the target (targeted)."""

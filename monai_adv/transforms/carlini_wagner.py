@@ -105,7 +105,7 @@ class CarliniWagnerL2(AdversarialAttack):
                 l2 = (x_new - x).pow(2).flatten(1).sum(1)
                 m = self._margin(logits, y)
                 objective = (l2 + c * m.clamp_min(-self.kappa)).sum()
-                (grad,) = torch.autograd.grad(objective, w)
+                grad = self.input_grad(objective, w)
                 with torch.no_grad():
                     success = m <= -self.kappa if self.kappa > 0 else m < 0
                     better = success & (l2 < best_l2)
