@@ -11,10 +11,17 @@ from monai_adv.engines.checkpoint import (
 )
 from monai_adv.engines.evaluator import RobustEvaluator
 from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
+from monai_adv.engines.precision import (
+    attack_in_engine_precision,
+    configure_engine_amp,
+    engine_autocast,
+    resolve_amp_kwargs,
+)
 from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AdvTrainingKeys,
+    AutocastSupervisedTrainer,
     SemiSupervisedAdversarialTrainer,
     SupervisedAdversarialTrainer,
 )
@@ -24,6 +31,11 @@ __all__ = [
     "RobustEvaluator",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
+    "AutocastSupervisedTrainer",
+    "resolve_amp_kwargs",
+    "configure_engine_amp",
+    "engine_autocast",
+    "attack_in_engine_precision",
     "AdvTrainingKeys",
     "AdversarialTrainingEvents",
     "PRESETS",

@@ -9,6 +9,7 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 
+from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
 from monai_adv.engines.utils import prepare_engine_batch
 from monai_adv.handlers.keys import RobustKeys
 
@@ -38,6 +39,9 @@ class RobustEvaluator(SupervisedEvaluator):
             not contain ``"/"``.
         detector: an optional fitted :class:`~monai_adv.detectors.AdversarialDetector` on ``network``.
         keep_adversarial_images: store ``"image/<name>"`` in the output (set False to save memory).
+        attack_amp: the attacks' precision: None follows the evaluator (with ``amp=True`` the network
+            and the attacks run under autocast, bfloat16 on CPU, float16 on CUDA, or ``amp_kwargs``'
+            ``dtype``); True/False forces it.
         kwargs: every other argument of ``monai.engines.SupervisedEvaluator`` (``inferer``,
             ``postprocessing``, ``key_val_metric``, ``additional_metrics``, ``val_handlers``, ...).
 
@@ -60,6 +64,7 @@ class RobustEvaluator(SupervisedEvaluator):
         attacks: Mapping[str, Callable] | None = None,
         detector: AdversarialDetector | None = None,
         keep_adversarial_images: bool = True,
+        attack_amp: bool | None = None,
         **kwargs: Any,
     ) -> None:
         attacks = dict(attacks or {})
@@ -76,6 +81,9 @@ class RobustEvaluator(SupervisedEvaluator):
         super().__init__(
             device=torch.device(device), val_data_loader=val_data_loader, network=network, **kwargs
         )
+        configure_engine_amp(self)
+        self.attack_amp = attack_amp
+        attacks = {name: attack_in_engine_precision(atk, self, attack_amp) for name, atk in attacks.items()}
         self.attacks = attacks
         self.detector = detector
         self.keep_adversarial_images = bool(keep_adversarial_images)
@@ -97,10 +105,13 @@ class RobustEvaluator(SupervisedEvaluator):
 
     @staticmethod
     def _infer(engine: RobustEvaluator, inputs: torch.Tensor, args: tuple, kwargs: dict) -> Any:
-        if engine.amp:
-            with torch.autocast(engine.state.device.type, **engine.amp_kwargs):
-                return engine.inferer(inputs, engine.network, *args, **kwargs)
-        return engine.inferer(inputs, engine.network, *args, **kwargs)
+        with engine_autocast(engine):
+            out = engine.inferer(inputs, engine.network, *args, **kwargs)
+        return (
+            out.float()
+            if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16)
+            else out
+        )
 
     def _iteration(self, engine: RobustEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)

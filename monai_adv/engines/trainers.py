@@ -20,9 +20,11 @@ import torch.nn.functional as F
 from ignite.engine import EventEnum
 from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
+from monai.engines.workflow import Workflow
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
+from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
 from monai_adv.engines.utils import (
     CyclingLoader,
     check_label_range,
@@ -41,6 +43,7 @@ from monai_adv.transforms.base import AdversarialAttack, default_output_transfor
 
 __all__ = [
     "AdvTrainingKeys",
+    "AutocastSupervisedTrainer",
     "AdversarialTrainingEvents",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
@@ -98,7 +101,13 @@ def _current_eps(attack: AdversarialAttack) -> float:
 
 
 class _AdversarialTrainerBase(SupervisedTrainer):
-    """Shared set-up: event registration, checks, forward helpers."""
+    """Shared set-up: event registration, checks, forward helpers, mixed precision on any device.
+
+    ``amp=True`` runs the forward passes, the loss and the attack under ``torch.autocast`` on the
+    training device: bfloat16 on CPU by default, float16 on CUDA (with a ``torch.amp.GradScaler``),
+    or the ``dtype`` given in ``amp_kwargs``. ``attack_amp`` overrides the attack's precision (None:
+    the attack follows the trainer).
+    """
 
     def __init__(
         self,
@@ -106,13 +115,24 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         network_output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
         event_names: list | None = None,
         accumulation_steps: int = 1,
+        attack_amp: bool | None = None,
         **kwargs: Any,
     ) -> None:
         if accumulation_steps != 1:
             raise ValueError(f"{type(self).__name__} does not support accumulation_steps != 1.")
         event_names = list(event_names or []) + [AdversarialTrainingEvents]
         super().__init__(*args, event_names=event_names, **kwargs)
+        configure_engine_amp(self)
         self.network_output_transform = network_output_transform
+        self.attack_amp = attack_amp
+
+    def run(self) -> None:  # type: ignore[override]
+        """Run the training; MONAI's ``Trainer.run`` is bypassed only for its CUDA-only grad scaler."""
+        configure_engine_amp(self)
+        Workflow.run(self)
+
+    def _in_precision(self, attack: AdversarialAttack) -> AdversarialAttack:
+        return attack_in_engine_precision(attack, self, self.attack_amp)
 
     def _split_batch(self, engine: Any, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
         inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)
@@ -126,12 +146,12 @@ class _AdversarialTrainerBase(SupervisedTrainer):
     def _logits(self, engine: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Training forward through the (possibly DDP-wrapped) network, via the inferer."""
         out = engine.inferer(x, engine.network, *args, **kwargs)
-        return check_logits(self.network_output_transform(out), x.shape[0])
+        logits = check_logits(self.network_output_transform(out), x.shape[0])
+        # losses, metrics and handlers see full-precision logits, whatever autocast ran the network in
+        return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
     def _autocast(self, engine: Any):
-        if engine.amp and engine.scaler is not None:
-            return torch.autocast("cuda", **engine.amp_kwargs)
-        return torch.autocast("cpu", enabled=False)
+        return engine_autocast(engine)
 
     def _step(self, engine: Any, loss: torch.Tensor) -> None:
         if engine.amp and engine.scaler is not None:
@@ -245,8 +265,10 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         self.unlabeled_data_loader = unlabeled_data_loader
         self.unlabeled = unlabeled
         trained = unwrap_network(network)
-        self.attack = _aim(attack, trained)
-        self.labeled_attack = _aim(labeled_attack, trained) if labeled_attack is not None else None
+        self.attack = self._in_precision(_aim(attack, trained))
+        self.labeled_attack = (
+            self._in_precision(_aim(labeled_attack, trained)) if labeled_attack is not None else None
+        )
         self.unlabeled_weight = float(unlabeled_weight)
         self.pseudo_labels = pseudo_labels
         self.teacher_network = teacher_network
@@ -282,7 +304,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
 
         # 1. pseudo-labels, without gradient, in eval mode
         source = self.teacher_network if self.pseudo_labels == "teacher" else trained
-        with torch.no_grad(), eval_mode(source):
+        with torch.no_grad(), eval_mode(source), self._autocast(engine):
             pseudo_logits = check_logits(self.network_output_transform(source(x_u)), x_u.shape[0]).float()
         probs = pseudo_logits.softmax(dim=1)
         confidence, y_u = probs.max(dim=1)
@@ -385,7 +407,7 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         if not 0.0 <= float(clean_weight) <= 1.0:
             raise ValueError(f"clean_weight must lie in [0, 1], got {clean_weight!r}.")
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
-        self.attack = _aim(attack, unwrap_network(network))
+        self.attack = self._in_precision(_aim(attack, unwrap_network(network)))
         self.method = method
         self.beta = float(beta)
         self.clean_weight = float(clean_weight)
@@ -397,7 +419,7 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
         if self.method == "trades":
-            with torch.no_grad(), eval_mode(trained):
+            with torch.no_grad(), eval_mode(trained), self._autocast(engine):
                 clean_eval = check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
             attack = copy.copy(self.attack)
             attack.loss = kl_attack_loss(clean_eval.float())
@@ -439,6 +461,48 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.state.output[K.ATTACK_SUCCESS] = (
             (adv_logits.detach().argmax(1) != targets).float().mean().item()
         )
+        engine.fire_event(IterationEvents.LOSS_COMPLETED)
+        self._step(engine, loss)
+        engine.fire_event(IterationEvents.MODEL_COMPLETED)
+        return engine.state.output
+
+
+class AutocastSupervisedTrainer(_AdversarialTrainerBase):
+    """MONAI's ``SupervisedTrainer`` (no attack) whose ``amp=True`` works on any device.
+
+    MONAI's trainer autocasts on CUDA only; this one runs the forward pass and the loss under
+    bfloat16 autocast on CPU (float16 with a grad scaler, or bfloat16, on CUDA), as the adversarial
+    trainers do, so an undefended baseline trains in the same precision as the defended systems it
+    is compared with. Everything else is ``SupervisedTrainer``'s: its arguments, events, handlers
+    and metrics.
+
+    Raises:
+        ValueError: for an empty loader or (at run time) labels outside the network's classes.
+    """
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_epochs: int,
+        train_data_loader: Iterable,
+        *args: Any,
+        **kwargs: Any,
+    ):
+        check_loader_not_empty(train_data_loader, "train_data_loader")
+        super().__init__(device, max_epochs, train_data_loader, *args, **kwargs)
+
+    def _iteration(self, engine: AutocastSupervisedTrainer, batchdata: Any) -> dict:  # type: ignore[override]
+        inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
+        engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        engine.network.train()
+        engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
+        with self._autocast(engine):
+            pred = self._logits(engine, inputs, *args, **kwargs)
+            check_label_range(targets, pred.shape[1], "labels of the batch")
+            engine.state.output[Keys.PRED] = pred
+            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            loss = engine.loss_function(pred, targets).mean()
+        engine.state.output[Keys.LOSS] = loss
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)

@@ -520,6 +520,17 @@ class AdversarialAttack(Randomizable, Transform):
         clone.num_classes = None
         return clone
 
+    def with_precision(self, amp: bool, amp_dtype: torch.dtype | None = None) -> AdversarialAttack:
+        """This attack, or a shallow copy of it, with ``amp`` and ``amp_dtype`` set as given.
+
+        Engines use it to run the attack inside a mixed-precision step in that step's precision.
+        """
+        if self.amp == bool(amp) and (not amp or self.amp_dtype == amp_dtype):
+            return self
+        clone = copy.copy(self)
+        clone.amp, clone.amp_dtype = bool(amp), amp_dtype
+        return clone
+
     def __repr__(self) -> str:
         skip = {"network", "R", "output_transform", "num_classes", "_seed"}
         args = ", ".join(

@@ -71,6 +71,12 @@ class TransferAttack(AdversarialAttack):
     def __call__(self, img: Any, label: Any, mask: Any | None = None) -> Any:
         return self.base_attack(img, label, mask)
 
+    def with_precision(self, amp: bool, amp_dtype: torch.dtype | None = None) -> TransferAttack:
+        clone = super().with_precision(amp, amp_dtype)
+        if clone is not self:
+            clone.base_attack = self.base_attack.with_precision(amp, amp_dtype)
+        return clone
+
 
 class WorstCaseEnsemble(AdversarialAttack):
     """The per-sample worst case over a list of attacks, as AutoAttack reports robust accuracy.
@@ -110,6 +116,12 @@ class WorstCaseEnsemble(AdversarialAttack):
                 )
         self.attacks = attacks
         self.last_success: dict[str, int] = {}
+
+    def with_precision(self, amp: bool, amp_dtype: torch.dtype | None = None) -> WorstCaseEnsemble:
+        clone = super().with_precision(amp, amp_dtype)
+        if clone is not self:
+            clone.attacks = [atk.with_precision(amp, amp_dtype) for atk in self.attacks]
+        return clone
 
     def randomize(self, data: Any = None) -> None:
         super().randomize(data)
