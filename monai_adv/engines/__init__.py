@@ -2,12 +2,17 @@
 
 from monai_adv.engines.checkpoint import (
     CheckpointError,
+    NonFiniteLossError,
     ResumableCheckpointHandler,
     TorchRNGState,
+    current_run,
     latest_checkpoint,
     list_checkpoints,
+    list_runs,
     load_checkpoint,
+    new_run_id,
     save_checkpoint,
+    verify_checkpoint,
 )
 from monai_adv.engines.evaluator import RobustEvaluator
 from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
@@ -18,6 +23,7 @@ from monai_adv.engines.precision import (
     resolve_amp_kwargs,
 )
 from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
+from monai_adv.engines.rng import RandomStates, find_randomizables
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AdvTrainingKeys,
@@ -45,6 +51,13 @@ __all__ = [
     "training_stats",
     "adversarial_training_metrics",
     "CheckpointError",
+    "NonFiniteLossError",
+    "RandomStates",
+    "find_randomizables",
+    "current_run",
+    "list_runs",
+    "new_run_id",
+    "verify_checkpoint",
     "ResumableCheckpointHandler",
     "TorchRNGState",
     "save_checkpoint",

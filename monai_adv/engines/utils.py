@@ -180,6 +180,12 @@ class CyclingLoader:
     Each pass creates a fresh iterator (so a shuffling loader reshuffles); a ``DistributedSampler``
     gets ``set_epoch(pass_index)`` first, so every rank shuffles alike and each pass differently.
 
+    Its position can be checkpointed (:meth:`state_dict`: the pass, the batches drawn from it, and the
+    random states at the moment the pass's iterator was created); after :meth:`load_state_dict` the
+    next batch is the one the interrupted run would have drawn next: the pass's iterator is re-created
+    from the saved random states (same shuffle, same worker seeds) and the batches already drawn are
+    skipped (read and discarded), after which the random states are put back as they were.
+
     Args:
         loader: any re-iterable of batches.
         name: used in error messages.
@@ -193,27 +199,76 @@ class CyclingLoader:
         self.loader = loader
         self.name = name
         self.passes = 0
+        self.position = 0
         self._it: Iterator | None = None
+        self._states: Any = None
+        self._created_with: dict | None = None
+        self._pending: dict | None = None
+
+    def _random_states(self) -> Any:
+        if self._states is None:
+            from monai_adv.engines.rng import RandomStates, find_randomizables
+
+            self._states = RandomStates(find_randomizables({"loader": self.loader}))
+        return self._states
 
     def _new_iterator(self) -> Iterator:
         sampler = getattr(self.loader, "sampler", None) if isinstance(self.loader, DataLoader) else None
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(self.passes)
+        self._created_with = self._random_states().state_dict()
         self.passes += 1
+        self.position = 0
         return iter(self.loader)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the cycle: ``{"passes", "position", "created_with"}`` (tensors and numbers)."""
+        if self._pending is not None:  # restored but not yet used: keep what was restored
+            return dict(self._pending)
+        return {
+            "passes": int(self.passes),
+            "position": int(self.position),
+            "created_with": self._created_with if self._it is not None else None,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Continue from a saved position at the next :meth:`next` (see the class notes)."""
+        self._it = None
+        self._pending = dict(state) if state.get("created_with") is not None else None
+        if self._pending is None:
+            self.passes, self.position = int(state.get("passes", 0)), 0
+
+    def _replay(self) -> None:
+        state, self._pending = self._pending, None
+        states = self._random_states()
+        now = states.state_dict()
+        states.load_state_dict(state["created_with"])
+        self.passes = int(state["passes"]) - 1
+        self._it = self._new_iterator()
+        for _ in range(int(state["position"])):
+            try:
+                next(self._it)
+            except StopIteration:
+                break
+            self.position += 1
+        states.load_state_dict(now)
 
     def next(self) -> Any:
         """The next batch, starting a new pass when the current one is exhausted."""
+        if self._pending is not None:
+            self._replay()
         if self._it is None:
             self._it = self._new_iterator()
         try:
-            return next(self._it)
+            batch = next(self._it)
         except StopIteration:
             self._it = self._new_iterator()
             try:
-                return next(self._it)
+                batch = next(self._it)
             except StopIteration:
                 raise ValueError(f"{self.name} yielded no batches; it must not be empty.") from None
+        self.position += 1
+        return batch
 
 
 def per_sample_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:

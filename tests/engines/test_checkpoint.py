@@ -25,6 +25,7 @@ from monai_adv.engines import (
     list_checkpoints,
     load_checkpoint,
     save_checkpoint,
+    verify_checkpoint,
 )
 from monai_adv.transforms import FGSM
 
@@ -46,7 +47,8 @@ def test_save_is_atomic_on_failure(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         save_checkpoint({"w": torch.zeros(3)}, path)
     monkeypatch.setattr(torch, "save", real_save)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]  # no temp file left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt", "ckpt.pt.sha256"]  # no temp file left
+    assert verify_checkpoint(path)  # the old file and its checksum
     torch.testing.assert_close(torch.load(path, weights_only=True)["w"], torch.ones(3))  # old file intact
 
 
@@ -145,10 +147,11 @@ def test_handler_saves_prunes_and_resumes_in_process(tmp_path):
     assert its == [4, 6] and h.resumed_from is None  # every 2 iterations and at epoch ends, newest 2 kept
     tr2, net2, sched2, h2 = build(4)  # continue the same run to 4 epochs
     tr2.run()
-    assert h2.resumed_from == tmp_path / "checkpoint_000000006.pt"
+    assert h2.resumed_from == h.last_saved and h2.run_id == h.run_id  # the same run continues
+    assert h2.resumed_from.name == f"checkpoint_{h.run_id}_000000006.pt"
     assert tr2.state.epoch == 4 and tr2.state.iteration == 12
     assert sched2.last_epoch == 4  # the scheduler carried on from its saved state
-    assert latest_checkpoint(tmp_path).name == "checkpoint_000000012.pt"
+    assert latest_checkpoint(tmp_path).name == f"checkpoint_{h.run_id}_000000012.pt"
 
 
 def test_sigkill_mid_epoch_then_resume_to_the_same_final_epoch(tmp_path):
@@ -190,7 +193,7 @@ def test_sigkill_mid_epoch_then_resume_to_the_same_final_epoch(tmp_path):
         timeout=120,
     )
     s = json.loads((out / "resumed" / "summary_rank0.json").read_text())
-    assert s["resumed_from"].endswith(f"checkpoint_{last:09d}.pt")
+    assert s["resumed_from"].endswith(f"_{last:09d}.pt")
     assert s["start_iteration"] == last  # carried on from the checkpoint, not from scratch
     assert s["iterations_run"] == 20 - last
     assert s["epoch"] == 4 and s["iteration"] == 20  # the same final epoch count as an uninterrupted run
