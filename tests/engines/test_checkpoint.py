@@ -18,11 +18,14 @@ from ignite.engine import Events
 
 from monai_adv.engines import (
     CheckpointError,
+    NonFiniteLossError,
     ResumableCheckpointHandler,
     SemiSupervisedAdversarialTrainer,
     TorchRNGState,
+    current_run,
     latest_checkpoint,
     list_checkpoints,
+    list_runs,
     load_checkpoint,
     save_checkpoint,
     verify_checkpoint,
@@ -198,3 +201,157 @@ def test_sigkill_mid_epoch_then_resume_to_the_same_final_epoch(tmp_path):
     assert s["iterations_run"] == 20 - last
     assert s["epoch"] == 4 and s["iteration"] == 20  # the same final epoch count as an uninterrupted run
     assert s["epochs_completed"][-1] == 4 and s["epochs_completed"][0] == last // 5 + 1
+
+
+# ------------------------------------------------------------------------ exact resume after SIGKILL
+EXACT_WORKER = Path(__file__).with_name("exact_resume_worker.py")
+
+
+def _run_exact(tmp_path: Path, name: str, *args: str, killed: bool = False) -> None:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [
+        sys.executable,
+        str(EXACT_WORKER),
+        "--out",
+        str(tmp_path / name),
+        "--ckpt",
+        str(tmp_path / f"{name}_ckpt"),
+    ]
+    proc = subprocess.run(
+        cmd + list(args), env=env, cwd=tmp_path, capture_output=True, text=True, timeout=180
+    )
+    if killed:
+        assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    else:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("exact")
+    _run_exact(tmp, "full")
+    return tmp / "full"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "kill_at, save_every",
+    [(7, 1), (9, 1), (12, 5)],
+    ids=["mid-epoch", "just-after-an-epoch", "two-iterations-after-the-last-checkpoint"],
+)
+def test_sigkill_at_any_point_then_resume_is_bit_identical(tmp_path, uninterrupted, kill_at, save_every):
+    """3 epochs x 4 iterations with shuffled loaders, augmentation, dropout, a random-eps attack and a
+    best-model validator: killed at ``kill_at``, resumed, it ends exactly as the uninterrupted run."""
+    every = ["--save-every", str(save_every)]
+    _run_exact(tmp_path, "part", *every, "--kill-at", str(kill_at), killed=True)
+    _run_exact(tmp_path, "part", *every, "--resume")
+    for f in ("final.pt", "best.pt"):
+        a = torch.load(uninterrupted / f, weights_only=True)
+        b = torch.load(tmp_path / "part" / f, weights_only=True)
+        assert a.keys() == b.keys()
+        differ = [k for k in a if not torch.equal(a[k], b[k])]
+        assert not differ, f"{f}: {len(differ)} tensors differ, e.g. {differ[:3]}"
+    full = [json.loads(line) for line in (uninterrupted / "log.jsonl").read_text().splitlines()]
+    part = [json.loads(line) for line in (tmp_path / "part" / "log.jsonl").read_text().splitlines()]
+    # every logged loss and validation metric (bits, as float hex) is one the uninterrupted run logged
+    # (the killed run logged some of them twice: before the kill and again after the resume)
+    assert all(rec in full for rec in part), [rec for rec in part if rec not in full]
+    assert part[-3:] == full[-3:]  # the last two losses and the last validation
+    assert {json.dumps(r, sort_keys=True) for r in part} == {json.dumps(r, sort_keys=True) for r in full}
+
+
+# ----------------------------------------------------------------------------- runs kept apart
+def _toy_trainer(tmp_path: Path, max_epochs: int, seed: int, resume: bool, loss=None, **kw):
+    x, y = toy_dataset(24, seed=1)
+    xu, _ = toy_dataset(16, seed=2)
+    labeled = [{"image": x[i : i + 8], "label": y[i : i + 8]} for i in range(0, 24, 8)]
+    torch.manual_seed(seed)
+    net = SmallCNN(width=4)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    tr = SemiSupervisedAdversarialTrainer(
+        "cpu", max_epochs, labeled, [xu], net, opt, loss or nn.CrossEntropyLoss(), FGSM(net, eps=0.002)
+    )
+    h = ResumableCheckpointHandler(
+        tmp_path, {"trainer": tr, "network": net, "optimizer": opt}, save_every_iters=1, n_saved=2,
+        resume=resume, run_info={"seed": seed}, **kw,
+    )  # fmt: skip
+    h.attach(tr)
+    return tr, net, h
+
+
+def test_a_fresh_run_beside_an_old_one_keeps_its_own_checkpoints_and_resumes_itself(tmp_path):
+    old_tr, _, old = _toy_trainer(tmp_path, 4, seed=1, resume=False)
+    old_tr.run()  # a finished run: checkpoints at iterations 11 and 12
+    old_files = sorted(p.name for p in tmp_path.iterdir())
+    new_tr, _, new = _toy_trainer(tmp_path, 4, seed=0, resume=False)
+    new_tr.add_event_handler(Events.ITERATION_COMPLETED(once=4), lambda e: e.terminate())  # "killed" at 4
+    new_tr.run()
+    assert new.run_id != old.run_id
+    assert [i for i, _ in list_checkpoints(tmp_path, run_id=new.run_id)] == [
+        3,
+        4,
+    ]  # not pruned by the old files
+    assert all(
+        (tmp_path / n).exists() for n in old_files if n != "checkpoint_run.json"
+    )  # the old run untouched
+    assert current_run(tmp_path)["run_id"] == new.run_id
+    assert set(list_runs(tmp_path)) == {old.run_id, new.run_id}
+    # resuming continues the new run (seed 0) from iteration 4, not the old one's finished checkpoint
+    tr, _, h = _toy_trainer(tmp_path, 4, seed=0, resume=True)
+    tr.run()
+    assert h.run_id == new.run_id and h.resumed_from.name == f"checkpoint_{new.run_id}_000000004.pt"
+    assert tr.state.iteration == 12
+    # a resume with other settings is refused, naming both
+    tr, _, h = _toy_trainer(tmp_path, 4, seed=5, resume=True)
+    with pytest.raises(CheckpointError, match=r"seed: 0 there, 5 here"):
+        tr.run()
+
+
+def test_files_from_an_older_version_without_run_id_still_resume(tmp_path):
+    tr, net, h = _toy_trainer(tmp_path, 1, seed=0, resume=False)
+    tr.run()
+    (tmp_path / "checkpoint_run.json").unlink()
+    for p in tmp_path.glob("checkpoint_*"):
+        p.rename(p.with_name(p.name.replace(f"_{h.run_id}", "")))
+    tr, _, h2 = _toy_trainer(tmp_path, 2, seed=0, resume=True)
+    tr.run()
+    assert h2.resumed_from.name == "checkpoint_000000003.pt" and tr.state.iteration == 6
+
+
+# ------------------------------------------------------------------------------- non-finite values
+class _NaNAfter(nn.Module):
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def forward(self, pred, target):
+        self.calls += 1
+        loss = nn.functional.cross_entropy(pred, target)
+        return loss * float("nan") if self.calls > self.n else loss
+
+
+def test_a_non_finite_loss_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
+    tr, net, h = _toy_trainer(tmp_path, 3, seed=0, resume=False, loss=_NaNAfter(4))
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at iteration 5 .*checkpoint_.*_000000004\.pt"):
+        tr.run()
+    assert [i for i, _ in list_checkpoints(tmp_path)] == [3, 4]  # nothing saved from the NaN on
+    state = torch.load(latest_checkpoint(tmp_path), weights_only=True)
+    assert all(torch.isfinite(v).all() for v in state["network"].values())
+
+
+def test_nan_weights_or_an_altered_file_are_refused_on_resume(tmp_path):
+    tr, net, h = _toy_trainer(tmp_path, 1, seed=0, resume=False)
+    tr.run()
+    path = latest_checkpoint(tmp_path)
+    state = torch.load(path, weights_only=True)
+    state["network"]["head.weight"][0, 0] = float("nan")
+    save_checkpoint(state, path)  # a NaN written with a valid checksum
+    tr, _, _ = _toy_trainer(tmp_path, 2, seed=0, resume=True)
+    with pytest.raises(CheckpointError, match=r"NaN or infinite values in \['network.head.weight'\]"):
+        tr.run()
+    state["network"]["head.weight"][0, 0] = 0.5
+    torch.save(state, path)  # changed behind the checksum's back
+    tr, _, _ = _toy_trainer(tmp_path, 2, seed=0, resume=True)
+    with pytest.raises(CheckpointError, match=r"does not match its checksum"):
+        tr.run()
+    assert (tmp_path / (path.name + ".sha256")).is_file()
