@@ -17,6 +17,8 @@ from monai_adv.bundle.components import (
 )
 from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
 from monai_adv.bundle.demo import compare_reports, main, run_demo
+from monai_adv.bundle.errors import BundleInputError, input_error
+from monai_adv.bundle.inference import readable_datalist
 from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundle_report
 from monai_adv.distributed import is_main_process, rank
 
@@ -24,6 +26,9 @@ __all__ = [
     "prepare_oct_dataset",
     "oct_split_datalists",
     "image_datalist",
+    "readable_datalist",
+    "BundleInputError",
+    "input_error",
     "load_weights",
     "require_file",
     "load_optional_detector",

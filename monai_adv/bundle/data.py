@@ -3,12 +3,16 @@ its labeled / unlabeled / validation / test lists, and the image list for infere
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from monai_adv.bundle.errors import BundleInputError, input_error
+from monai_adv.data.check import check_dataset
 from monai_adv.data.datalists import (
     DICOM_EXTENSIONS,
     NIFTI_EXTENSIONS,
@@ -19,6 +23,8 @@ from monai_adv.data.datalists import (
 from monai_adv.data.synthetic import write_synthetic_oct_dataset
 from monai_adv.data.utils import IMAGE_EXTENSIONS
 from monai_adv.distributed import barrier, is_main_process
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["prepare_oct_dataset", "oct_split_datalists", "image_datalist"]
 
@@ -37,6 +43,8 @@ def prepare_oct_dataset(
     seed: int = 0,
     num_workers: int | None = 1,
     progress: bool = True,
+    check: bool = True,
+    read_files: bool = True,
 ) -> str:
     """Make sure ``dataset_dir`` holds a data set in the Kermany layout and return its path.
 
@@ -44,7 +52,9 @@ def prepare_oct_dataset(
     there on the first call and reused afterwards (the writer is idempotent; under
     ``torch.distributed`` rank 0 writes while the others wait). The folder is the bundle's own cache:
     a set written with other arguments or by an older generator version is replaced. Any other folder
-    must exist and hold files.
+    must exist and hold files, and is checked before any work (``check``: see
+    :func:`monai_adv.data.check_dataset`; ``python -m monai_adv.data check DIR`` runs the same check):
+    every problem is logged as one ERROR or WARNING line naming its path, and any error stops the run.
 
     Args:
         dataset_dir: the data set root (``--dataset_dir``).
@@ -55,10 +65,12 @@ def prepare_oct_dataset(
         seed: seed of the generated set.
         num_workers: processes used to render the synthetic images.
         progress: show a progress bar while rendering.
+        check: check a user's data set first.
+        read_files: the check opens and decodes every file (the slow part).
 
     Raises:
         FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder.
-        ValueError: when it is empty.
+        ValueError: when it is empty, or (``BundleInputError``) when the check finds errors.
     """
     path = os.path.abspath(os.path.expanduser(os.fspath(dataset_dir)))
     if synthetic_dir is not None and _same_path(path, synthetic_dir):
@@ -74,15 +86,35 @@ def prepare_oct_dataset(
         barrier()
         return path
     if not os.path.exists(path):
-        raise FileNotFoundError(
-            f"dataset_dir {path!r} does not exist; point --dataset_dir at a folder in the Kermany layout "
-            "(<dataset_dir>/train/<CNV|DME|DRUSEN|NORMAL>/*.jpeg, and test/), or leave it out to use the "
-            "synthetic OCT set."
+        raise input_error(
+            FileNotFoundError(
+                f"dataset_dir {path!r} does not exist; point --dataset_dir at a folder in the Kermany layout "
+                "(<dataset_dir>/train/<CNV|DME|DRUSEN|NORMAL>/*.jpeg, and test/), or leave it out to use the "
+                "synthetic OCT set."
+            )
         )
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"dataset_dir {path!r} is not a folder.")
+        raise input_error(FileNotFoundError(f"dataset_dir {path!r} is not a folder."))
     if not any(True for _ in os.scandir(path)):
-        raise ValueError(f"dataset_dir {path!r} is an empty folder.")
+        raise input_error(ValueError(f"dataset_dir {path!r} is an empty folder."))
+    if check:
+        problems = check_dataset(path, read_files=read_files)
+        for p in problems:
+            if p.severity == "warning":
+                logger.warning(str(p))
+        errors = [str(p) for p in problems if p.severity == "error"]
+        if errors:
+            for line in errors[:-1]:
+                logger.error(line)
+            shown = "\n".join(errors[:20]) + (
+                f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
+            )
+            raise input_error(
+                BundleInputError(
+                    f"dataset_dir {path!r} failed the data-set check with {len(errors)} error(s) "
+                    f"(python -m monai_adv.data check {path}):\n{shown}"
+                )
+            )
     return path
 
 
@@ -125,6 +157,9 @@ def oct_split_datalists(
         ValueError: for an empty split, a bad fraction, or a layout that does not parse (from
             :func:`~monai_adv.data.kermany_datalist`).
     """
+    f = float(label_fraction)
+    if not (math.isfinite(f) and 0.0 < f <= 1.0):
+        raise input_error(BundleInputError(f"label_fraction must lie in (0, 1], got {label_fraction!r}."))
     root = Path(root)
     train, _ = kermany_datalist(root, "train", label_fraction=1.0, seed=seed)
     if (root / "val").is_dir():
@@ -169,9 +204,9 @@ def image_datalist(dataset_dir: str | os.PathLike, bscans: bool = True) -> list[
     """
     root = Path(os.path.abspath(os.path.expanduser(os.fspath(dataset_dir))))
     if not root.exists():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} does not exist.")
+        raise input_error(FileNotFoundError(f"dataset_dir {str(root)!r} does not exist."))
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder.")
+        raise input_error(FileNotFoundError(f"dataset_dir {str(root)!r} is not a folder."))
     images, volumes = [], []
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
@@ -184,11 +219,18 @@ def image_datalist(dataset_dir: str | os.PathLike, bscans: bool = True) -> list[
                 images.append({"image": p})
             elif low.endswith(DICOM_EXTENSIONS + NIFTI_EXTENSIONS):
                 volumes.append(p)
-    items = images + (volume_datalist(volumes, bscans=bscans) if volumes else [])
+    for v in volumes:
+        try:
+            images.extend(volume_datalist([v], bscans=bscans))
+        except OSError:  # unreadable: listed as one item, so that inference reports it (readable_datalist)
+            images.append({"image": v})
+    items = images
     if not items:
-        raise ValueError(
-            f"dataset_dir {str(root)!r} holds no OCT image (extensions "
-            f"{IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS})."
+        raise input_error(
+            ValueError(
+                f"dataset_dir {str(root)!r} holds no OCT image (extensions "
+                f"{IMAGE_EXTENSIONS + DICOM_EXTENSIONS + NIFTI_EXTENSIONS})."
+            )
         )
     items.sort(key=lambda it: (it["image"], it.get("frame", 0)))
     return items

@@ -2,6 +2,7 @@
 # Licensed under the Apache License, Version 2.0.
 """OCT data: the embedded synthetic OCT generator and loaders for real OCT layouts."""
 
+from monai_adv.data.check import DatasetProblem, check_dataset, format_problems
 from monai_adv.data.datalists import (
     DICOM_EXTENSIONS,
     KERMANY_NAME_PATTERN,
@@ -41,6 +42,7 @@ from monai_adv.data.transforms import (
     SquareCenterCropDict,
     oct_eval_transforms,
     oct_train_transforms,
+    read_image_file,
 )
 from monai_adv.data.utils import (
     CLASS_TO_INDEX,
@@ -72,6 +74,10 @@ __all__ = [
     "count_bscans",
     "volume_datalist",
     "LoadOCT",
+    "read_image_file",
+    "check_dataset",
+    "DatasetProblem",
+    "format_problems",
     "SquareCenterCrop",
     "LoadOCTd",
     "LoadOCTD",

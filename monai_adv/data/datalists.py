@@ -91,6 +91,7 @@ def kermany_datalist(
     on_error: str = "raise",
     patient_id_fn: Callable[[Path], str] | None = None,
     extensions: Sequence[str] = IMAGE_EXTENSIONS,
+    volumes: bool = True,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Datalists of a data set in the Kermany layout: ``root/<split>/<CLASS>/<CLASS>-<PATIENT>-<N>.jpeg``.
 
@@ -114,10 +115,14 @@ def kermany_datalist(
         patient_id_fn: maps a file path to its patient id, for names that do not follow the Kermany
             pattern; the default parses ``CLASS-PATIENTID-N``.
         extensions: file extensions read as images.
+        volumes: also read DICOM (``.dcm``) and NIfTI (``.nii``, ``.nii.gz``) files in the class
+            folders, one item per B-scan (``"frame"``), the whole file being one patient (the id
+            parsed from a Kermany-style name, else the file name). Other files in a class folder are
+            left out with a warning naming them.
 
     Returns:
-        ``(labeled, unlabeled)``: items ``{"image": str, "label": int, "patient": str}`` and
-        ``{"image": str, "patient": str}`` (no label key).
+        ``(labeled, unlabeled)``: items ``{"image": str, "label": int, "patient": str}`` (plus
+        ``"frame"`` for DICOM/NIfTI B-scans) and ``{"image": str, "patient": str}`` (no label key).
 
     Raises:
         FileNotFoundError: when ``root`` or the split folder does not exist.
@@ -139,10 +144,12 @@ def kermany_datalist(
         )
     class_index = {c.upper(): i for i, c in enumerate(classes)}
     exts = tuple(e.lower() for e in extensions)
+    skipped: list[Path] = []
     pid_fn = patient_id_fn or (lambda p: parse_kermany_name(p)[1])
 
     entries: list[tuple[Path, int | None]] = []
-    loose = sorted(p for p in split_dir.iterdir() if _is_image(p, exts))
+    vol_exts = DICOM_EXTENSIONS + NIFTI_EXTENSIONS if volumes else ()
+    loose = sorted(p for p in split_dir.iterdir() if _is_image(p, exts) or _is_image(p, vol_exts))
     subdirs = sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     unlabeled_split = split.lower() == "unlabeled"
     if loose and not unlabeled_split:
@@ -158,7 +165,12 @@ def kermany_datalist(
             raise ValueError(f"unknown class folder {str(d)!r}; expected class folders {tuple(classes)}.")
         lab = class_index[key]
         for p in sorted(d.iterdir()):
+            if _is_image(p, vol_exts):
+                entries.append((p, None if unlabeled_split else lab))
+                continue
             if not _is_image(p, exts):
+                if p.is_file() and not p.name.startswith("."):
+                    skipped.append(p)
                 continue
             if patient_id_fn is None:
                 cls_name = parse_kermany_name(p)[0]
@@ -170,8 +182,30 @@ def kermany_datalist(
     if not entries:
         raise ValueError(f"split {split!r} in {str(root)!r} holds no images (extensions {exts}).")
 
+    if skipped:
+        warnings.warn(
+            f"{len(skipped)} file(s) in the class folders of {str(split_dir)!r} are not images and are left out, "
+            f"e.g. {str(skipped[0])!r} (read: {exts + vol_exts}).",
+            stacklevel=2,
+        )
     items: list[dict[str, Any]] = []
     for p, lab in entries:
+        if _is_image(p, vol_exts):  # DICOM / NIfTI: one item per B-scan, the file is the patient
+            try:
+                pid = str(pid_fn(p))
+            except ValueError:
+                pid = p.name.split(".")[0]
+            try:
+                bscans = volume_datalist([p], None if lab is None else [lab])
+            except OSError as e:
+                if on_error == "raise":
+                    raise
+                warnings.warn(f"skipping {e}", stacklevel=2)
+                continue
+            for it in bscans:
+                it["patient"] = pid
+                items.append(it)
+            continue
         if check_files:
             try:
                 _check_image(p)

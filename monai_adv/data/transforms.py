@@ -17,7 +17,6 @@ import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.data import MetaTensor
-from monai.data.image_reader import PILReader
 from monai.transforms import (
     Compose,
     EnsureTyped,
@@ -33,6 +32,7 @@ from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS
 from monai_adv.data.utils import IMAGE_EXTENSIONS
 
 __all__ = [
+    "read_image_file",
     "LoadOCT",
     "SquareCenterCrop",
     "LoadOCTd",
@@ -74,12 +74,71 @@ def _scale(
     return (a - lo) / (hi - lo) if hi > lo else np.zeros_like(a)
 
 
+#: ITU-R BT.601 luma weights: how colour images (RGB, RGBA, ...) become one gray channel
+_LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float64)
+
+
+def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
+    """Read a 2D image file (JPEG, PNG, BMP, TIFF) as one gray ``(H, W)`` array at its real bit depth.
+
+    Pillow's modes are kept, not squeezed into 8 bits: ``1``/``L``/``P`` give uint8 (palette images
+    through their gray or colour values), ``I;16*`` (16-bit PNG/TIFF) uint16, ``I`` (32-bit integer)
+    int32, ``F`` (float TIFF) float32; colour images (``RGB``, ``RGBA``, ``LA``, ``CMYK``, ``YCbCr``)
+    become gray with the ITU-R BT.601 weights (0.299 R + 0.587 G + 0.114 B, alpha dropped), as float
+    in the units of their channels.
+
+    Returns:
+        ``(array, bits)``: ``bits`` is the bit depth integer data are scaled by (8 or 16), or ``None``
+        for float data and 32-bit integers (scaled per image when outside [0, 1]).
+
+    Raises:
+        OSError: naming the file when it cannot be opened or decoded.
+    """
+    from PIL import Image
+
+    p = os.fspath(path)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            mode = im.mode
+            if mode == "P":
+                im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+                mode = im.mode
+            if mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+                im = im.convert("RGB")
+                mode = "RGB"
+            arr = np.array(im)  # a writable copy
+    except Exception as e:
+        raise OSError(f"cannot read image file {p!r}: {e}") from e
+    bits: int | None = None
+    if mode == "1":
+        return arr.astype(np.uint8), 1
+    if mode in ("L", "LA", "RGB", "RGBA", "RGBX", "RGBa", "La"):
+        bits = 8
+    elif mode.startswith("I;16"):
+        arr, bits = arr.astype(np.uint16, copy=False), 16
+    if arr.ndim == 3:
+        if arr.shape[-1] in (2, 4):  # gray + alpha, colour + alpha: drop alpha
+            arr = arr[..., :-1]
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        elif arr.shape[-1] == 3:
+            gray = arr.astype(np.float64) @ _LUMA
+            return (gray / float(2**bits - 1) if bits else gray).astype(np.float32), None
+        else:
+            raise OSError(f"image file {p!r}: unsupported {arr.shape[-1]}-channel mode {mode!r}.")
+    if arr.ndim != 2:
+        raise OSError(f"image file {p!r}: expected a 2D image, got shape {arr.shape} (mode {mode!r}).")
+    return arr, bits
+
+
 class LoadOCT(Transform):
     """Load an OCT B-scan (or volume) as a channel-first float32 ``MetaTensor`` with intensities in [0, 1].
 
     Sources:
-        * 2D image files (JPEG, PNG, BMP, TIFF) through MONAI's ``PILReader``, converted to grayscale;
-          rows are depth, columns are lateral position (no transposition).
+        * 2D image files (JPEG, PNG, BMP, TIFF) at their real bit depth (see :func:`read_image_file`):
+          8-bit, 16-bit and 32-bit integer, float32 and colour images; rows are depth, columns are
+          lateral position (no transposition).
         * DICOM (pydicom): single-frame or multi-frame ophthalmic tomography; each frame is a B-scan.
           ``MONOCHROME1`` is inverted; integer data are scaled by ``BitsStored``.
         * NIfTI (nibabel): a 2D B-scan, or a 3D volume with the B-scans along ``slice_axis``.
@@ -90,8 +149,11 @@ class LoadOCT(Transform):
     ``meta["frame"]`` record the source.
 
     Args:
-        scale: ``"auto"`` (integer data by bit depth, float data kept if already in [0, 1], else
-            min-max), ``"minmax"`` (per image) or ``None`` (raw values as float32).
+        scale: ``"auto"`` (integer data divided by the largest value of their bit depth: 255 for
+            8-bit, 65535 for 16-bit files, ``2**BitsStored - 1`` for DICOM; float data kept if already
+            in [0, 1], else min-max per image), ``"minmax"`` (per image: the darkest pixel 0, the
+            brightest 1) or ``None`` (raw values as float32). A 16-bit file holding 12-bit data comes
+            out dark with ``"auto"``: use ``"minmax"`` for it.
         slice_axis: NIfTI axis that indexes B-scans.
 
     Raises:
@@ -106,7 +168,6 @@ class LoadOCT(Transform):
             raise ValueError(f"scale must be one of {_SCALES}, got {scale!r}.")
         self.scale = scale
         self.slice_axis = int(slice_axis)
-        self._pil = PILReader(reverse_indexing=False, converter=lambda im: im.convert("L"))
 
     def __call__(
         self, src: str | os.PathLike | np.ndarray | torch.Tensor, frame: int | None = None
@@ -127,14 +188,10 @@ class LoadOCT(Transform):
             raise FileNotFoundError(f"OCT file {str(path)!r} does not exist.")
         name = path.name.lower()
         if name.endswith(IMAGE_EXTENSIONS):
-            try:
-                img = self._pil.read(str(path))
-                arr, _ = self._pil.get_data(img)
-            except Exception as e:
-                raise OSError(f"cannot read image file {str(path)!r}: {e}") from e
+            arr, bits = read_image_file(path)
             if frame not in (None, 0):
                 raise ValueError(f"{str(path)!r} is a single B-scan; frame {frame} does not exist.")
-            return self._finish(_scale(np.asarray(arr), self.scale, source=str(path)), str(path), frame)
+            return self._finish(_scale(arr, self.scale, bits, source=str(path)), str(path), frame)
         if name.endswith(DICOM_EXTENSIONS):
             return self._dicom(path, frame)
         if name.endswith(NIFTI_EXTENSIONS):
