@@ -68,7 +68,13 @@ def load_weights(
 
 
 def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, required: bool = False) -> Any:
-    """The detector saved at ``path`` bound to ``network``, or ``None`` when there is none (and not ``required``)."""
+    """The detector saved at ``path`` bound to ``network``, or ``None`` when there is none (and not ``required``).
+
+    Raises:
+        FileNotFoundError: when ``required`` and there is no file.
+        NetworkMismatchError: when the detector was fitted on another network (weights or layers), naming
+            both fingerprints; logged as one ERROR line.
+    """
     from monai_adv.detectors import load_detector
 
     p = os.fspath(path)
@@ -81,7 +87,18 @@ def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, re
             f"no detector at {p!r}: predictions carry no adversarial score (run fit_detector.json)."
         )
         return None
-    return load_detector(p, network, progress=False)
+    from monai_adv.bundle.errors import input_error
+    from monai_adv.detectors import NetworkMismatchError
+
+    try:
+        return load_detector(p, network, progress=False)
+    except NetworkMismatchError as e:
+        raise input_error(
+            NetworkMismatchError(
+                f"{e} The model file is not the one the detector was fitted on (was the model trained again, "
+                "e.g. by another run in this bundle folder?)."
+            )
+        ) from e
 
 
 def detection_handlers(detector: Any, **kwargs: Any) -> list:

@@ -1,6 +1,12 @@
 """Unsupervised adversarial detectors: fitted on clean data only, scored on the prediction's own forward pass."""
 
-from monai_adv.detectors.base import DETECTOR_FILE_FORMAT, AdversarialDetector, load_detector
+from monai_adv.detectors.base import (
+    DETECTOR_FILE_FORMAT,
+    AdversarialDetector,
+    NetworkMismatchError,
+    load_detector,
+    network_fingerprint,
+)
 from monai_adv.detectors.features import PENULTIMATE, FeatureHooks, pool_features, resolve_layers, split_batch
 from monai_adv.detectors.knn import KNNDetector
 from monai_adv.detectors.mahalanobis import MahalanobisDetector, ledoit_wolf_shrinkage, shrunk_covariance
@@ -10,6 +16,8 @@ __all__ = [
     "MahalanobisDetector",
     "KNNDetector",
     "load_detector",
+    "network_fingerprint",
+    "NetworkMismatchError",
     "DETECTOR_FILE_FORMAT",
     "FeatureHooks",
     "PENULTIMATE",

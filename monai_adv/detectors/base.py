@@ -11,6 +11,7 @@ respect to the input (which an adaptive attack uses).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, ClassVar
 
@@ -23,10 +24,44 @@ from monai_adv.detectors.features import FeatureHooks, iterate_loader, resolve_l
 from monai_adv.io import atomic_torch_save
 from monai_adv.transforms.base import default_output_transform
 
-__all__ = ["AdversarialDetector", "load_detector", "DETECTOR_FILE_FORMAT"]
+__all__ = [
+    "AdversarialDetector",
+    "load_detector",
+    "DETECTOR_FILE_FORMAT",
+    "network_fingerprint",
+    "NetworkMismatchError",
+]
 
 DETECTOR_FILE_FORMAT = "monai_adv.detector"
-_FILE_VERSION = 1
+_FILE_VERSION = 2
+
+
+class NetworkMismatchError(ValueError):
+    """A detector bound to (or loaded for) another network than the one it was fitted on."""
+
+
+def network_fingerprint(network: nn.Module) -> str:
+    """SHA-256 of a network's layers and weights: the same for the same architecture and weights only.
+
+    Hashes, in order, every module's name and class, and every entry of the state dict (parameters
+    and buffers: name, dtype, shape and the values, on the CPU). A network moved to another device
+    keeps its fingerprint; one trained further, re-initialised or of another architecture does not.
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, module in network.named_modules():
+        h.update(f"{name}:{type(module).__name__};".encode())
+    for name, t in network.state_dict().items():
+        t = t.detach()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        t = t.cpu().contiguous()
+        if t.dtype == torch.bfloat16:
+            t = t.view(torch.int16)
+        h.update(t.numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
 _REGISTRY: dict[str, type[AdversarialDetector]] = {}
 
 
@@ -85,6 +120,8 @@ class AdversarialDetector:
         self.threshold: float | None = None
         self.fpr: float | None = None
         self.num_fit_samples: int = 0
+        #: :func:`network_fingerprint` of the network at fit time (``None`` before fit, or from an old file)
+        self.network_fingerprint: str | None = None
 
     # ------------------------------------------------------------------------------------------
     # what a subclass writes
@@ -359,6 +396,7 @@ class AdversarialDetector:
                 means.append(s.mean())
                 stds.append(s.std().clamp_min(1e-12))
         self.layer_states = states
+        self.network_fingerprint = network_fingerprint(self.network)
         self.combine_mean = torch.stack(means) if means else torch.zeros(1, dtype=torch.float64)
         self.combine_std = torch.stack(stds) if stds else torch.ones(1, dtype=torch.float64)
         self.threshold, self.fpr = None, None
@@ -427,6 +465,7 @@ class AdversarialDetector:
             "combine_std": self.combine_std.cpu(),
             "threshold": self.threshold,
             "fpr": self.fpr,
+            "network_fingerprint": self.network_fingerprint,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -441,18 +480,45 @@ class AdversarialDetector:
         path = os.fspath(path)
         atomic_torch_save(state, path)
 
+    def check_network(self, network: nn.Module | None = None, source: str = "the detector") -> None:
+        """Raise :class:`NetworkMismatchError` when ``network`` (default: the bound one) is not the fitted one.
+
+        The detector's statistics describe the features of the exact network it was fitted on; on any
+        other network (retrained, another run, another architecture) its scores and flags are
+        meaningless. Compares :func:`network_fingerprint` values; a detector without a recorded
+        fingerprint (an old file) is not checked.
+
+        Raises:
+            NetworkMismatchError: naming both fingerprints.
+        """
+        if self.network_fingerprint is None:
+            return
+        actual = network_fingerprint(self.network if network is None else network)
+        if actual != self.network_fingerprint:
+            raise NetworkMismatchError(
+                f"{source} was fitted on network {self.network_fingerprint[:16]} but is given network "
+                f"{actual[:16]} (fingerprints of layers and weights): it cannot score another network. Fit the "
+                "detector again on this network (fit_detector.json), or load the network it was fitted on."
+            )
+
     @classmethod
-    def load(cls, path: str | os.PathLike, network: nn.Module, **kwargs: Any) -> AdversarialDetector:
+    def load(
+        cls, path: str | os.PathLike, network: nn.Module, check_network: bool = True, **kwargs: Any
+    ) -> AdversarialDetector:
         """Load a detector saved by :meth:`save` and bind it to ``network``.
 
         Args:
             path: the file.
             network: the classifier the detector was fitted on.
+            check_network: refuse a ``network`` whose fingerprint (layers and weights) differs from the
+                one the detector was fitted on (:meth:`check_network`).
             kwargs: constructor options that are not saved (``output_transform``, ``progress``, ...).
 
         Raises:
             ValueError: for an unreadable or foreign file (the message names the path), a file of
                 another detector class, or a network whose layers do not match.
+            NetworkMismatchError: for another network than the fitted one, naming the file and both
+                fingerprints.
         """
         path = os.fspath(path)
         try:
@@ -478,7 +544,16 @@ class AdversarialDetector:
         det.layer_states = state["layer_states"]
         det.combine_mean, det.combine_std = state["combine_mean"], state["combine_std"]
         det.threshold, det.fpr = state["threshold"], state["fpr"]
+        det.network_fingerprint = state.get("network_fingerprint")
         det._cache = None
+        if check_network:
+            if det.network_fingerprint is None:
+                warnings.warn(
+                    f"detector file {path!r} records no network fingerprint (an older monai-adv wrote it): "
+                    "it cannot be checked against the network; fit it again to record one.",
+                    stacklevel=2,
+                )
+            det.check_network(source=f"detector file {path!r}")
         return det
 
     def __repr__(self) -> str:

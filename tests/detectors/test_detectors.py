@@ -298,3 +298,42 @@ def test_scoring_restores_each_module_mode():
         assert net.training and net.head.training and not net.features[1].training
     finally:
         net.eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# a detector knows the network it was fitted on
+# ---------------------------------------------------------------------------------------------
+def test_a_detector_refuses_another_network_naming_both(tmp_path):
+    from monai_adv.detectors import NetworkMismatchError, network_fingerprint
+
+    net, x, _ = trained_cnn(2, 16, 0)
+    det = MahalanobisDetector(net, progress=False).fit(x[:96])
+    det.calibrate(x[96:], fpr=0.1)
+    path = tmp_path / "detector.pt"
+    det.save(path)
+    fitted = network_fingerprint(net)
+    assert torch.load(path, weights_only=True)["network_fingerprint"] == fitted == det.network_fingerprint
+    assert load_detector(path, net).network_fingerprint == fitted  # the same network loads
+    # the same architecture with other weights (another run, the model trained again): refused
+    retrained, _, _ = trained_cnn(2, 16, 1)
+    other = network_fingerprint(retrained)
+    assert other != fitted
+    with pytest.raises(
+        NetworkMismatchError,
+        match=rf"detector\.pt.*fitted on network {fitted[:16]} but is given network {other[:16]}",
+    ):
+        load_detector(path, retrained)
+    # one weight changed by a tiny amount is another network too
+    with torch.no_grad():
+        nudged = trained_cnn(2, 16, 0)[0]
+        next(nudged.parameters()).view(-1)[0] += 1e-6
+    with pytest.raises(NetworkMismatchError):
+        MahalanobisDetector.load(path, nudged)
+    # a network of another architecture with the same layer names and shapes of the features: refused
+    assert network_fingerprint(nn.Sequential(nn.Linear(2, 2))) != network_fingerprint(
+        nn.Sequential(nn.Linear(2, 3))
+    )
+    # the check can be skipped explicitly, and an in-memory detector checks on request
+    assert load_detector(path, retrained, check_network=False).network_fingerprint == fitted
+    with pytest.raises(NetworkMismatchError):
+        det.check_network(retrained)
