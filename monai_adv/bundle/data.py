@@ -100,12 +100,9 @@ def prepare_oct_dataset(
     if check:
         problems = check_dataset(path, read_files=read_files)
         for p in problems:
-            if p.severity == "warning":
-                logger.warning(str(p))
+            (logger.error if p.severity == "error" else logger.warning)(f"{p.path}: {p.message}")
         errors = [str(p) for p in problems if p.severity == "error"]
         if errors:
-            for line in errors[:-1]:
-                logger.error(line)
             shown = "\n".join(errors[:20]) + (
                 f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
             )

@@ -56,11 +56,10 @@ def readable_datalist(
         try:
             transform(dict(item))
         except Exception as e:
-            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-            cause = e.__cause__ or e.__context__
-            while cause is not None and "Failed" in msg:  # MONAI's "applying transform" wrappers
-                msg = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
-                cause = cause.__cause__ or cause.__context__
+            root: BaseException = e  # MONAI wraps it in "applying transform ...": report what it wraps
+            while str(root).startswith("applying transform") and (root.__cause__ or root.__context__):
+                root = root.__cause__ or root.__context__
+            msg = str(root).splitlines()[0] if str(root) else type(root).__name__
             failures.append(
                 (str(item.get("image")), "" if item.get("frame") is None else str(item["frame"]), msg)
             )

@@ -492,3 +492,101 @@ def test_training_repeats_exactly_for_a_seed(bundle: Path, tmp_path: Path):
     assert states[0].keys() == states[1].keys()
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k
+
+
+# ------------------------------------------------------------------------- reliability (issue 12)
+def test_a_wrong_dataset_dir_is_the_last_line_the_user_reads(bundle: Path, tmp_path: Path):
+    missing = tmp_path / "no_such_folder"
+    proc = run_cli(
+        ["run", "--config_file", configs("train"), "--dataset_dir", str(missing)], bundle, ok=False
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("ERROR: dataset_dir") and str(missing) in last and "does not exist" in last
+    logged = [
+        line for line in (proc.stdout + proc.stderr).splitlines() if "ERROR" in line and str(missing) in line
+    ]
+    assert len(logged) >= 2  # logged when found, and repeated after the traceback
+
+
+def _kermany(root: Path, classes: dict[str, int], size: int = 24) -> Path:
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for folder, n in classes.items():
+        d = root / "train" / folder
+        d.mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = (rng.random((size, size)) * 255).astype("uint8")
+            Image.fromarray(img).save(d / f"{folder.upper()}-{100 + i}-1.jpeg")
+    return root
+
+
+def test_the_bundle_checks_the_data_set_before_any_work(bundle: Path, tmp_path: Path):
+    root = _kermany(tmp_path / "data", {"cnv": 2, "DME": 2, "Cnv_old": 1})
+    (root / "train" / "DME" / "DME-105-1.jpeg").write_bytes(b"not a jpeg")
+    w = workflow(bundle, ["train"], "train", dataset_dir=str(root), run_dir=str(tmp_path / "runs"))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    msg = _causes(e.value)
+    assert "failed the data-set check with 2 error(s)" in msg
+    assert f"{root / 'train' / 'Cnv_old'}: unknown class folder" in msg  # not a new class
+    assert f"{root / 'train' / 'DME' / 'DME-105-1.jpeg'}: unreadable" in msg
+    assert not (tmp_path / "runs").exists()  # stopped before any work
+    shutil.rmtree(root / "train" / "Cnv_old")
+    (root / "train" / "DME" / "DME-105-1.jpeg").unlink()
+    w = workflow(bundle, ["train"], "train", dataset_dir=str(root), label_fraction=1.5)
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    assert "label_fraction must lie in (0, 1], got 1.5" in _causes(e.value)
+
+
+def test_inference_predicts_every_readable_file_and_lists_the_failures(fitted: Path, tmp_path: Path):
+    test_split = fitted / "data" / "synthetic_oct_quick" / "test"
+    src = sorted(p for p in test_split.rglob("*") if p.suffix.lower() in (".png", ".jpeg", ".jpg"))[:3]
+    assert len(src) == 3
+    data = tmp_path / "scans"
+    data.mkdir()
+    for p in src:
+        shutil.copy(p, data / p.name)
+    corrupt = data / "broken.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    out = tmp_path / "pred"
+    args = ["run", "--config_file", f"['configs/inference.json','{QUICK}']", "--dataset_dir", str(data)]
+    run_cli(args + ["--output_dir", str(out)], fitted)
+    with open(out / "predictions.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(os.path.basename(r["image"]) for r in rows) == sorted(p.name for p in src)
+    with open(out / "failures.csv", newline="") as f:
+        failures = list(csv.DictReader(f))
+    assert [os.path.realpath(r["image"]) for r in failures] == [os.path.realpath(corrupt)]
+    assert "cannot read image file" in failures[0]["error"]
+    # or stop before any work
+    proc = run_cli(args + ["--output_dir", str(tmp_path / "strict"), "--on_error", "raise"], fitted, ok=False)
+    assert proc.returncode != 0 and "broken.png" in proc.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / "strict" / "predictions.csv").exists()
+
+
+def test_evaluate_refuses_a_detector_fitted_on_another_network(fitted: Path, tmp_path: Path):
+    from monai.networks.nets import resnet10
+
+    from monai_adv.detectors import MahalanobisDetector, NetworkMismatchError
+
+    torch.manual_seed(123)
+    other = resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25).eval()
+    det = MahalanobisDetector(other, progress=False).fit(torch.rand(16, 1, 32, 32))
+    det.calibrate(torch.rand(16, 1, 32, 32), fpr=0.1)
+    det.save(tmp_path / "detector.pt")
+    w = workflow(fitted, ["train", "evaluate"], "infer", detector_file=str(tmp_path / "detector.pt"))
+    w.initialize()
+    with pytest.raises(Exception) as e:
+        w.run()
+    chain = []
+    err = e.value
+    while err is not None:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    assert any(isinstance(c, NetworkMismatchError) for c in chain)
+    assert "fitted on network" in _causes(e.value) and str(tmp_path / "detector.pt") in _causes(e.value)
