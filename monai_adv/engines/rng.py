@@ -59,7 +59,9 @@ def _has_random_state(obj: Any) -> bool:
 
 
 #: attributes never followed: networks, loggers, dataset items and caches (large, and never random)
-_SKIP_ATTRS = frozenset({"R", "network", "_network", "logger", "data", "_cache", "_hash_keys", "_event_handlers"})
+_SKIP_ATTRS = frozenset(
+    {"R", "network", "_network", "logger", "data", "_cache", "_hash_keys", "_event_handlers"}
+)
 _SKIP = (nn.Module, torch.Tensor, torch.optim.Optimizer, np.ndarray, str, bytes, int, float, bool)
 
 
@@ -194,4 +196,3 @@ class RandomStates:
 
     def __repr__(self) -> str:
         return f"RandomStates(randomizables={list(self.randomizables)})"
-
