@@ -39,6 +39,7 @@ Command line::
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import io
 import json
@@ -163,6 +164,17 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], out: np.ndarray | 
     return res[:n].reshape(shape)
 
 
+@functools.lru_cache(maxsize=64)
+def _gauss_transfer(m: int, sigma: float) -> np.ndarray:
+    """Transfer function of a Gaussian blur of ``sigma`` samples on a periodic signal of length ``m``.
+
+    Cached: the 1D noise of the anatomy uses a handful of fixed correlation lengths.
+    """
+    t = np.exp(-2.0 * (np.pi * sigma * np.fft.rfftfreq(m)) ** 2)
+    t.flags.writeable = False
+    return t
+
+
 def _gauss_kernel(sigma: float) -> np.ndarray:
     """Normalised 1D Gaussian kernel truncated at 3 sigma, as ``scipy.ndimage`` with ``truncate=3``."""
     r = int(3.0 * float(sigma) + 0.5)
@@ -234,19 +246,15 @@ def _ramp_sums(terms: Sequence[tuple[np.ndarray, np.ndarray]], top: np.ndarray, 
         j = np.floor(c).astype(np.int64) + 1  # first row where the step is above 0
         a = j - c  # its value there, in (0, 1]; the next row is at 1
         cw = np.broadcast_to(np.asarray(coef, dtype=np.float64), c.shape)
-        base = p * W + cols
-        idx += [
-            (np.clip(j, 0, hb) * (P * W) + base).ravel(),
-            (np.clip(j + 1, 0, hb) * (P * W) + base).ravel(),
-        ]
+        base = p * (hb + 1) * W + cols  # plane p holds rows 0 .. hb (row hb: steps below the band)
+        idx += [(np.clip(j, 0, hb) * W + base).ravel(), (np.clip(j + 1, 0, hb) * W + base).ravel()]
         wts += [(cw * a).ravel(), (cw * (1.0 - a)).ravel()]
-    n = hb * P * W
-    inc = np.bincount(np.concatenate(idx), weights=np.concatenate(wts), minlength=n + P * W)[:n]
-    inc = inc.reshape(hb, P * W)
-    for i in range(1, hb):  # the sum down the columns; a row loop beats cumsum(axis=0) here
-        np.add(inc[i - 1], inc[i], out=inc[i])
-    out = inc.astype(np.float32).reshape(hb, P, W)
-    return [out[:, p] for p in range(P)]
+    inc = np.bincount(np.concatenate(idx), weights=np.concatenate(wts), minlength=P * (hb + 1) * W)
+    inc = inc.reshape(P, hb + 1, W)[:, :hb]
+    for i in range(1, hb):  # the sum down the columns; a row loop beats cumsum(axis=1) here
+        np.add(inc[:, i - 1], inc[:, i], out=inc[:, i])
+    out = inc.astype(np.float32)
+    return [out[p] for p in range(P)]
 
 
 def _upsample_linear(v: np.ndarray, f: int) -> np.ndarray:
@@ -699,7 +707,6 @@ class SyntheticOCTGenerator:
             top,
             hb,
         )
-        Rb = np.ascontiguousarray(Rb)
 
         def region(k: int) -> np.ndarray:
             return regions[k - nl]
@@ -732,7 +739,7 @@ class SyntheticOCTGenerator:
         R = np.zeros((H + pad, W), dtype=np.float32)
         flat = R.reshape(-1)
         cols = np.arange(W)
-        flat[((top[None, :] + np.arange(hb)[:, None]) * W + cols).ravel()] = Rb.ravel()
+        flat[(np.arange(0, hb * W, W)[:, None] + (top * W + cols)[None, :]).ravel()] = Rb.ravel()
 
         # choroid and sclera below Bruch's membrane, on a band that follows Bruch's membrane
         lam = float(px_z(ra.uniform(70.0, 150.0)))
@@ -764,7 +771,7 @@ class SyntheticOCTGenerator:
         ch[:2] += np.take_along_axis(
             Rb, np.minimum((bt - top)[None, :] + np.arange(2)[:, None], hb - 1), axis=0
         )
-        flat[((bt[None, :] + np.arange(hc)[:, None]) * W + cols).ravel()] = ch.ravel()
+        flat[(np.arange(0, hc * W, W)[:, None] + (bt * W + cols)[None, :]).ravel()] = ch.ravel()
         R = R[:H]
         # the faint sclera, exp(-depth / 900 um), is separable in depth and column
         c0 = int(np.clip(np.floor(bm.min()), 0, H - 1))
@@ -869,8 +876,7 @@ class SyntheticOCTGenerator:
         s = max(float(sigma), 0.5)
         m = sfft.next_fast_len(n + 2 * int(np.ceil(3.0 * s)), real=True)
         v = rng.standard_normal((1 if count is None else count, m))
-        gain = np.exp(-2.0 * (np.pi * s * np.fft.rfftfreq(m)) ** 2)  # the Gaussian's transfer function
-        v = sfft.irfft(sfft.rfft(v, axis=-1) * gain, n=m, axis=-1)[:, :n]
+        v = sfft.irfft(sfft.rfft(v, axis=-1) * _gauss_transfer(m, s), n=m, axis=-1)[:, :n]
         sd = v.std(axis=-1, keepdims=True)
         v = (v * (float(amp) / np.where(sd > 0, sd, 1.0))).astype(np.float32)
         return v[0] if count is None else v
