@@ -19,7 +19,13 @@ def _num(v: Any, digits: int = 3) -> str:
 
 
 def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]) -> str:
-    """A Markdown table comparing the bundle's ``report.json`` of several systems, attack by attack.
+    """Markdown tables comparing the bundle's ``report.json`` of several systems.
+
+    The first table gives each system's clean quality: accuracy, per-class recall, and the clean flag
+    rate (the detector's false alarms on clean inputs, a rate, not a risk); a system whose clean
+    predictions are more than 90% one class is marked DEGENERATE. The second gives, attack by attack,
+    robust accuracy, detection AUROC and system risk; a degenerate system's AUROC and risk are marked
+    ``(n/m)``: not meaningful.
 
     Args:
         reports: ``{system name: report.json path or its loaded dict}``.
@@ -38,16 +44,27 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
                 raise ValueError(f"{path!r} is not a bundle report (no clean_accuracy / attacks list).")
         loaded[name] = r
     names = list(loaded)
-    head = "| attack | eps | " + " | ".join(f"{n}: accuracy | {n}: AUROC | {n}: risk" for n in names) + " |"
-    lines = [head, "|" + "---|" * (2 + 3 * len(names))]
-    lines.append(
-        "| clean | - | "
-        + " | ".join(
-            f"{_num(loaded[n]['clean_accuracy'])} | - | {_num(loaded[n].get('clean_flag_rate'))} (flag rate)"
-            for n in names
+    classes: list[str] = []
+    for n in names:
+        classes += [c for c in (loaded[n].get("per_class_recall") or {}) if c not in classes]
+    lines = [
+        "| system | clean accuracy | " + "".join(f"recall {c} | " for c in classes) + "clean flag rate | |",
+        "|---|---|" + "---|" * len(classes) + "---|---|",
+    ]
+    for n in names:
+        r = loaded[n]
+        recall = r.get("per_class_recall") or {}
+        lines.append(
+            f"| {n} | {_num(r['clean_accuracy'])} | "
+            + "".join(f"{_num(recall.get(c))} | " for c in classes)
+            + f"{_num(r.get('clean_flag_rate'))} | "
+            + ("**DEGENERATE**: one class > 90% of predictions |" if r.get("degenerate") else "|")
         )
-        + " |"
-    )
+    lines += [
+        "",
+        "| attack | eps | " + " | ".join(f"{n}: accuracy | {n}: AUROC | {n}: risk" for n in names) + " |",
+    ]
+    lines.append("|" + "---|" * (2 + 3 * len(names)))
     order: list[str] = []
     for n in names:
         order += [a["name"] for a in loaded[n]["attacks"] if a["name"] not in order]
@@ -59,10 +76,17 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
                 cells.append("- | - | -")
                 continue
             eps = a.get("eps") if eps is None else eps
+            nm = " (n/m)" if loaded[n].get("degenerate") else ""
             cells.append(
-                f"{_num(a.get('robust_accuracy'))} | {_num(a.get('detection_auroc'))} | {_num(a.get('risk_system'))}"
+                f"{_num(a.get('robust_accuracy'))} | {_num(a.get('detection_auroc'))}{nm} | "
+                f"{_num(a.get('risk_system'))}{nm}"
             )
         lines.append(f"| {atk} | {eps if eps is not None else '-'} | " + " | ".join(cells) + " |")
+    if any(loaded[n].get("degenerate") for n in names):
+        lines += [
+            "",
+            "(n/m): not meaningful, the classifier is degenerate (it predicts one class for > 90% of items).",
+        ]
     return "\n".join(lines) + "\n"
 
 

@@ -23,9 +23,12 @@ logger = logging.getLogger(__name__)
 def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The bundle's ``report.json`` layout from a :class:`~monai_adv.handlers.RobustnessReport` report.
 
-    ``{"clean_accuracy", "clean_flag_rate", "n", "detector", "risk_parameters", "attacks": [{"name",
-    "type", "eps", "robust_accuracy", "detection_auroc", "detection_tpr", "undetected_error",
-    "risk_classifier", "risk_detector", "risk_system", "risk", "risk_no_detector"}, ...]}``.
+    ``{"clean_accuracy", "clean_flag_rate", "per_class_recall", "confusion_matrix", "class_names",
+    "degenerate", "n", "detector", "risk_parameters", "attacks": [{"name", "type", "eps",
+    "robust_accuracy", "detection_auroc", "detection_tpr", "undetected_error", "risk_classifier",
+    "risk_detector", "risk_system", "risk", "risk_no_detector"}, ...]}``. ``degenerate`` is true when
+    one class takes more than 90% of the clean predictions (detection and risk numbers are then not
+    meaningful).
     """
     attacks = []
     for name, a in report.get("attacks", {}).items():
@@ -57,6 +60,10 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
             "n": report.get("n"),
             "clean_accuracy": clean.get("accuracy"),
             "clean_flag_rate": clean.get("flag_rate"),
+            "per_class_recall": clean.get("per_class_recall"),
+            "confusion_matrix": clean.get("confusion_matrix"),
+            "class_names": clean.get("class_names"),
+            "degenerate": bool(report.get("degenerate", False)),
             "detector": report.get("detector"),
             "risk_parameters": report.get("risk_parameters"),
             "attacks": attacks,
@@ -108,6 +115,9 @@ class BundleReportWriter:
         atomic_write_json(out, self.report)
         if self.summary:
             logger.info(f"clean accuracy {self.report['clean_accuracy']:.4f}")
+            recall = self.report.get("per_class_recall") or {}
+            if recall:
+                logger.info("per-class recall " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if v is not None))
             for a in self.report["attacks"]:
                 auroc = a["detection_auroc"]
                 logger.info(

@@ -39,7 +39,8 @@ def training_stats(output: Any, keys: Sequence[str] = AdvTrainingKeys.SCALARS) -
         StatsHandler(name="train", output_transform=training_stats, tag_name="train")
         TensorBoardStatsHandler(log_dir, output_transform=training_stats)
 
-    Works on the plain output dict and on MONAI's decollated list of per-item dicts.
+    Works on the plain output dict and on MONAI's decollated list of per-item dicts. With the default
+    keys, SSAT's pseudo-label class shares are added as ``pseudo_label_histogram/<class index>``.
 
     Args:
         output: ``engine.state.output``.
@@ -54,6 +55,11 @@ def training_stats(output: Any, keys: Sequence[str] = AdvTrainingKeys.SCALARS) -
             v = _scalar(first[k])
             if v is not None:
                 stats[k] = v
+    hist = first.get(AdvTrainingKeys.PSEUDO_HISTOGRAM)
+    if isinstance(hist, torch.Tensor) and keys is AdvTrainingKeys.SCALARS:
+        # the pseudo-labels' class shares, one scalar per class: a collapse shows as one share -> 1
+        for i, v in enumerate(hist.detach().reshape(-1).tolist()):
+            stats[f"{AdvTrainingKeys.PSEUDO_HISTOGRAM}/{i}"] = float(v)
     return stats
 
 

@@ -11,7 +11,8 @@ into ``engine.state.output`` under :class:`AdvTrainingKeys`, where MONAI's ``Sta
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -62,6 +63,10 @@ class AdvTrainingKeys:
     PSEUDO_KEPT = "pseudo_label_kept"  #: fraction of pseudo-labels above the confidence threshold
     ATTACK_SUCCESS = "attack_success"  #: fraction of attacked training items the network gets wrong
     ATTACK_EPS = "attack_eps"  #: the eps of this iteration's attack (drawn per batch for a range)
+    UNLABELED_WEIGHT = "unlabeled_weight"  #: the unlabeled term's weight this iteration (warm-up, ramp-up)
+    #: share of pseudo-labels equal to the hidden true labels (monitoring only, with ``hidden_label_key``)
+    PSEUDO_ACCURACY = "pseudo_label_accuracy"
+    PSEUDO_HISTOGRAM = "pseudo_label_histogram"  #: share of each class among the pseudo-labels, ``(K,)``
 
     SCALARS = (
         LOSS,
@@ -73,6 +78,8 @@ class AdvTrainingKeys:
         PSEUDO_KEPT,
         ATTACK_SUCCESS,
         ATTACK_EPS,
+        UNLABELED_WEIGHT,
+        PSEUDO_ACCURACY,
     )
 
 
@@ -171,9 +178,11 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     Each iteration takes one labeled batch ``(x_l, y_l)`` (from ``train_data_loader``, which defines the
     epoch) and one unlabeled batch ``x_u`` (from ``unlabeled_data_loader``, cycled independently):
 
-    1. pseudo-labels ``y_u = argmax f(x_u)`` from the current network (``pseudo_labels="online"``) or a
-       frozen teacher (``"teacher"``), in eval mode and without gradient; their max-softmax is the
-       confidence, and items below ``confidence_threshold`` are left out of the unlabeled loss;
+    1. pseudo-labels ``y_u = argmax f(x_u)`` from the current network (``pseudo_labels="online"``), a
+       frozen teacher (``"teacher"``) or an exponential moving average of the network's weights
+       (``"ema"``, the mean teacher of Tarvainen & Valpola 2017), in eval mode and without gradient;
+       their max-softmax is the confidence, and items below ``confidence_threshold`` are left out of
+       the unlabeled loss;
     2. ``x_u_adv = attack(x_u, y_u)``, the attack aimed at the trained network;
     3. the loss ``L = loss_function(f(x_l), y_l) + unlabeled_weight * L_u`` with
        ``L_u = mean_i keep_i * CE(f(x_u_adv)_i, y_u_i)`` (``consistency="ce"``) or
@@ -186,6 +195,16 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     The paper's SSAT (Li, Pan & Zhu, arXiv 2006.13555) is ``attack=FGSM(net, eps=(0.001, 0.003))``,
     ``unlabeled_weight=3``, ``pseudo_labels="online"``, ``consistency="ce"``, no threshold and no labeled
     attack: the preset ``"ssat"`` of :func:`~monai_adv.engines.presets.create_trainer`.
+
+    Stability at low label counts. Trained from scratch on a few hundred labels, the paper's recipe
+    can collapse: the untrained network's pseudo-labels are nearly all one class, and the unlabeled
+    term (weight 3, three times the labeled one) then teaches that class (see
+    ``docs/ssat_collapse.md``). The paper starts from an ImageNet-pretrained network, whose
+    pseudo-labels are useful from the first step. The standard remedies of semi-supervised learning
+    are options here: ``warmup_epochs`` (labeled loss only at first), ``rampup_epochs`` (the unlabeled
+    weight then grows as ``exp(-5 (1 - t)^2)``, Laine & Aila 2017), ``pseudo_labels="ema"`` (a
+    mean-teacher labeller that averages out the latest steps), ``distribution_alignment`` (pseudo-label
+    shares held at the class prior) and ``confidence_threshold``.
 
     Args:
         device: the device to train on.
@@ -201,8 +220,26 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         attack: an attack from :mod:`monai_adv.transforms`; it is re-aimed at the (unwrapped) trained
             network with ``with_network``.
         unlabeled_weight: weight of the unlabeled term (>= 0).
-        pseudo_labels: ``"online"`` (the current network) or ``"teacher"``.
+        pseudo_labels: ``"online"`` (the current network), ``"teacher"`` or ``"ema"``.
         teacher_network: the frozen teacher for ``pseudo_labels="teacher"``.
+        ema_decay: for ``pseudo_labels="ema"``: the labeller's weights follow
+            ``w_ema <- ema_decay * w_ema + (1 - ema_decay) * w`` after each step (buffers are copied);
+            it is :attr:`ema_network` (add it to a checkpoint's ``save_dict`` to resume it).
+        warmup_epochs: epochs (may be fractional) of labeled-only training before the unlabeled term
+            starts; the attack is skipped meanwhile.
+        rampup_epochs: epochs over which the unlabeled weight then rises to ``unlabeled_weight``
+            along ``exp(-5 (1 - t)^2)``; 0 starts it at full weight.
+        distribution_alignment: scale the labeller's class probabilities by ``class_prior`` divided by
+            their running mean over unlabeled batches before taking pseudo-labels (ReMixMatch's
+            distribution alignment, Berthelot et al. 2020): a labeller that drifts towards one class
+            sees that class's pseudo-labels given to the others, so self-training cannot run away
+            into a constant prediction.
+        class_prior: the expected class shares of the unlabeled data (default uniform), for
+            ``distribution_alignment``.
+        alignment_momentum: momentum of the running mean of the predictions.
+        hidden_label_key: monitoring only: the key of true labels in dict unlabeled batches (for
+            experiments on data whose labels are hidden from the trainer). They are never used in
+            the loss; they give ``pseudo_label_accuracy`` in the output.
         consistency: ``"ce"`` (hard pseudo-labels) or ``"kl"``.
         confidence_threshold: in ``[0, 1)``; pseudo-labels with a lower max-softmax are ignored.
         labeled_attack: optional attack on the labeled batch, for an adversarial labeled term.
@@ -236,6 +273,13 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         labeled_attack: AdversarialAttack | None = None,
         labeled_adversarial_weight: float = 1.0,
         unlabeled_image_key: str = "image",
+        ema_decay: float = 0.999,
+        warmup_epochs: float = 0.0,
+        rampup_epochs: float = 0.0,
+        hidden_label_key: str | None = None,
+        distribution_alignment: bool = False,
+        class_prior: Sequence[float] | None = None,
+        alignment_momentum: float = 0.99,
         **kwargs: Any,
     ) -> None:
         check_loader_not_empty(train_data_loader, "train_data_loader (the labeled data)")
@@ -247,15 +291,22 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             raise ValueError(f"unlabeled_weight must be >= 0, got {unlabeled_weight!r}.")
         if not float(labeled_adversarial_weight) >= 0:
             raise ValueError(f"labeled_adversarial_weight must be >= 0, got {labeled_adversarial_weight!r}.")
-        if pseudo_labels not in ("online", "teacher"):
-            raise ValueError(f"pseudo_labels must be 'online' or 'teacher', got {pseudo_labels!r}.")
+        if pseudo_labels not in ("online", "teacher", "ema"):
+            raise ValueError(f"pseudo_labels must be 'online', 'teacher' or 'ema', got {pseudo_labels!r}.")
+        if not 0.0 <= float(alignment_momentum) < 1.0:
+            raise ValueError(f"alignment_momentum must lie in [0, 1), got {alignment_momentum!r}.")
+        if not 0.0 <= float(ema_decay) < 1.0:
+            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}.")
+        for name, value in (("warmup_epochs", warmup_epochs), ("rampup_epochs", rampup_epochs)):
+            if not float(value) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {value!r}.")
         if pseudo_labels == "teacher" and teacher_network is None:
             raise ValueError(
                 "pseudo_labels='teacher' needs teacher_network (a network trained on the labeled data)."
             )
-        if pseudo_labels == "online" and teacher_network is not None:
+        if pseudo_labels != "teacher" and teacher_network is not None:
             raise ValueError(
-                "teacher_network is given but pseudo_labels='online'; set pseudo_labels='teacher'."
+                f"teacher_network is given but pseudo_labels={pseudo_labels!r}; set pseudo_labels='teacher'."
             )
         if consistency not in ("ce", "kl"):
             raise ValueError(f"consistency must be 'ce' or 'kl', got {consistency!r}.")
@@ -276,9 +327,80 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         self.confidence_threshold = float(confidence_threshold)
         self.labeled_adversarial_weight = float(labeled_adversarial_weight)
         self.unlabeled_image_key = unlabeled_image_key
+        self.ema_decay = float(ema_decay)
+        self.warmup_epochs = float(warmup_epochs)
+        self.rampup_epochs = float(rampup_epochs)
+        self.hidden_label_key = hidden_label_key
+        self.distribution_alignment = bool(distribution_alignment)
+        self.alignment_momentum = float(alignment_momentum)
+        self.class_prior = None if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float32)
+        if self.class_prior is not None and (
+            (self.class_prior < 0).any() or not torch.isclose(self.class_prior.sum(), torch.tensor(1.0))
+        ):
+            raise ValueError(f"class_prior must be non-negative and sum to 1, got {class_prior!r}.")
+        #: running mean of the labeller's class probabilities on unlabeled batches (distribution alignment)
+        self.prediction_mean: torch.Tensor | None = None
+        self.ema_network: nn.Module | None = None
+        if pseudo_labels == "ema":
+            self.ema_network = copy.deepcopy(trained).eval()
+            for p in self.ema_network.parameters():
+                p.requires_grad_(False)
 
-    def _unlabeled_batch(self, engine: Any, like: torch.Tensor) -> torch.Tensor:
-        x_u = unlabeled_images(self.unlabeled.next(), self.unlabeled_image_key)
+    def current_unlabeled_weight(self, engine: Any) -> float:
+        """The unlabeled term's weight at this iteration: 0 in the warm-up, then the ramp-up, then full."""
+        length = engine.state.epoch_length or 1
+        progress = (engine.state.iteration - 1) / length  # epochs completed before this iteration
+        if progress < self.warmup_epochs:
+            return 0.0
+        if self.rampup_epochs <= 0:
+            return self.unlabeled_weight
+        t = min((progress - self.warmup_epochs) / self.rampup_epochs, 1.0)
+        return self.unlabeled_weight * math.exp(-5.0 * (1.0 - t) ** 2)
+
+    @torch.no_grad()
+    def _align(self, probs: torch.Tensor) -> torch.Tensor:
+        """Distribution alignment: scale the probabilities by prior / (running mean of predictions)."""
+        batch_mean = probs.mean(dim=0)
+        if self.prediction_mean is None:
+            self.prediction_mean = batch_mean.clone()
+        else:
+            self.prediction_mean.mul_(self.alignment_momentum).add_(
+                batch_mean, alpha=1.0 - self.alignment_momentum
+            )
+        prior = (
+            torch.full_like(batch_mean, 1.0 / probs.shape[1])
+            if self.class_prior is None
+            else self.class_prior.to(probs.device, probs.dtype)
+        )
+        if prior.numel() != probs.shape[1]:
+            raise ValueError(
+                f"class_prior has {prior.numel()} entries, the network {probs.shape[1]} classes."
+            )
+        aligned = probs * (prior / self.prediction_mean.clamp_min(1e-6))
+        return aligned / aligned.sum(dim=1, keepdim=True)
+
+    @torch.no_grad()
+    def _update_ema(self, trained: nn.Module) -> None:
+        assert self.ema_network is not None
+        for p_ema, p in zip(self.ema_network.parameters(), trained.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - self.ema_decay)
+        for b_ema, b in zip(self.ema_network.buffers(), trained.buffers()):
+            b_ema.copy_(b)
+
+    def _unlabeled_batch(self, engine: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The unlabeled images, checked, and the hidden labels (monitoring only) when configured."""
+        batch = self.unlabeled.next()
+        hidden = None
+        if (
+            self.hidden_label_key is not None
+            and isinstance(batch, Mapping)
+            and self.hidden_label_key in batch
+        ):
+            hidden = torch.as_tensor(batch[self.hidden_label_key]).reshape(-1).long().to(like.device)
+        return self._unlabeled_images(engine, batch, like), hidden
+
+    def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
+        x_u = unlabeled_images(batch, self.unlabeled_image_key)
         x_u = torch.as_tensor(x_u.as_tensor() if hasattr(x_u, "as_tensor") else x_u)
         if x_u.ndim == 0 or x_u.shape[0] == 0:
             raise ValueError(f"unlabeled batch of shape {tuple(x_u.shape)} is empty.")
@@ -297,25 +419,35 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     def _iteration(self, engine: SemiSupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         K = AdvTrainingKeys
         inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
-        x_u = self._unlabeled_batch(engine, inputs)
+        x_u, hidden = self._unlabeled_batch(engine, inputs)
         sync_buffers(engine.network)
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
+        weight = self.current_unlabeled_weight(engine)
+        engine.state.output[K.UNLABELED_WEIGHT] = weight
 
         # 1. pseudo-labels, without gradient, in eval mode
-        source = self.teacher_network if self.pseudo_labels == "teacher" else trained
+        source = {"teacher": self.teacher_network, "ema": self.ema_network}.get(self.pseudo_labels) or trained
         with torch.no_grad(), eval_mode(source), self._autocast(engine):
             pseudo_logits = check_logits(self.network_output_transform(source(x_u)), x_u.shape[0]).float()
         probs = pseudo_logits.softmax(dim=1)
+        if self.distribution_alignment:
+            probs = self._align(probs)
         confidence, y_u = probs.max(dim=1)
         keep = (confidence >= self.confidence_threshold).to(probs.dtype)
         engine.state.output[K.PSEUDO_CONFIDENCE] = confidence.mean().item()
         engine.state.output[K.PSEUDO_KEPT] = keep.mean().item()
+        engine.state.output[K.PSEUDO_HISTOGRAM] = (
+            torch.bincount(y_u, minlength=probs.shape[1]).float() / y_u.numel()
+        ).cpu()
+        if hidden is not None:
+            engine.state.output[K.PSEUDO_ACCURACY] = (y_u == hidden).float().mean().item()
         engine.fire_event(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)
 
-        # 2. the attacks (eval mode inside, parameters' gradients untouched)
-        x_u_adv = self.attack(x_u, y_u)
-        engine.state.output[K.ATTACK_EPS] = _current_eps(self.attack)
+        # 2. the attacks (eval mode inside, parameters' gradients untouched); none in the warm-up
+        unlabeled_on = weight > 0
+        x_u_adv = self.attack(x_u, y_u) if unlabeled_on else None
+        engine.state.output[K.ATTACK_EPS] = _current_eps(self.attack) if unlabeled_on else 0.0
         x_l_adv = self.labeled_attack(inputs, targets) if self.labeled_attack is not None else None
         engine.fire_event(AdversarialTrainingEvents.ATTACK_COMPLETED)
 
@@ -328,16 +460,21 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             engine.state.output[Keys.PRED] = pred
             engine.fire_event(IterationEvents.FORWARD_COMPLETED)
             loss_l = engine.loss_function(pred, targets).mean()
-            adv_logits = self._logits(engine, x_u_adv)
-            if self.consistency == "ce":
-                per_item = F.cross_entropy(adv_logits.float(), y_u, reduction="none")
+            if unlabeled_on:
+                adv_logits = self._logits(engine, x_u_adv)
+                if self.consistency == "ce":
+                    per_item = F.cross_entropy(adv_logits.float(), y_u, reduction="none")
+                else:
+                    clean = (
+                        pseudo_logits
+                        if self.pseudo_labels in ("teacher", "ema")
+                        else self._logits(engine, x_u).float()
+                    )
+                    per_item = per_sample_kl(clean, adv_logits.float())
+                loss_u = (per_item * keep).mean()
+                loss = loss_l + weight * loss_u
             else:
-                clean = (
-                    pseudo_logits if self.pseudo_labels == "teacher" else self._logits(engine, x_u).float()
-                )
-                per_item = per_sample_kl(clean, adv_logits.float())
-            loss_u = (per_item * keep).mean()
-            loss = loss_l + self.unlabeled_weight * loss_u
+                loss_u, loss = torch.zeros((), device=loss_l.device), loss_l
             if x_l_adv is not None:
                 loss_la = engine.loss_function(self._logits(engine, x_l_adv, *args, **kwargs), targets).mean()
                 loss = loss + self.labeled_adversarial_weight * loss_la
@@ -345,9 +482,14 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.state.output[Keys.LOSS] = loss
         engine.state.output[K.LOSS_LABELED] = loss_l.item()
         engine.state.output[K.LOSS_UNLABELED] = loss_u.item()
-        engine.state.output[K.ATTACK_SUCCESS] = (adv_logits.detach().argmax(1) != y_u).float().mean().item()
+        if unlabeled_on:
+            engine.state.output[K.ATTACK_SUCCESS] = (
+                (adv_logits.detach().argmax(1) != y_u).float().mean().item()
+            )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
+        if self.ema_network is not None:
+            self._update_ema(trained)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 

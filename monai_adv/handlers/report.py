@@ -6,6 +6,7 @@ import logging
 import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -14,6 +15,7 @@ from monai.utils import optional_import
 from monai_adv.handlers.keys import RobustKeys
 from monai_adv.handlers.risk import gather_output
 from monai_adv.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from monai_adv.metrics.classification import DEGENERATE_FRACTION, classification_summary
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
 
@@ -44,11 +46,14 @@ class RobustnessReport:
     Reads a :class:`~monai_adv.engines.RobustEvaluator` output (clean and per-attack predictions,
     detector scores and flags) and writes to ``output_dir``:
 
-    - ``report.json``: clean accuracy and flag rate; per attack its type, eps, accuracy, detection
-      AUROC, TPR at the calibrated threshold, and the risk quantities of
-      :func:`~monai_adv.metrics.compute_adversarial_risk` with the detector and without it;
-    - ``report.md``: the same as a Markdown table;
-    - ``accuracy_vs_eps.png``, ``roc.png`` (with a detector), ``risk.png``;
+    - ``report.json``: clean accuracy and flag rate, per-class recall and the confusion matrix on
+      clean inputs, and ``degenerate`` (one class takes more than ``degenerate_fraction`` of the
+      clean predictions: a warning is logged and the detection and risk numbers are marked as not
+      meaningful); per attack its type, eps, accuracy, detection AUROC, TPR at the calibrated
+      threshold, and the risk quantities of :func:`~monai_adv.metrics.compute_adversarial_risk`
+      with the detector and without it;
+    - ``report.md``: the same as Markdown tables;
+    - ``accuracy_vs_eps.png``, ``roc.png`` (with a detector), ``risk.png``, ``confusion_matrix.png``;
     - ``items.pt`` (with ``save_items``): the per-item labels, predicted classes, scores and flags
       under the output keys, as tensors (loads with ``torch.load(..., weights_only=True)``);
 
@@ -66,6 +71,9 @@ class RobustnessReport:
         plots: write the PNG plots.
         save_items: write ``items.pt``.
         title: a title for the table and plots.
+        class_names: the class names in index order (default ``"0"``, ``"1"``, ...).
+        num_classes: the number of classes (default ``len(class_names)``, else inferred from the data).
+        degenerate_fraction: the share of one predicted class above which the classifier is flagged.
     """
 
     def __init__(
@@ -79,6 +87,9 @@ class RobustnessReport:
         plots: bool = True,
         save_items: bool = True,
         title: str = "",
+        class_names: Sequence[str] | None = None,
+        num_classes: int | None = None,
+        degenerate_fraction: float = DEGENERATE_FRACTION,
     ) -> None:
         self.output_dir = os.fspath(output_dir)
         self.risk_parameters = {
@@ -91,6 +102,9 @@ class RobustnessReport:
         self.plots = bool(plots)
         self.save_items = bool(save_items)
         self.title = title
+        self.class_names = None if class_names is None else [str(c) for c in class_names]
+        self.num_classes = num_classes
+        self.degenerate_fraction = float(degenerate_fraction)
         self.report: dict[str, Any] | None = None
         self.logger = logging.getLogger(__name__)
         self._data: dict[str, list[torch.Tensor]] = defaultdict(list)
@@ -134,13 +148,22 @@ class RobustnessReport:
         clean_score, clean_flag = data.get(RobustKeys.SCORE), data.get(RobustKeys.FLAG)
         attacks_cfg = getattr(engine, "attacks", {}) or {}
         names = [k.split("/", 1)[1] for k in data if k.startswith(RobustKeys.PRED + "/")]
+        summary = classification_summary(
+            y, pred, self.class_names, self.num_classes, degenerate_fraction=self.degenerate_fraction
+        )
         report: dict[str, Any] = {
             "title": self.title,
             "epoch": int(engine.state.epoch) if engine is not None else None,
             "n": int(y.numel()),
+            "degenerate": summary["degenerate"],
             "clean": {
                 "accuracy": float((pred == y).float().mean()),
                 "flag_rate": None if clean_flag is None else float(clean_flag.mean()),
+                "per_class_recall": summary["per_class_recall"],
+                "confusion_matrix": summary["confusion_matrix"],
+                "class_names": summary["class_names"],
+                "majority_class": summary["majority_class"],
+                "majority_share": summary["majority_share"],
             },
             "detector": None
             if detector is None
@@ -196,6 +219,13 @@ class RobustnessReport:
             )
         )
         p = report["risk_parameters"]
+        if report.get("degenerate"):
+            lines += ["", self._degenerate_warning(report)]
+        recall = clean.get("per_class_recall") or {}
+        if recall:
+            lines.append(
+                "Per-class recall (clean): " + ", ".join(f"{k} {_fmt(v)}" for k, v in recall.items()) + "."
+            )
         lines.append(
             f"Risk parameters: attack prior {p['attack_prior']}, cost of an error {p['cost_error']}, of a false "
             f"alarm {p['cost_false_alarm']}, of a detected attack {p['cost_detected_attack']}."
@@ -206,6 +236,7 @@ class RobustnessReport:
             "| risk (detector) | risk (system) |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        mark = " (not meaningful)" if report.get("degenerate") else ""
         for name, a in report["attacks"].items():
             r = a.get("risk") or {}
             eps = a["eps"]
@@ -215,12 +246,40 @@ class RobustnessReport:
                 f"| {_fmt(r.get('undetected_error'))} | {_fmt(a['risk_no_detector']['risk_classifier'])} "
                 f"| {_fmt(r.get('risk_detector'))} | {_fmt(r.get('risk_system'))} |"
             )
+        if mark:
+            lines += ["", f"AUROC, TPR and risk columns{mark}: the classifier is degenerate."]
+        cm, names = clean.get("confusion_matrix"), clean.get("class_names")
+        if cm and names:
+            lines += ["", "Clean confusion matrix (rows true, columns predicted):", ""]
+            lines.append("| true \\ predicted | " + " | ".join(names) + " |")
+            lines.append("|---|" + "---|" * len(names))
+            for name, row in zip(names, cm):
+                lines.append(f"| {name} | " + " | ".join(str(int(v)) for v in row) + " |")
         return "\n".join(lines) + "\n"
 
+    @staticmethod
+    def _degenerate_warning(report: dict[str, Any]) -> str:
+        clean = report["clean"]
+        return (
+            f"**WARNING: degenerate classifier**: it predicts {clean['majority_class']} for "
+            f"{clean['majority_share']:.0%} of the {report['n']} clean items. Its robust accuracy is that class's "
+            "share, and detection and risk numbers measured on it are not meaningful."
+        )
+
     def _figures(self, report: dict[str, Any]) -> dict[str, Any]:
-        from monai_adv.visualize.plots import plot_accuracy_vs_eps, plot_risk, plot_roc_curves
+        from monai_adv.visualize.plots import (
+            plot_accuracy_vs_eps,
+            plot_confusion_matrix,
+            plot_risk,
+            plot_roc_curves,
+        )
 
         figs = {}
+        clean = report["clean"]
+        if clean.get("confusion_matrix"):
+            figs["confusion_matrix"] = plot_confusion_matrix(
+                clean["confusion_matrix"], clean.get("class_names"), self.title
+            )
         curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
         for a in report["attacks"].values():
             if isinstance(a["eps"], (int, float)):
@@ -253,6 +312,8 @@ class RobustnessReport:
 
         report = self.compute(engine)
         self.report = report
+        if report["degenerate"]:
+            self.logger.warning(self._degenerate_warning(report).replace("**", ""))
         engine.state.robustness_report = report
         os.makedirs(self.output_dir, exist_ok=True)
         atomic_write_json(os.path.join(self.output_dir, "report.json"), report)

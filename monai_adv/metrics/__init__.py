@@ -1,5 +1,11 @@
-"""Metrics: detection quality (AUROC, TPR at a threshold) and the system adversarial risk."""
+"""Metrics: per-class quality, detection quality (AUROC, TPR at a threshold) and the system adversarial risk."""
 
+from monai_adv.metrics.classification import (
+    DEGENERATE_FRACTION,
+    classification_summary,
+    confusion_matrix,
+    per_class_recall,
+)
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve, tpr_at_fpr, tpr_at_threshold
 from monai_adv.metrics.risk import RISK_KEYS, AdversarialRiskMetric, compute_adversarial_risk, risk_inputs
 
@@ -12,4 +18,8 @@ __all__ = [
     "detection_roc_curve",
     "tpr_at_fpr",
     "tpr_at_threshold",
+    "classification_summary",
+    "confusion_matrix",
+    "per_class_recall",
+    "DEGENERATE_FRACTION",
 ]

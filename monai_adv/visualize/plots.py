@@ -1,4 +1,5 @@
-"""Robustness plots: accuracy against eps per attack, detection ROC curves, risk with and without a detector."""
+"""Robustness plots: accuracy against eps per attack, detection ROC curves, risk with and without a detector,
+and the clean confusion matrix."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from monai_adv.io import atomic_open
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve
 
-__all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "save_figure"]
+__all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "plot_confusion_matrix", "save_figure"]
 
 
 def _style(i: int) -> dict:
@@ -110,4 +111,46 @@ def plot_risk(risks: Mapping[str, Mapping[str, float]], title: str = "") -> Any:
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncol=3)
     ax.set_title(title or "adversarial risk")
+    return fig
+
+
+def plot_confusion_matrix(
+    matrix: Sequence[Sequence[float]], class_names: Sequence[str] | None = None, title: str = ""
+) -> Any:
+    """The confusion matrix as a heat map: rows true classes, columns predicted; counts and row shares.
+
+    Each cell shows its count and, in brackets, its share of the row (the diagonal: the class's
+    recall), so a classifier that calls everything one class shows as one bright column.
+
+    Args:
+        matrix: ``(K, K)`` counts, rows true, columns predicted.
+        class_names: the ``K`` class names (default ``0 .. K-1``).
+        title: the figure title.
+
+    Raises:
+        ValueError: for a matrix that is not square or class names of the wrong length.
+    """
+    cm = np.asarray(matrix, dtype=float)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] == 0:
+        raise ValueError(f"a confusion matrix must be square (K, K), got shape {cm.shape}.")
+    k = cm.shape[0]
+    names = [str(c) for c in class_names] if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for a {k} x {k} confusion matrix.")
+    rows = cm.sum(axis=1, keepdims=True)
+    share = np.divide(cm, rows, out=np.zeros_like(cm), where=rows > 0)
+    fig, ax = plt.subplots(figsize=(1.2 * k + 2, 1.1 * k + 1.5))
+    im = ax.imshow(share, vmin=0.0, vmax=1.0, cmap="Blues")
+    for i in range(k):
+        for j in range(k):
+            ax.text(
+                j, i, f"{int(cm[i, j])}\n({share[i, j]:.2f})", ha="center", va="center", fontsize=8,
+                color="white" if share[i, j] > 0.5 else "black",
+            )  # fmt: skip
+    ax.set_xticks(range(k), names, rotation=30)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="share of the true class")
+    ax.set_title(title or "clean confusion matrix")
     return fig
