@@ -203,22 +203,57 @@ def _correlate_valid(a: np.ndarray, k: np.ndarray, axis: int, out: np.ndarray | 
     return out
 
 
-def _gaussian_field(rng: np.random.Generator, shape: tuple[int, int], sigma: Sequence[float]) -> np.ndarray:
+def _gaussian_field(
+    rng: np.random.Generator,
+    shape: tuple[int, int],
+    sigma: Sequence[float] | None = None,
+    kernels: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
     """Unit-variance Gaussian random field: white noise blurred by a Gaussian of ``sigma`` (px, per axis).
 
-    The white noise is drawn with a margin and only the fully blurred part is kept, so there are no
-    boundary effects; the variance is normalised exactly from the kernel's energy.
+    ``kernels`` (symmetric ``(kz, kx)``) replaces the Gaussian. The white noise is drawn with a
+    margin and only the fully blurred part is kept, so there are no boundary effects; the variance
+    is normalised exactly from the kernels' energy.
     """
-    kz, kx = _gauss_kernel(sigma[0]), _gauss_kernel(sigma[1])
+    if kernels is None:
+        assert sigma is not None
+        kernels = (_gauss_kernel(sigma[0]), _gauss_kernel(sigma[1]))
+    kz, kx = kernels
+    # fold the normalisation into the last kernel
+    kx = kx * np.float32(1.0 / np.sqrt(float(np.dot(kz, kz)) * float(np.dot(kx, kx))))
     h, w = shape
     shape_w = (h + len(kz) - 1, w + len(kx) - 1)
     white = _normal(rng, shape_w, out=_SCRATCH.get("white", shape_w))
     mid = _correlate_valid(white, kz, 0, out=_SCRATCH.get("blur", (h, shape_w[1])))
-    out = _correlate_valid(mid, kx, 1)
-    out *= np.float32(
-        1.0 / np.sqrt(float(np.sum(kz.astype(np.float64) ** 2) * np.sum(kx.astype(np.float64) ** 2)))
-    )
-    return out
+    return _correlate_valid(mid, kx, 1)
+
+
+def _speckle_kernel(sigma: float, q: float = 0.0, n: int = 64, keep: float = 0.01) -> np.ndarray:
+    """Kernel that gives white noise the correlation of fully developed speckle's intensity.
+
+    The complex field blurred by the PSF ``k`` (a Gaussian of ``sigma`` px, truncated at 3 sigma)
+    has the correlation ``rho = k * k / |k|^2``; its intensity ``|field|^2`` has ``rho^2``. The
+    kernel returned is the zero-phase square root of that spectrum (taps below ``keep`` of the
+    centre dropped), so blurred white noise has the correlation ``rho^2`` on the pixel grid, where a
+    Gaussian of ``sigma / sqrt(2)`` (exact in the continuum) falls short for sub-pixel ``sigma``.
+
+    ``q > 0`` pre-compensates a mapping of the Gaussian field that lowers its correlation ``r`` to
+    about ``(r + q r^2) / (1 + q)``, as the Wilson-Hilferty cube does with ``q = 2 a / (1 - a)^2``.
+    """
+    k = _gauss_kernel(sigma).astype(np.float64)
+    r = len(k) // 2
+    ac = np.correlate(k, k, "full")
+    c = (ac / ac[2 * r]) ** 2  # lags -2r .. 2r
+    if q > 0:  # the correlation r with (r + q r^2) / (1 + q) = c
+        c = (np.sqrt(1.0 + 4.0 * q * (1.0 + q) * c) - 1.0) / (2.0 * q)
+    buf = np.zeros(n)
+    buf[: 2 * r + 1] = c[2 * r :]
+    buf[n - 2 * r :] = c[: 2 * r]
+    h = np.fft.irfft(np.sqrt(np.maximum(np.fft.rfft(buf).real, 0.0)), n=n)
+    taps = np.concatenate([h[n - r :], h[: r + 1]])
+    while len(taps) > 1 and abs(taps[0]) < keep * taps[len(taps) // 2]:
+        taps = taps[1:-1]
+    return taps.astype(np.float32)
 
 
 def _ramp_sums(terms: Sequence[tuple[np.ndarray, np.ndarray]], top: np.ndarray, hb: int) -> list[np.ndarray]:
@@ -491,7 +526,9 @@ class SyntheticOCTGenerator:
         """Draw one full native-grid B-scan (``native_shape``, float32 in [0, 1]) and its parameters.
 
         ``columns`` (a ``slice`` of the native columns) forms only those columns of the image: the
-        anatomy is the same, and the image formation, the most costly part, is spent on them alone.
+        anatomy is the same, and the image formation, the most costly part, is spent on them alone
+        (its noise is drawn for those columns, so it is not a crop of the full frame's noise).
+        :meth:`sample` uses it for the centre square it keeps.
         """
         img8, info = self._render(label, rng_anat, rng_img, columns)
         return img8.astype(np.float32) / np.float32(255.0), info
@@ -924,8 +961,8 @@ class SyntheticOCTGenerator:
         The noise floor is fully developed speckle: the squared magnitude of a circular Gaussian field
         blurred by the point-spread function (PSF), averaged over two to four looks. Its intensity is
         Gamma-distributed (shape ``looks``, mean ``floor``) with the correlation ``|rho|^2`` of the
-        field, a Gaussian of ``psf / sqrt(2)``. It is drawn as one Gaussian field with that
-        correlation mapped to the Gamma law (Wilson-Hilferty), not as ``2 * looks`` blurred fields.
+        field (:func:`_speckle_kernel`). It is drawn as one Gaussian field with that correlation mapped
+        to the Gamma law (Wilson-Hilferty), not as ``2 * looks`` blurred fields.
 
         The tissue signal (rows ``start`` and below; the rows above are empty vitreous) is averaged
         over many partly decorrelated frames (as the scanner's eye-tracked averaging does), so its
@@ -937,9 +974,10 @@ class SyntheticOCTGenerator:
         H = floor.shape[0]
         looks = int(rng.choice([2, 2, 3, 4]))
         psf = (rng.uniform(0.9, 1.3), rng.uniform(0.6, 0.9))
-        g = _gaussian_field(rng, (H, width), (psf[0] / np.sqrt(2.0), psf[1] / np.sqrt(2.0)))
         # Wilson-Hilferty: a Gamma(looks) / looks variable from a standard normal one
         a = 1.0 / (9.0 * looks)
+        q = 2.0 * a / (1.0 - a) ** 2
+        g = _gaussian_field(rng, (H, width), kernels=(_speckle_kernel(psf[0], q), _speckle_kernel(psf[1], q)))
         g *= np.float32(np.sqrt(a))
         g += np.float32(1.0 - a)
         np.maximum(g, 0.0, out=g)
