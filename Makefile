@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check monai_adv tests benchmarks
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/python benchmarks/attack_speed.py
 
 clean:

@@ -9,6 +9,10 @@ on the network, not assumed; the cost ratio that pure pass-counting predicts is
 step can approach (everything else the engine does is overhead). The supervised baselines (Madry
 PGD-7 and TRADES with PGD-7) and SSAT variants are measured in the same run for scale.
 
+Each step is also timed in mixed precision (``amp=True``: bf16 autocast on CPU, the attack inside the
+step included, the network in the channels-last layout), interleaved with the fp32 runs, and the
+speed-up fp32 time / amp time is printed per method.
+
 Usage::
 
     python benchmarks/ssat_step_cost.py                       # 64x64 OCT-sized batch of 32, 1 thread
@@ -21,6 +25,7 @@ ratios hold on a machine shared with other jobs.
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import statistics
 import sys
@@ -30,12 +35,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-from monai.engines import SupervisedTrainer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssat_experiment import make_network  # noqa: E402
 
-from monai_adv.engines import create_trainer  # noqa: E402
+from monai_adv.engines import AutocastSupervisedTrainer, create_trainer  # noqa: E402
 
 METHODS = ["supervised", "ssat", "ssat_kl", "ssat_pgd", "madry", "trades"]
 
@@ -58,13 +62,21 @@ class PassCounter:
         self.forward = self.backward = 0
 
 
-def build(method: str, net: nn.Module, x: torch.Tensor, y: torch.Tensor, xu: torch.Tensor, iters: int):
+def build(
+    method: str,
+    net: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    xu: torch.Tensor,
+    iters: int,
+    amp: bool = False,
+):
     labeled = [{"image": x, "label": y}] * iters
     unlabeled = [xu]
     opt = torch.optim.SGD(net.parameters(), lr=1e-4)
-    common = dict(decollate=False)
+    common = dict(decollate=False, amp=amp)
     if method == "supervised":
-        return SupervisedTrainer("cpu", 1, labeled, net, opt, nn.CrossEntropyLoss(), **common)
+        return AutocastSupervisedTrainer("cpu", 1, labeled, net, opt, nn.CrossEntropyLoss(), **common)
     eps = {"madry": 0.01, "trades": 0.01}.get(method)
     kw = dict(unlabeled_data_loader=unlabeled) if method.startswith("ssat") else {}
     return create_trainer(method, "cpu", 1, labeled, net, opt, eps=eps, **kw, **common)
@@ -88,17 +100,20 @@ def main() -> None:
     y = torch.arange(a.batch) % 4
     xu = torch.rand(a.batch, 1, a.size, a.size)
 
-    passes, times = {}, {m: [] for m in a.methods}
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    passes, times, times_amp = {}, {m: [] for m in a.methods}, {m: [] for m in a.methods}
     for m in a.methods:  # warm-up and pass count (one iteration)
         counter.reset()
         build(m, net, x, y, xu, 1).run()
         passes[m] = (counter.forward, counter.backward)
+        build(m, net_cl, x, y, xu, 1, amp=True).run()
     for _ in range(a.repeats):
         for m in a.methods:
-            tr = build(m, net, x, y, xu, a.iters)
-            t0 = time.process_time()
-            tr.run()
-            times[m].append((time.process_time() - t0) / a.iters)
+            for network, amp, store in ((net, False, times), (net_cl, True, times_amp)):
+                tr = build(m, network, x, y, xu, a.iters, amp=amp)
+                t0 = time.process_time()
+                tr.run()
+                store[m].append((time.process_time() - t0) / a.iters)
 
     base = statistics.median(times["supervised"]) if "supervised" in times else None
     bf, bb = passes.get("supervised", (1, 1))
@@ -108,13 +123,17 @@ def main() -> None:
         f"{platform.processor() or platform.machine()}"
     )
     print(
-        f"{'method':<12} {'ms/step':>8} {'x supervised':>13} {'fwd':>4} {'bwd':>4} {'passes ratio (limit)':>21}"
+        f"{'method':<12} {'ms/step':>8} {'x supervised':>13} {'fwd':>4} {'bwd':>4} {'passes ratio (limit)':>21} "
+        f"{'amp ms/step':>12} {'fp32 / amp':>11}"
     )
     for m in a.methods:
         t = statistics.median(times[m])
+        ta = statistics.median(times_amp[m])
         f, b = passes[m]
         ratio = f"{t / base:13.2f}" if base else " " * 13
-        print(f"{m:<12} {1e3 * t:8.1f} {ratio} {f:4d} {b:4d} {(f + b) / (bf + bb):21.2f}")
+        print(
+            f"{m:<12} {1e3 * t:8.1f} {ratio} {f:4d} {b:4d} {(f + b) / (bf + bb):21.2f} {1e3 * ta:12.1f} {t / ta:11.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -203,8 +203,9 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     pseudo-labels are useful from the first step. The standard remedies of semi-supervised learning
     are options here: ``warmup_epochs`` (labeled loss only at first), ``rampup_epochs`` (the unlabeled
     weight then grows as ``exp(-5 (1 - t)^2)``, Laine & Aila 2017), ``pseudo_labels="ema"`` (a
-    mean-teacher labeller that averages out the latest steps), ``distribution_alignment`` (pseudo-label
-    shares held at the class prior) and ``confidence_threshold``.
+    mean-teacher labeller that averages out the latest steps) and ``confidence_threshold`` (FixMatch's:
+    an unconfident network's pseudo-labels do not count, so the unlabeled term waits until the
+    labeled one has taught it something).
 
     Args:
         device: the device to train on.
@@ -229,14 +230,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             starts; the attack is skipped meanwhile.
         rampup_epochs: epochs over which the unlabeled weight then rises to ``unlabeled_weight``
             along ``exp(-5 (1 - t)^2)``; 0 starts it at full weight.
-        distribution_alignment: scale the labeller's class probabilities by ``class_prior`` divided by
-            their running mean over unlabeled batches before taking pseudo-labels (ReMixMatch's
-            distribution alignment, Berthelot et al. 2020): a labeller that drifts towards one class
-            sees that class's pseudo-labels given to the others, so self-training cannot run away
-            into a constant prediction.
-        class_prior: the expected class shares of the unlabeled data (default uniform), for
-            ``distribution_alignment``.
-        alignment_momentum: momentum of the running mean of the predictions.
         hidden_label_key: monitoring only: the key of true labels in dict unlabeled batches (for
             experiments on data whose labels are hidden from the trainer). They are never used in
             the loss; they give ``pseudo_label_accuracy`` in the output.
@@ -277,9 +270,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         warmup_epochs: float = 0.0,
         rampup_epochs: float = 0.0,
         hidden_label_key: str | None = None,
-        distribution_alignment: bool = False,
-        class_prior: Sequence[float] | None = None,
-        alignment_momentum: float = 0.99,
         **kwargs: Any,
     ) -> None:
         check_loader_not_empty(train_data_loader, "train_data_loader (the labeled data)")
@@ -293,8 +283,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             raise ValueError(f"labeled_adversarial_weight must be >= 0, got {labeled_adversarial_weight!r}.")
         if pseudo_labels not in ("online", "teacher", "ema"):
             raise ValueError(f"pseudo_labels must be 'online', 'teacher' or 'ema', got {pseudo_labels!r}.")
-        if not 0.0 <= float(alignment_momentum) < 1.0:
-            raise ValueError(f"alignment_momentum must lie in [0, 1), got {alignment_momentum!r}.")
         if not 0.0 <= float(ema_decay) < 1.0:
             raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}.")
         for name, value in (("warmup_epochs", warmup_epochs), ("rampup_epochs", rampup_epochs)):
@@ -331,15 +319,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         self.warmup_epochs = float(warmup_epochs)
         self.rampup_epochs = float(rampup_epochs)
         self.hidden_label_key = hidden_label_key
-        self.distribution_alignment = bool(distribution_alignment)
-        self.alignment_momentum = float(alignment_momentum)
-        self.class_prior = None if class_prior is None else torch.as_tensor(class_prior, dtype=torch.float32)
-        if self.class_prior is not None and (
-            (self.class_prior < 0).any() or not torch.isclose(self.class_prior.sum(), torch.tensor(1.0))
-        ):
-            raise ValueError(f"class_prior must be non-negative and sum to 1, got {class_prior!r}.")
-        #: running mean of the labeller's class probabilities on unlabeled batches (distribution alignment)
-        self.prediction_mean: torch.Tensor | None = None
         self.ema_network: nn.Module | None = None
         if pseudo_labels == "ema":
             self.ema_network = copy.deepcopy(trained).eval()
@@ -356,28 +335,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             return self.unlabeled_weight
         t = min((progress - self.warmup_epochs) / self.rampup_epochs, 1.0)
         return self.unlabeled_weight * math.exp(-5.0 * (1.0 - t) ** 2)
-
-    @torch.no_grad()
-    def _align(self, probs: torch.Tensor) -> torch.Tensor:
-        """Distribution alignment: scale the probabilities by prior / (running mean of predictions)."""
-        batch_mean = probs.mean(dim=0)
-        if self.prediction_mean is None:
-            self.prediction_mean = batch_mean.clone()
-        else:
-            self.prediction_mean.mul_(self.alignment_momentum).add_(
-                batch_mean, alpha=1.0 - self.alignment_momentum
-            )
-        prior = (
-            torch.full_like(batch_mean, 1.0 / probs.shape[1])
-            if self.class_prior is None
-            else self.class_prior.to(probs.device, probs.dtype)
-        )
-        if prior.numel() != probs.shape[1]:
-            raise ValueError(
-                f"class_prior has {prior.numel()} entries, the network {probs.shape[1]} classes."
-            )
-        aligned = probs * (prior / self.prediction_mean.clamp_min(1e-6))
-        return aligned / aligned.sum(dim=1, keepdim=True)
 
     @torch.no_grad()
     def _update_ema(self, trained: nn.Module) -> None:
@@ -431,8 +388,6 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         with torch.no_grad(), eval_mode(source), self._autocast(engine):
             pseudo_logits = check_logits(self.network_output_transform(source(x_u)), x_u.shape[0]).float()
         probs = pseudo_logits.softmax(dim=1)
-        if self.distribution_alignment:
-            probs = self._align(probs)
         confidence, y_u = probs.max(dim=1)
         keep = (confidence >= self.confidence_threshold).to(probs.dtype)
         engine.state.output[K.PSEUDO_CONFIDENCE] = confidence.mean().item()

@@ -125,7 +125,6 @@ def test_dict_unlabeled_batch_without_the_image_key():
         (dict(pseudo_labels="oracle"), ValueError, "pseudo_labels must be 'online', 'teacher' or 'ema'"),
         (dict(ema_decay=1.0), ValueError, "ema_decay"),
         (dict(warmup_epochs=-1), ValueError, "warmup_epochs"),
-        (dict(distribution_alignment=True, class_prior=[0.5, 0.6]), ValueError, "class_prior"),
         (dict(pseudo_labels="teacher"), ValueError, "needs teacher_network"),
         (dict(teacher_network=nn.Identity()), ValueError, "set pseudo_labels='teacher'"),
         (dict(consistency="mse"), ValueError, "consistency must be 'ce' or 'kl'"),
