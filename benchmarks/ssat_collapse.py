@@ -13,7 +13,8 @@ Usage::
     python benchmarks/ssat_collapse.py --n-train 1000 --epochs 40     # the demo's scale: 1,000 labeled
     python benchmarks/ssat_collapse.py --plot docs/ssat_collapse.png  # draw what the rows hold
 
-Recipes (``--recipes``): ``paper`` (the preset "ssat" exactly, from scratch), ``warmup`` (the same plus
+Recipes (``--recipes``): ``paper`` (the preset "ssat" exactly, from scratch), ``threshold`` (the same
+with ``confidence_threshold=0.9``: FixMatch's rule), ``warmup`` (the paper's plus
 ``warmup_epochs`` of labeled-only training and a ``rampup_epochs`` sigmoid ramp of the unlabeled
 weight), ``ema`` (warm-up and ramp-up plus mean-teacher pseudo-labels), ``supervised`` (labeled data
 only, for reference).
@@ -47,6 +48,7 @@ def recipe_kwargs(name: str, epochs: int) -> dict:
     warm = max(1, epochs // 10)
     return {
         "paper": {},
+        "threshold": dict(confidence_threshold=0.9),
         "warmup": dict(warmup_epochs=warm, rampup_epochs=max(1, epochs // 4)),
         "ema": dict(
             warmup_epochs=warm, rampup_epochs=max(1, epochs // 4), pseudo_labels="ema", ema_decay=0.99
@@ -215,7 +217,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--recipes", nargs="+", default=["supervised", "paper", "warmup", "ema"])
+    ap.add_argument("--recipes", nargs="+", default=["supervised", "paper", "threshold", "warmup", "ema"])
     ap.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), ".cache"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "ssat_collapse.jsonl"))
     ap.add_argument("--plot", default=None, help="draw the rows of --out into this PNG and exit")

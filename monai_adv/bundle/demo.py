@@ -11,7 +11,7 @@ from typing import Any
 
 from monai_adv.bundle.components import require_file
 
-__all__ = ["compare_reports", "run_demo", "main"]
+__all__ = ["compare_reports", "run_demo", "method_configs", "RECIPES", "DEMO_METHODS", "main"]
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -95,25 +95,50 @@ def _bundle_dir() -> Path:
     return here
 
 
+#: what each demo system is: the training recipe, said in the demo's output and in the README
+RECIPES: dict[str, str] = {
+    "supervised": "undefended baseline: labeled part only, 40 epochs, one-cycle LR",
+    "ssat": "the paper's SSAT exactly (online pseudo-labels, FGSM eps~U(0.001, 0.003), CE, weight 3), "
+    "fine-tuned 10 epochs from the supervised model as the paper fine-tunes a pretrained network",
+    "ssat_robust": "SSAT with frozen-teacher pseudo-labels (the supervised model), PGD-3 at eps 0.004 on the "
+    "unlabeled and the labeled batch, weights 1/1, fine-tuned 10 epochs from the teacher",
+    "ssat_teacher": "SSAT with frozen-teacher pseudo-labels, the paper's FGSM eps~U(0.001, 0.003), weight 3, "
+    "fine-tuned 10 epochs from the teacher",
+    "madry": "Madry PGD-AT (PGD-5, eps 0.004) on the labeled part",
+    "trades": "TRADES (beta 6, PGD-5, eps 0.004) on the labeled part",
+}
+
+#: the demo's systems, in training order (the SSAT systems start from the supervised model)
+DEMO_METHODS = ("supervised", "ssat", "ssat_robust")
+
+
+def method_configs(method: str) -> list[str]:
+    """The training config files of a method: ``train.json`` plus its override (``finetune.json`` for ``ssat``)."""
+    return [
+        "configs/train.json",
+        "configs/finetune.json" if method == "ssat" else f"configs/train_{method}.json",
+    ]
+
+
 def run_demo(
     bundle_dir: str | os.PathLike | None = None,
     quick: bool = False,
-    methods: Sequence[str] = ("supervised", "ssat", "ssat_teacher"),
+    methods: Sequence[str] = DEMO_METHODS,
     overrides: Mapping[str, Any] | None = None,
 ) -> str:
     """Train, fit the detector for, and evaluate each method with the OCT bundle, then compare them.
 
-    Runs, in this process, what the bundle README's commands run: for each method ``train.json``
-    (plus ``train_<method>.json`` for a baseline), then ``fit_detector.json`` and ``evaluate.json``;
-    finally prints :func:`compare_reports` of the ``eval/<method>/report.json`` files and where the
-    plots are. Returns the table.
+    Runs, in this process, what the bundle README's commands run: for each method its training
+    configs (:func:`method_configs`), then ``fit_detector.json`` and ``evaluate.json``; finally prints
+    :func:`compare_reports` of the ``eval/<method>/report.json`` files, each system's recipe, and where
+    the plots are. Returns the table.
 
     Args:
         bundle_dir: the bundle folder (default: the one in this repository).
-        quick: append ``configs/quick.json`` (smoke size).
-        methods: ``"ssat"`` (the paper's SSAT), ``"ssat_teacher"`` (pseudo-labels from the frozen
-            supervised model, which must be trained first: list ``"supervised"`` before it) and/or
-            the baselines ``"supervised"``, ``"madry"``, ``"trades"``.
+        quick: append ``configs/quick.json`` (smoke size; its files go to ``<bundle>/quick/``, so a
+            smoke run never replaces the full run's models and reports).
+        methods: systems in training order, from :data:`RECIPES`; ``"ssat"``, ``"ssat_robust"`` and
+            ``"ssat_teacher"`` start from the supervised model, so list ``"supervised"`` first.
         overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
 
     Raises:
@@ -130,14 +155,14 @@ def run_demo(
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
     extra = ["configs/quick.json"] if quick else []
+    work = root / "quick" if quick else root
     cwd = os.getcwd()
     os.chdir(root)
     reports = {}
     try:
         for method in methods:
-            base = ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
             for step in ([], ["configs/fit_detector.json"], ["configs/evaluate.json"]):
-                files = base + step + extra
+                files = method_configs(method) + step + extra
                 print(f"\n=== {method}: {' + '.join(os.path.basename(f) for f in files)} ===", flush=True)
                 bundle_run(
                     config_file=files,
@@ -145,14 +170,17 @@ def run_demo(
                     logging_file="configs/logging.conf",
                     **dict(overrides or {}),
                 )
-            reports[method] = str(root / "eval" / method / "report.json")
+            reports[method] = str(work / "eval" / method / "report.json")
     finally:
         os.chdir(cwd)
     table = compare_reports(reports)
-    print("\nOCT robustness: accuracy, detection AUROC and system risk per attack\n")
+    print("\nOCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack\n")
     print(table)
+    print("Systems:")
     for m in methods:
-        print(f"{m}: plots and report.md in {root / 'eval' / m}")
+        print(f"- {m}: {RECIPES.get(m, m)}")
+    for m in methods:
+        print(f"{m}: plots and report.md in {work / 'eval' / m}")
     return table
 
 
@@ -165,10 +193,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     c = sub.add_parser("compare", help="compare bundle report.json files")
     c.add_argument("reports", nargs="+", help="NAME=PATH or PATH (named after its folder)")
     d = sub.add_parser(
-        "demo", help="train, fit the detector and evaluate the baseline and SSAT (two ways), then compare"
+        "demo", help="train, fit the detector and evaluate the baseline and two SSAT systems, then compare"
     )
     d.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
-    d.add_argument("--methods", nargs="+", default=["supervised", "ssat", "ssat_teacher"])
+    d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
+    d.add_argument(
+        "--no-amp", action="store_true", help="train and evaluate in fp32 (default: bf16 autocast on CPU)"
+    )
     d.add_argument("--bundle-dir", default=None)
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     args = parser.parse_args(argv)
@@ -179,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports[name] = path
         print(compare_reports(reports))
     else:
-        overrides = {"num_threads": args.threads} if args.threads > 0 else None
+        overrides = {"amp": not args.no_amp}
+        if args.threads > 0:
+            overrides["num_threads"] = args.threads
         run_demo(args.bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
     return 0

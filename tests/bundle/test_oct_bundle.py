@@ -456,15 +456,20 @@ def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, ca
     )
     with pytest.raises(ValueError, match="unknown method"):
         run_demo(copy, quick=True, methods=["supervised", "nope"])
-    table = run_demo(copy, quick=True, methods=["supervised", "ssat_teacher"])
-    for method in ("supervised", "ssat_teacher"):
-        report = json.loads((copy / "eval" / method / "report.json").read_text())
+    table = run_demo(copy, quick=True, methods=["supervised", "ssat", "ssat_robust"])
+    for method in ("supervised", "ssat", "ssat_robust"):
+        report = json.loads((copy / "quick" / "eval" / method / "report.json").read_text())
         assert "adaptive_pgd20_eps0.004" in {a["name"] for a in report["attacks"]}
+        assert {"per_class_recall", "confusion_matrix", "degenerate"} <= set(report)
         assert f"{method}: accuracy" in table
-    # the teacher is the supervised model: ssat_teacher trains from it and keeps its own checkpoint
-    assert (copy / "models" / "ssat_teacher" / "model.pt").is_file()
+    # the SSAT systems start from the supervised model and keep their own checkpoints; a smoke run
+    # writes under quick/, never over the full run's models/ and eval/
+    assert (copy / "quick" / "models" / "ssat_robust" / "model.pt").is_file()
+    assert (copy / "quick" / "models" / "model.pt").is_file()  # the paper's SSAT: train.json's folder
+    assert not (copy / "models" / "supervised").exists() and not (copy / "eval").exists()
     out = capsys.readouterr().out
-    assert "| clean |" in out and "adaptive_pgd20_eps0.004" in out
+    assert "| system | clean accuracy |" in out and "adaptive_pgd20_eps0.004" in out
+    assert "the paper's SSAT exactly" in out  # each system's recipe is said
 
 
 def test_ssat_teacher_without_the_supervised_model_is_a_clear_error(bundle: Path, tmp_path: Path):
