@@ -176,7 +176,7 @@ def plot(rows: list[dict], path: str) -> None:
     from monai_adv.visualize import save_figure
 
     groups = sorted({(r["labeled"], r["seed"]) for r in rows})
-    fig, axes = plt.subplots(len(groups), 3, figsize=(13, 3.2 * len(groups)), squeeze=False)
+    fig, axes = plt.subplots(len(groups), 4, figsize=(17, 3.2 * len(groups)), squeeze=False)
     for gi, (n_lab, seed) in enumerate(groups):
         for r in [r for r in rows if (r["labeled"], r["seed"]) == (n_lab, seed)]:
             ep = [e["epoch"] for e in r["per_epoch"]]
@@ -192,12 +192,19 @@ def plot(rows: list[dict], path: str) -> None:
                     ep, [max(e.get("pseudo_label_histogram", {"-": float("nan")}).values()) for e in r["per_epoch"]],
                     marker=".", label=r["recipe"],
                 )  # fmt: skip
+                for key, style in ((K.LOSS_LABELED, "-"), (K.LOSS_UNLABELED, ":")):
+                    axes[gi, 3].plot(
+                        ep, [e.get(key, float("nan")) for e in r["per_epoch"]], linestyle=style, marker=".",
+                        label=f"{r['recipe']}: {key.replace('loss_', '')}",
+                    )  # fmt: skip
         axes[gi, 0].set_title(f"{n_lab} labeled (seed {seed}): test accuracy")
         axes[gi, 1].set_title("pseudo-label accuracy (hidden labels)")
         axes[gi, 2].set_title("largest class share among pseudo-labels")
-        for ax in axes[gi]:
+        axes[gi, 3].set_title("loss terms (labeled -, unlabeled :)")
+        for j, ax in enumerate(axes[gi]):
             ax.set_xlabel("epoch")
-            ax.set_ylim(0, 1.02)
+            if j < 3:
+                ax.set_ylim(0, 1.02)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
     fig.tight_layout()

@@ -210,7 +210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             reports[name] = path
         print(compare_reports(reports))
     else:
-        overrides = {"amp": not args.no_amp}
+        overrides = {"amp": not args.no_amp, "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
         run_demo(args.bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
