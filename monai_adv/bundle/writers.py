@@ -117,7 +117,10 @@ class BundleReportWriter:
             logger.info(f"clean accuracy {self.report['clean_accuracy']:.4f}")
             recall = self.report.get("per_class_recall") or {}
             if recall:
-                logger.info("per-class recall " + ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if v is not None))
+                logger.info(
+                    "per-class recall "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if v is not None)
+                )
             for a in self.report["attacks"]:
                 auroc = a["detection_auroc"]
                 logger.info(
@@ -183,7 +186,7 @@ class PredictionWriter:
         return list(v)
 
     def _collect(self, engine: Any) -> None:
-        from monai_adv.handlers.risk import gather_output
+        from monai_adv.utils import gather_output
 
         output = engine.state.output
         logits = gather_output(output, "pred").detach().float().cpu()

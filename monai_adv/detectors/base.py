@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from monai_adv.detectors.features import FeatureHooks, iterate_loader, resolve_layers, split_batch
 from monai_adv.io import atomic_torch_save
-from monai_adv.transforms.base import default_output_transform
+from monai_adv.utils import default_output_transform, eval_mode, network_device, plain_tensor
 
 __all__ = [
     "AdversarialDetector",
@@ -156,11 +156,7 @@ class AdversarialDetector:
             raise RuntimeError(f"{type(self).__name__} is not fitted: call fit(clean_loader) before {what}.")
 
     def _device(self) -> torch.device:
-        for p in self.network.parameters():
-            return p.device
-        for b in self.network.buffers():
-            return b.device
-        return torch.device("cpu")
+        return network_device(self.network)
 
     def _states_on(self, device: torch.device, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
         key = (device, dtype)
@@ -184,8 +180,7 @@ class AdversarialDetector:
             x = torch.as_tensor(x)
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"images must be a torch tensor or numpy array, got {type(x).__name__}.")
-        if hasattr(x, "as_tensor"):
-            x = x.as_tensor()
+        x = plain_tensor(x)
         if not x.is_floating_point():
             raise TypeError(f"images must be floating point, got {x.dtype}.")
         if x.ndim < 3:
@@ -206,16 +201,10 @@ class AdversarialDetector:
             ValueError: for a bad batch, or features with NaN/Inf values.
         """
         x = self._check_images(x)
-        modes = [(m, m.training) for m in self.network.modules()]  # restored module by module
-        self.network.eval()
-        try:
-            with FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
-                with torch.enable_grad() if grad else torch.no_grad():
-                    logits = self.output_transform(self.network(x))
-                features = hooks.collect(x.shape[0])
-        finally:
-            for m, training in modes:
-                m.training = training
+        with eval_mode(self.network), FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
+            with torch.enable_grad() if grad else torch.no_grad():
+                logits = self.output_transform(self.network(x))
+            features = hooks.collect(x.shape[0])
         for name, f in zip(self.layers, features):
             _check_finite(f.detach(), f"features of layer {name!r}")
         return logits, features

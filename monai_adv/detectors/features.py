@@ -8,6 +8,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from monai_adv.utils import plain_tensor
+
 __all__ = ["PENULTIMATE", "FeatureHooks", "resolve_layers", "pool_features", "split_batch"]
 
 #: the layer name that means "the input of the network's last ``nn.Linear``" (the penultimate features)
@@ -77,8 +79,7 @@ def pool_features(t: torch.Tensor, layer: str) -> torch.Tensor:
     if not isinstance(t, torch.Tensor) or not t.is_floating_point() or t.ndim < 2:
         shape = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
         raise ValueError(f"layer {layer!r} produced {shape}, not a floating (B, C, ...) feature tensor.")
-    if hasattr(t, "as_tensor"):
-        t = t.as_tensor()
+    t = plain_tensor(t)
     return t if t.ndim == 2 else t.flatten(2).mean(dim=2)
 
 

@@ -1,5 +1,7 @@
 """Adversarial training engines: SSAT (semi-supervised), Madry PGD-AT and TRADES, presets, checkpoint/resume."""
 
+from monai_adv.distributed import unwrap_network
+from monai_adv.engines.batches import CyclingLoader
 from monai_adv.engines.checkpoint import (
     CheckpointError,
     NonFiniteLossError,
@@ -26,12 +28,11 @@ from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, c
 from monai_adv.engines.rng import RandomStates, find_randomizables
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
-    AdvTrainingKeys,
     AutocastSupervisedTrainer,
     SemiSupervisedAdversarialTrainer,
     SupervisedAdversarialTrainer,
 )
-from monai_adv.engines.utils import CyclingLoader, unwrap_network
+from monai_adv.keys import AdvTrainingKeys
 
 __all__ = [
     "RobustEvaluator",

@@ -526,7 +526,7 @@ class ResumableCheckpointHandler:
         return self._states
 
     def _cycling_loaders(self, engine: Engine | None) -> dict[str, Any]:
-        from monai_adv.engines.utils import CyclingLoader
+        from monai_adv.engines.batches import CyclingLoader
 
         if engine is None:
             return {}

@@ -9,9 +9,9 @@ import torch
 from monai.engines import SupervisedEvaluator
 from monai.engines.utils import IterationEvents
 
+from monai_adv.engines.batches import prepare_engine_batch
 from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
-from monai_adv.engines.utils import prepare_engine_batch
-from monai_adv.handlers.keys import RobustKeys
+from monai_adv.keys import RobustKeys
 
 if TYPE_CHECKING:
     from monai_adv.detectors.base import AdversarialDetector

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from ignite.metrics import Average, Metric
 
-from monai_adv.engines.trainers import AdvTrainingKeys
+from monai_adv.keys import AdvTrainingKeys
+from monai_adv.utils import first_output
 
 __all__ = ["training_stats", "adversarial_training_metrics"]
-
-
-def _first(output: Any) -> Mapping | None:
-    """The output dict, also when MONAI's decollation turned it into a list of per-item dicts."""
-    if isinstance(output, Mapping):
-        return output
-    if isinstance(output, Sequence) and len(output) > 0 and isinstance(output[0], Mapping):
-        return output[0]
-    return None
 
 
 def _scalar(value: Any) -> float | None:
@@ -46,7 +38,7 @@ def training_stats(output: Any, keys: Sequence[str] = AdvTrainingKeys.SCALARS) -
         output: ``engine.state.output``.
         keys: the names to pick (those missing in this iteration are skipped).
     """
-    first = _first(output)
+    first = first_output(output)
     if first is None:
         return {}
     stats = {}
@@ -68,7 +60,7 @@ class _KeyTransform:
         self.key = key
 
     def __call__(self, output: Any) -> torch.Tensor:
-        first = _first(output)
+        first = first_output(output)
         value = float("nan") if first is None else _scalar(first.get(self.key))
         return torch.tensor(float("nan") if value is None else value, dtype=torch.float64)
 

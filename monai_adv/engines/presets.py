@@ -17,8 +17,8 @@ import torch
 import torch.nn as nn
 from torch.optim import Optimizer
 
+from monai_adv.distributed import unwrap_network
 from monai_adv.engines.trainers import SemiSupervisedAdversarialTrainer, SupervisedAdversarialTrainer
-from monai_adv.engines.utils import unwrap_network
 from monai_adv.transforms import FGSM, PGD
 
 __all__ = ["TrainingPreset", "PRESETS", "create_trainer", "SSAT_EPS_RANGE"]

@@ -25,22 +25,25 @@ from monai.engines.workflow import Workflow
 from monai.utils import CommonKeys as Keys
 from torch.optim import Optimizer
 
-from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
-from monai_adv.engines.utils import (
+from monai_adv.distributed import sync_buffers, unwrap_network
+from monai_adv.engines.batches import (
     CyclingLoader,
-    check_label_range,
     check_loader_not_empty,
     check_logits,
-    class_indices,
-    eval_mode,
-    kl_attack_loss,
-    per_sample_kl,
     prepare_engine_batch,
-    sync_buffers,
     unlabeled_images,
-    unwrap_network,
 )
-from monai_adv.transforms.base import AdversarialAttack, default_output_transform
+from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
+from monai_adv.keys import AdvTrainingKeys
+from monai_adv.transforms.base import AdversarialAttack
+from monai_adv.transforms.losses import kl_attack_loss, per_sample_kl
+from monai_adv.utils import (
+    check_label_range,
+    class_indices,
+    default_output_transform,
+    eval_mode,
+    plain_tensor,
+)
 
 __all__ = [
     "AdvTrainingKeys",
@@ -49,38 +52,6 @@ __all__ = [
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
 ]
-
-
-class AdvTrainingKeys:
-    """Keys of the per-iteration values the adversarial trainers put in ``engine.state.output``."""
-
-    LOSS = Keys.LOSS  #: the total loss that is back-propagated (a tensor)
-    LOSS_LABELED = "loss_labeled"  #: supervised loss on the clean labeled batch
-    LOSS_LABELED_ADV = "loss_labeled_adv"  #: loss on the attacked labeled batch (when there is one)
-    LOSS_UNLABELED = "loss_unlabeled"  #: consistency loss on the attacked unlabeled batch
-    LOSS_ROBUST = "loss_robust"  #: TRADES' KL term
-    PSEUDO_CONFIDENCE = "pseudo_label_confidence"  #: mean max-softmax of the pseudo-labels
-    PSEUDO_KEPT = "pseudo_label_kept"  #: fraction of pseudo-labels above the confidence threshold
-    ATTACK_SUCCESS = "attack_success"  #: fraction of attacked training items the network gets wrong
-    ATTACK_EPS = "attack_eps"  #: the eps of this iteration's attack (drawn per batch for a range)
-    UNLABELED_WEIGHT = "unlabeled_weight"  #: the unlabeled term's weight this iteration (warm-up, ramp-up)
-    #: share of pseudo-labels equal to the hidden true labels (monitoring only, with ``hidden_label_key``)
-    PSEUDO_ACCURACY = "pseudo_label_accuracy"
-    PSEUDO_HISTOGRAM = "pseudo_label_histogram"  #: share of each class among the pseudo-labels, ``(K,)``
-
-    SCALARS = (
-        LOSS,
-        LOSS_LABELED,
-        LOSS_LABELED_ADV,
-        LOSS_UNLABELED,
-        LOSS_ROBUST,
-        PSEUDO_CONFIDENCE,
-        PSEUDO_KEPT,
-        ATTACK_SUCCESS,
-        ATTACK_EPS,
-        UNLABELED_WEIGHT,
-        PSEUDO_ACCURACY,
-    )
 
 
 class AdversarialTrainingEvents(EventEnum):
@@ -358,7 +329,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
 
     def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
         x_u = unlabeled_images(batch, self.unlabeled_image_key)
-        x_u = torch.as_tensor(x_u.as_tensor() if hasattr(x_u, "as_tensor") else x_u)
+        x_u = plain_tensor(x_u)
         if x_u.ndim == 0 or x_u.shape[0] == 0:
             raise ValueError(f"unlabeled batch of shape {tuple(x_u.shape)} is empty.")
         if tuple(x_u.shape[1:]) != tuple(like.shape[1:]):

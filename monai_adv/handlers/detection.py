@@ -10,9 +10,9 @@ import torch
 from monai.engines.utils import IterationEvents
 from monai.utils import optional_import
 
-from monai_adv.handlers.keys import RobustKeys
-from monai_adv.handlers.risk import gather_output
+from monai_adv.keys import RobustKeys
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
+from monai_adv.utils import first_output, gather_output
 
 Events, _ = optional_import("ignite.engine", name="Events")
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ class AdversarialDetectionHandler:
 
     def _collect(self, engine: Engine) -> None:
         output = engine.state.output
-        first = output if isinstance(output, dict) else output[0]
+        first = first_output(output) or {}
         keys = [self.score_key]
         names = self.attacks
         if names is None:

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from monai.utils import optional_import
 
-from monai_adv.handlers.keys import RobustKeys
-from monai_adv.handlers.risk import gather_output
 from monai_adv.io import atomic_torch_save, atomic_write_json, atomic_write_text
+from monai_adv.keys import RobustKeys
 from monai_adv.metrics.classification import DEGENERATE_FRACTION, classification_summary
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
+from monai_adv.utils import first_output, gather_output, predicted_classes
 
 Events, _ = optional_import("ignite.engine", name="Events")
 if TYPE_CHECKING:
@@ -34,10 +34,6 @@ def _fmt(v: Any, digits: int = 3) -> str:
     if isinstance(v, float):
         return f"{v:.{digits}f}"
     return str(v)
-
-
-def _classes(t: torch.Tensor) -> torch.Tensor:
-    return t.argmax(1) if t.ndim == 2 and t.shape[1] > 1 else t.reshape(-1).round().long()
 
 
 class RobustnessReport:
@@ -120,7 +116,7 @@ class RobustnessReport:
 
     def _collect(self, engine: Engine) -> None:
         output = engine.state.output
-        first = output if isinstance(output, dict) else output[0]
+        first = first_output(output) or {}
         for key in first:
             if not isinstance(key, str):
                 continue
@@ -129,7 +125,7 @@ class RobustnessReport:
                 continue
             v = gather_output(output, key).detach().cpu()
             if base in _CLASS_KEYS:
-                v = _classes(v)
+                v = predicted_classes(v)
             self._data[key].append(v.reshape(-1).float())
 
     # the report ------------------------------------------------------------------------------------

@@ -2,42 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from monai.handlers.ignite_metric import IgniteMetricHandler
 
-from monai_adv.handlers.keys import RobustKeys
+from monai_adv.keys import RobustKeys
 from monai_adv.metrics.risk import AdversarialRiskMetric, risk_inputs
+from monai_adv.utils import gather_output
 
+# gather_output lives in monai_adv.utils; it is exported here too, where it was first published
 __all__ = ["AdversarialRisk", "risk_output_transform", "gather_output"]
-
-
-def gather_output(output: Any, key: str, required: bool = True) -> torch.Tensor | None:
-    """Read ``key`` from an engine output: a dict of batched values or a decollated list of dicts.
-
-    Returns:
-        the batch as one tensor ``(B, ...)``, or None when the key is absent and not ``required``.
-
-    Raises:
-        KeyError: for a required key that is missing (the message lists the keys there are).
-        TypeError: for an output that is neither a dict nor a list of dicts.
-    """
-    if isinstance(output, Mapping):
-        items, first = None, output
-    elif isinstance(output, (list, tuple)) and output and isinstance(output[0], Mapping):
-        items, first = output, output[0]
-    else:
-        raise TypeError(f"engine output must be a dict or a list of dicts, got {type(output).__name__}.")
-    if key not in first:
-        if required:
-            raise KeyError(f"engine output has no key {key!r}; available: {sorted(first)}.")
-        return None
-    if items is None:
-        v = output[key]
-        return v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
-    return torch.stack([torch.as_tensor(i[key]) for i in items])
 
 
 def risk_output_transform(

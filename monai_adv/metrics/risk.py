@@ -12,6 +12,8 @@ from typing import Any
 import torch
 from monai.metrics import CumulativeIterationMetric
 
+from monai_adv.utils import predicted_classes
+
 __all__ = ["AdversarialRiskMetric", "RISK_KEYS", "compute_adversarial_risk", "risk_inputs"]
 
 #: the quantities :meth:`AdversarialRiskMetric.aggregate` returns, in order
@@ -31,14 +33,6 @@ RISK_KEYS = (
 )
 
 
-def _class_indices(t: torch.Tensor) -> torch.Tensor:
-    """``(B, K)`` logits/probabilities -> argmax; ``(B,)`` or ``(B, 1)`` class indices -> ``(B,)``."""
-    t = torch.as_tensor(t)
-    if t.ndim == 2 and t.shape[1] > 1:
-        return t.argmax(dim=1)
-    return t.reshape(t.shape[0] if t.ndim else 1).round().long()
-
-
 def risk_inputs(pred: Any, adv_pred: Any, flag: Any, adv_flag: Any) -> torch.Tensor:
     """Stack one batch into the ``(B, 4)`` ``y_pred`` of :class:`AdversarialRiskMetric`.
 
@@ -54,7 +48,7 @@ def risk_inputs(pred: Any, adv_pred: Any, flag: Any, adv_flag: Any) -> torch.Ten
     Raises:
         ValueError: when the batch sizes differ.
     """
-    p, a = _class_indices(pred), _class_indices(adv_pred)
+    p, a = predicted_classes(pred), predicted_classes(adv_pred)
     f = torch.zeros_like(p) if flag is None else torch.as_tensor(flag).reshape(-1).long()
     g = torch.zeros_like(p) if adv_flag is None else torch.as_tensor(adv_flag).reshape(-1).long()
     sizes = {p.shape[0], a.shape[0], f.shape[0], g.shape[0]}

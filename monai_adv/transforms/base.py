@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Union
 
 import numpy as np
@@ -22,6 +22,14 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
 from monai_adv.transforms.losses import per_sample_cross_entropy
+from monai_adv.utils import (
+    check_label_range,
+    class_indices,
+    default_output_transform,
+    eval_mode,
+    network_device,
+    plain_tensor,
+)
 
 __all__ = [
     "AdversarialAttack",
@@ -40,35 +48,6 @@ __all__ = [
 EpsType = Union[float, tuple[float, float]]
 ValueRange = Union[tuple[float, float], None]
 LABEL_TYPES = (int, np.integer, torch.Tensor, np.ndarray, Sequence)
-
-_LOGIT_KEYS = ("logits", "logit", "pred", "out", "output")
-
-
-def default_output_transform(output: Any) -> torch.Tensor:
-    """Pick the class logits out of a network's output.
-
-    A tensor is taken as it is; a tuple or list gives its first element; a dict gives the value of
-    the first of ``logits``, ``logit``, ``pred``, ``out``, ``output`` that it holds.
-
-    Raises:
-        ValueError: when a dict holds none of those keys.
-        TypeError: when the output is of any other type.
-    """
-    if isinstance(output, torch.Tensor):
-        return output
-    if isinstance(output, (tuple, list)) and len(output) > 0:
-        return default_output_transform(output[0])
-    if isinstance(output, Mapping):
-        for key in _LOGIT_KEYS:
-            if key in output:
-                return output[key]
-        raise ValueError(
-            f"network returned a dict with keys {sorted(output)}, none of which is one of {_LOGIT_KEYS}; "
-            "pass output_transform=... to pick the class logits."
-        )
-    raise TypeError(
-        f"network returned {type(output).__name__}, not class logits; pass output_transform=... to pick them."
-    )
 
 
 def default_amp_dtype(device: torch.device | str) -> torch.dtype:
@@ -226,21 +205,10 @@ class AdversarialAttack(Randomizable, Transform):
             self.randomize(None)
             generator = self._generator(device)
             self._prepare_precision(device, x_work.ndim)
-            # every submodule's own mode, so that a partly frozen network (say, batch norm kept in
-            # eval while fine-tuning) comes back exactly as it was
-            modes = (
-                [(sub, sub.training) for sub in self.network.modules()]
-                if isinstance(self.network, nn.Module)
-                else []
-            )
-            try:
-                if modes:
-                    self.network.eval()
-                with torch.enable_grad() if self.uses_gradients else torch.no_grad():
-                    x_adv = self._attack(x_work, y, m, generator)
-            finally:
-                for sub, was_training in modes:
-                    sub.training = was_training
+            # eval mode for the attack; every submodule gets its own mode back, so that a partly frozen
+            # network (say, batch norm kept in eval while fine-tuning) comes back exactly as it was
+            with eval_mode(self.network), torch.enable_grad() if self.uses_gradients else torch.no_grad():
+                x_adv = self._attack(x_work, y, m, generator)
             x_adv = self._finalize(x_adv.detach().to(device=x.device, dtype=x.dtype), x.clone(), m)
         if not batched:
             x_adv = x_adv[0]
@@ -392,7 +360,7 @@ class AdversarialAttack(Randomizable, Transform):
         if isinstance(img, np.ndarray):
             x = torch.as_tensor(img)
         elif isinstance(img, torch.Tensor):
-            x = img.as_tensor() if hasattr(img, "as_tensor") else img
+            x = plain_tensor(img)
         else:
             raise TypeError(f"img must be a torch tensor or numpy array, got {type(img).__name__}.")
         x = x.detach()
@@ -430,41 +398,16 @@ class AdversarialAttack(Randomizable, Transform):
     def _labels(self, label: Any, batch: int, device: torch.device) -> torch.Tensor:
         if label is None:
             raise ValueError("label is required (the true class, or the target class when targeted=True).")
-        if isinstance(label, (bool, np.bool_)):
-            raise ValueError(f"label must be a class index, got {label!r}.")
-        y = torch.as_tensor(label.as_tensor() if hasattr(label, "as_tensor") else label).detach()
-        if y.is_floating_point():
-            if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
-                raise ValueError(
-                    f"labels must be integer class indices, got non-integer values {y.flatten()[:8]}."
-                )
-        elif y.dtype == torch.bool or y.is_complex():
-            raise ValueError(f"labels must be integer class indices, got dtype {y.dtype}.")
-        if y.ndim == 2 and y.shape[1] == 1:
-            y = y[:, 0]
-        if y.numel() == 1:
-            y = y.reshape(1).expand(batch)
-        elif y.ndim != 1 or y.shape[0] != batch:
-            raise ValueError(
-                f"labels of shape {tuple(y.shape)} do not fit a batch of {batch}: expected an int, a 1-element "
-                f"tensor, ({batch},) or ({batch}, 1) class indices (not one-hot)."
-            )
-        y = y.to(device=device, dtype=torch.long)
-        if (y < 0).any():
-            raise ValueError(f"labels must be non-negative class indices, got {y.tolist()}.")
-        return y
+        return class_indices(label, batch, "labels", broadcast=True).to(device)
 
     def _check_label_range(self, y: torch.Tensor, num_classes: int) -> None:
         self.num_classes = num_classes
-        if (y >= num_classes).any():
-            raise ValueError(
-                f"labels {sorted(set(y.tolist()))} are out of range for a network with {num_classes} classes."
-            )
+        check_label_range(y, num_classes)
 
     def _mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
         if mask is None:
             return None
-        m = torch.as_tensor(mask.as_tensor() if hasattr(mask, "as_tensor") else mask).detach()
+        m = plain_tensor(mask).detach()
         d = self.spatial_dims
         if m.ndim == d:
             m = m.reshape(1, 1, *m.shape)
@@ -487,12 +430,7 @@ class AdversarialAttack(Randomizable, Transform):
         return (m != 0).to(device=x.device, dtype=x.dtype)
 
     def _network_device(self, fallback: torch.device) -> torch.device:
-        if isinstance(self.network, nn.Module):
-            for p in self.network.parameters():
-                return p.device
-            for b in self.network.buffers():
-                return b.device
-        return fallback
+        return network_device(self.network, fallback)
 
     def _network_dtype(self, fallback: torch.dtype) -> torch.dtype:
         if isinstance(self.network, nn.Module):

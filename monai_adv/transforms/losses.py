@@ -1,11 +1,20 @@
-"""Per-sample attack losses on class logits: cross-entropy, DLR (Croce & Hein 2020) and the C&W margin."""
+"""Per-sample losses on class logits: cross-entropy, DLR (Croce & Hein 2020), the C&W margin, and KL (TRADES)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["per_sample_cross_entropy", "dlr_loss", "targeted_dlr_loss", "margin"]
+__all__ = [
+    "per_sample_cross_entropy",
+    "dlr_loss",
+    "targeted_dlr_loss",
+    "margin",
+    "per_sample_kl",
+    "kl_attack_loss",
+]
 
 
 def per_sample_cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -51,3 +60,24 @@ def targeted_dlr_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
         )
     z_sorted = logits.sort(dim=1, descending=True).values
     return -margin(logits, target) / (z_sorted[:, 0] - 0.5 * (z_sorted[:, 2] + z_sorted[:, 3]) + 1e-12)
+
+
+def per_sample_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
+    """``KL(softmax(p) || softmax(q))`` per sample ``(B,)``; gradients flow into both arguments."""
+    log_p = F.log_softmax(p_logits, dim=1)
+    log_q = F.log_softmax(q_logits, dim=1)
+    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
+
+
+def kl_attack_loss(clean_logits: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """An attack loss ``loss(logits, y) = KL(softmax(clean) || softmax(logits))`` per sample (TRADES' inner max).
+
+    The labels are ignored; ``clean_logits`` are detached. An attack with this loss must start from a
+    random point (the KL gradient is zero at the clean input).
+    """
+    clean = clean_logits.detach()
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return per_sample_kl(clean.to(logits.dtype), logits)
+
+    return loss

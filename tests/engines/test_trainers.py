@@ -23,8 +23,8 @@ from monai_adv.engines import (
     create_trainer,
     training_stats,
 )
-from monai_adv.engines.utils import kl_attack_loss, per_sample_kl
 from monai_adv.transforms import FGSM, PGD
+from monai_adv.transforms.losses import kl_attack_loss, per_sample_kl
 
 K = AdvTrainingKeys
 LR = 0.1

@@ -1,29 +1,25 @@
-"""Small pieces the adversarial training engines share: batch parsing, label checks, losses, loader cycling."""
+"""Batches and loaders of the adversarial training engines: batch parsing, unlabeled images, loader cycling.
+
+The helpers the engines used to keep here have their own homes now: the network's eval mode and the
+label checks in :mod:`monai_adv.utils`, the DDP helpers in :mod:`monai_adv.distributed`, the KL losses in
+:mod:`monai_adv.transforms.losses`.
+"""
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sized
+from collections.abc import Iterable, Iterator, Mapping, Sized
 from typing import Any
 
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 __all__ = [
     "prepare_engine_batch",
-    "unwrap_network",
-    "eval_mode",
-    "class_indices",
-    "check_label_range",
+    "check_logits",
     "unlabeled_images",
-    "CyclingLoader",
-    "per_sample_kl",
-    "kl_attack_loss",
     "check_loader_not_empty",
-    "sync_buffers",
+    "CyclingLoader",
 ]
 
 
@@ -40,85 +36,6 @@ def prepare_engine_batch(engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, 
         return batch[0], batch[1], (), {}
     inputs, targets, args, kwargs = batch
     return inputs, targets, args, kwargs
-
-
-def unwrap_network(network: nn.Module) -> nn.Module:
-    """The module inside a ``DistributedDataParallel`` / ``DataParallel`` wrapper (or the network itself).
-
-    Attacks and pseudo-labelling run on the unwrapped module: their forward passes must not register
-    DDP gradient-reduction hooks, only the training forward does.
-    """
-    while isinstance(network, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        network = network.module
-    return network
-
-
-def sync_buffers(network: nn.Module) -> None:
-    """Broadcast rank 0's buffers (batch-norm running statistics) to every rank of a DDP network.
-
-    DDP itself does this at the start of each *training* forward; the pseudo-labelling and attack
-    forwards of an iteration come before it and run the unwrapped module in eval mode, so without
-    this each rank would use its own running statistics there. A no-op outside DDP or when the
-    wrapper's ``broadcast_buffers`` is off.
-    """
-    if not isinstance(network, nn.parallel.DistributedDataParallel) or not getattr(
-        network, "broadcast_buffers", False
-    ):
-        return
-    if not torch.distributed.is_initialized() or torch.distributed.get_world_size() < 2:
-        return
-    for buf in network.module.buffers():
-        torch.distributed.broadcast(buf.data, src=0)
-
-
-@contextlib.contextmanager
-def eval_mode(*networks: nn.Module):
-    """Put networks in eval mode for the block, restoring each one's previous mode afterwards."""
-    modes = [n.training for n in networks]
-    try:
-        for n in networks:
-            n.eval()
-        yield
-    finally:
-        for n, m in zip(networks, modes):
-            n.train(m)
-
-
-def class_indices(label: Any, batch: int, what: str = "labels") -> torch.Tensor:
-    """Check and convert labels to integer class indices of shape ``(batch,)``.
-
-    Accepts ``(B,)`` or ``(B, 1)`` integer (or integral floating) tensors.
-
-    Raises:
-        ValueError: for a wrong shape, one-hot labels, non-integer or negative values, NaN.
-    """
-    y = torch.as_tensor(label.as_tensor() if hasattr(label, "as_tensor") else label)
-    if y.ndim == 2 and y.shape[1] == 1:
-        y = y[:, 0]
-    if y.ndim != 1 or y.shape[0] != batch:
-        raise ValueError(
-            f"{what} of shape {tuple(y.shape)} do not fit a batch of {batch} images: expected ({batch},) or "
-            f"({batch}, 1) integer class indices (not one-hot)."
-        )
-    if y.is_floating_point():
-        if not torch.isfinite(y).all() or not torch.equal(y, y.round()):
-            raise ValueError(f"{what} must be integer class indices, got {y[:8].tolist()}.")
-    elif y.dtype == torch.bool or y.is_complex():
-        raise ValueError(f"{what} must be integer class indices, got dtype {y.dtype}.")
-    y = y.long()
-    if (y < 0).any():
-        raise ValueError(f"{what} must be non-negative class indices, got {sorted(set(y.tolist()))}.")
-    return y
-
-
-def check_label_range(y: torch.Tensor, num_classes: int, what: str = "labels") -> None:
-    """Raise ``ValueError`` when a label is not a class of a network with ``num_classes`` outputs."""
-    if y.numel() and int(y.max()) >= num_classes:
-        bad = sorted({v for v in y.tolist() if v >= num_classes})
-        raise ValueError(
-            f"{what} {bad} are outside the network's classes 0..{num_classes - 1} "
-            f"(the network returns {num_classes} logits)."
-        )
 
 
 def check_logits(logits: Any, batch: int) -> torch.Tensor:
@@ -269,24 +186,3 @@ class CyclingLoader:
                 raise ValueError(f"{self.name} yielded no batches; it must not be empty.") from None
         self.position += 1
         return batch
-
-
-def per_sample_kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> torch.Tensor:
-    """``KL(softmax(p) || softmax(q))`` per sample ``(B,)``; gradients flow into both arguments."""
-    log_p = F.log_softmax(p_logits, dim=1)
-    log_q = F.log_softmax(q_logits, dim=1)
-    return (log_p.exp() * (log_p - log_q)).sum(dim=1)
-
-
-def kl_attack_loss(clean_logits: torch.Tensor) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """An attack loss ``loss(logits, y) = KL(softmax(clean) || softmax(logits))`` per sample (TRADES' inner max).
-
-    The labels are ignored; ``clean_logits`` are detached. An attack with this loss must start from a
-    random point (the KL gradient is zero at the clean input).
-    """
-    clean = clean_logits.detach()
-
-    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return per_sample_kl(clean.to(logits.dtype), logits)
-
-    return loss
