@@ -152,8 +152,6 @@ def attack_grid(
         ValueError: for an unknown attack class, an entry without ``name``/``attack``/``eps``, or a
             repeated name.
     """
-    import inspect
-
     from monai_adv import transforms
 
     out: dict[str, Any] = {}
@@ -166,7 +164,7 @@ def attack_grid(
         cls = getattr(transforms, str(cls_name), None)
         if not isinstance(cls, type):
             raise ValueError(f"unknown attack {cls_name!r} in the attack grid; see monai_adv.transforms.")
-        if "detector" in inspect.signature(cls).parameters:
+        if getattr(cls, "needs_detector", False):  # the attack describes itself
             if detector is None:
                 logger.warning(
                     f"attack grid entry {name!r} ({cls_name}) needs a detector; none is fitted, so it is skipped."

@@ -29,6 +29,11 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
     "risk_detector", "risk_system", "risk", "risk_no_detector"}, ...]}``. ``degenerate`` is true when
     one class takes more than 90% of the clean predictions (detection and risk numbers are then not
     meaningful).
+
+    Args:
+        report: the :class:`~monai_adv.handlers.RobustnessReport` report (``engine.state.robustness_report``).
+        eps_of: ``{attack name: eps}`` for attacks whose report entry has no eps (reports written before
+            attacks described themselves).
     """
     attacks = []
     for name, a in report.get("attacks", {}).items():
@@ -42,6 +47,8 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
                 "name": name,
                 "type": a.get("type"),
                 "eps": eps,
+                "norm": a.get("norm"),
+                "steps": a.get("steps"),
                 "robust_accuracy": a.get("accuracy"),
                 "detection_auroc": a.get("auroc"),
                 "detection_tpr": a.get("tpr"),
@@ -104,9 +111,8 @@ class BundleReportWriter:
                 "BundleReportWriter found no engine.state.robustness_report; attach a "
                 "monai_adv.handlers.RobustnessReport before it."
             )
-        attacks = getattr(engine, "attacks", {}) or {}
-        eps_of = {n: getattr(getattr(a, "base_attack", None), "eps", None) for n, a in attacks.items()}
-        self.report = bundle_report(full, eps_of)
+        # the robustness report carries each attack's own description (eps included)
+        self.report = bundle_report(full)
         if not is_main_process():
             return
         out = os.path.join(self.output_dir, self.filename)

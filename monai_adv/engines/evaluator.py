@@ -12,6 +12,7 @@ from monai.engines.utils import IterationEvents
 from monai_adv.engines.batches import prepare_engine_batch
 from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
 from monai_adv.keys import RobustKeys
+from monai_adv.transforms.base import describe_attack
 
 if TYPE_CHECKING:
     from monai_adv.detectors.base import AdversarialDetector
@@ -30,6 +31,9 @@ class RobustEvaluator(SupervisedEvaluator):
     :class:`~monai_adv.handlers.RobustKeys`). Flags are present when the detector is calibrated.
     Metrics and handlers read them as usual, e.g.
     ``Accuracy(output_transform=from_engine(["pred/pgd", "label"]))``.
+
+    The attacks describe themselves in :attr:`attack_descriptions` (type, eps, norm, steps, whether
+    they need a detector), which :class:`~monai_adv.handlers.RobustnessReport` reports.
 
     Args:
         device: the device to run on.
@@ -87,6 +91,16 @@ class RobustEvaluator(SupervisedEvaluator):
         self.attacks = attacks
         self.detector = detector
         self.keep_adversarial_images = bool(keep_adversarial_images)
+
+    @property
+    def attack_descriptions(self) -> dict[str, dict[str, Any]]:
+        """``{name: description}`` of the configured attacks, for reports and handlers.
+
+        Each description is the attack's own :meth:`~monai_adv.transforms.AdversarialAttack.describe`
+        (``name``, ``type``, ``eps``, ``norm``, ``steps``, ``needs_detector``, ...), so that nothing
+        downstream has to look inside the attack objects.
+        """
+        return {name: describe_attack(atk) for name, atk in self.attacks.items()}
 
     def _predict(self, engine: RobustEvaluator, inputs: torch.Tensor, args: tuple, kwargs: dict) -> dict:
         """One forward pass: predictions, and detector score/flag from hooks on that same pass."""

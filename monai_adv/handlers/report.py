@@ -142,7 +142,8 @@ class RobustnessReport:
         detector = getattr(engine, "detector", None)
         threshold = getattr(detector, "threshold", None)
         clean_score, clean_flag = data.get(RobustKeys.SCORE), data.get(RobustKeys.FLAG)
-        attacks_cfg = getattr(engine, "attacks", {}) or {}
+        # the evaluator publishes what its attacks are; any other engine has none to describe
+        descriptions = getattr(engine, "attack_descriptions", None) or {}
         names = [k.split("/", 1)[1] for k in data if k.startswith(RobustKeys.PRED + "/")]
         summary = classification_summary(
             y, pred, self.class_names, self.num_classes, degenerate_fraction=self.degenerate_fraction
@@ -177,14 +178,12 @@ class RobustnessReport:
             adv_pred = data[RobustKeys.adv(RobustKeys.PRED, name)].long()
             adv_score = data.get(RobustKeys.adv(RobustKeys.SCORE, name))
             adv_flag = data.get(RobustKeys.adv(RobustKeys.FLAG, name))
-            atk = attacks_cfg.get(name)
-            atk = getattr(atk, "__wrapped__", atk)  # a wrapper (cache, logger) around an attack
-            eps = getattr(atk, "eps", None)
-            if eps is None:  # e.g. a transfer attack: the eps of the attack it runs on the surrogate
-                eps = getattr(getattr(atk, "base_attack", None), "eps", None)
+            desc = descriptions.get(name, {})
             entry: dict[str, Any] = {
-                "type": type(atk).__name__ if atk is not None else name,
-                "eps": list(eps) if isinstance(eps, tuple) else eps,
+                "type": desc.get("type", name),
+                "eps": desc.get("eps"),
+                "norm": desc.get("norm"),
+                "steps": desc.get("steps"),
                 "accuracy": float((adv_pred == y).float().mean()),
                 "auroc": None,
                 "tpr": None,

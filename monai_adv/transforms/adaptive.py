@@ -15,10 +15,8 @@ import torch
 import torch.nn as nn
 
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_step_size, check_steps
-from monai_adv.transforms.dictionary import _ArrayAttackd
-from monai_adv.transforms.losses import margin
 
-__all__ = ["AdaptiveAttack", "AdaptiveAttackd", "AdaptiveAttackD", "AdaptiveAttackDict"]
+__all__ = ["AdaptiveAttack"]
 
 
 class AdaptiveAttack(NormBoundedAttack):
@@ -58,6 +56,8 @@ class AdaptiveAttack(NormBoundedAttack):
         det.calibrate(val_loader, fpr=0.05)
         x_adv = AdaptiveAttack(net, det, eps=8 / 255, steps=20)(images, labels)
     """
+
+    needs_detector = True
 
     def __init__(
         self,
@@ -103,11 +103,6 @@ class AdaptiveAttack(NormBoundedAttack):
         thr = getattr(self.detector, "threshold", None)
         return abs(float(thr)) if thr is not None and abs(float(thr)) > 1e-12 else 1.0
 
-    def _margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        if self.targeted:  # the target must win: margin of the strongest other class over it
-            return -margin(logits, y)
-        return margin(logits, y)
-
     def objective_and_grad(  # type: ignore[override]
         self, x_adv: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -119,13 +114,13 @@ class AdaptiveAttack(NormBoundedAttack):
         if logits.ndim != 2 or logits.shape[0] != x_adv.shape[0]:
             raise ValueError(f"network output of shape {tuple(logits.shape)} is not class logits (B, K).")
         self._check_label_range(y, logits.shape[1])
-        m = self._margin(logits, y)
+        m = self.attack_margin(logits, y)
         cls_term = -m.clamp_min(-self.kappa)
         det_term = -score / self._scale()
         if self.mode == "sum":
             objective = cls_term + self.detector_weight * det_term
         else:  # selective: fool the classifier first; once fooled, lower the detector score
-            fooled = (m < -self.kappa) if self.kappa > 0 else (m < 0)
+            fooled = self.succeeded(m, self.kappa)
             objective = torch.where(fooled, self.detector_weight * det_term, cls_term)
         grad = self.input_grad(objective.sum(), x_adv)
         return grad, m.detach(), score.detach(), logits.detach()
@@ -140,7 +135,7 @@ class AdaptiveAttack(NormBoundedAttack):
         view = (-1,) + (1,) * (x.ndim - 1)
         for i in range(self.steps + 1):
             grad, m, score, _ = self.objective_and_grad(x_adv, y)
-            success = m < -self.kappa if self.kappa > 0 else m < 0
+            success = self.succeeded(m, self.kappa)
             # rank: any success beats no success; among successes the lower score, else the lower margin
             key = torch.where(success, score.to(best_key.dtype), m.to(best_key.dtype))
             better = (success & ~best_success) | ((success == best_success) & (key < best_key))
@@ -151,12 +146,3 @@ class AdaptiveAttack(NormBoundedAttack):
                 break
             x_adv = self.project(x_adv + alpha * self.steepest_direction(grad, mask), x, eps, mask)
         return best
-
-
-class AdaptiveAttackd(_ArrayAttackd):
-    """Dictionary version of :class:`AdaptiveAttack`: ``AdaptiveAttackd(keys, network, detector, eps, ...)``."""
-
-    array_class = AdaptiveAttack
-
-
-AdaptiveAttackD = AdaptiveAttackDict = AdaptiveAttackd

@@ -21,7 +21,7 @@ import torch.nn as nn
 from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
-from monai_adv.transforms.losses import per_sample_cross_entropy
+from monai_adv.transforms.losses import margin, per_sample_cross_entropy
 from monai_adv.utils import (
     check_label_range,
     class_indices,
@@ -43,6 +43,7 @@ __all__ = [
     "check_step_size",
     "default_amp_dtype",
     "network_memory_format",
+    "describe_attack",
 ]
 
 EpsType = Union[float, tuple[float, float]]
@@ -131,6 +132,8 @@ class AdversarialAttack(Randomizable, Transform):
 
     #: whether the attack needs gradients of the network (False for score-based black-box attacks)
     uses_gradients: bool = True
+    #: whether the attack needs a fitted detector (it attacks the classifier and the detector together)
+    needs_detector: bool = False
 
     def __init__(
         self,
@@ -339,10 +342,61 @@ class AdversarialAttack(Randomizable, Transform):
                 self.network.to(memory_format=fmt)
         self._memory_format = network_memory_format(self.network)
 
+    # ------------------------------------------------------------------------------------------
+    # success: one definition for every attack
+    # ------------------------------------------------------------------------------------------
+    def attack_margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample margin ``(B,)`` that is positive while the attack has not succeeded.
+
+        Untargeted: ``z_y - max_{j != y} z_j`` (the true class still wins); targeted: the strongest
+        other class's lead over the target.
+        """
+        m = margin(logits, y)
+        return -m if self.targeted else m
+
+    @staticmethod
+    def succeeded(attack_margin: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
+        """Per-sample success from :meth:`attack_margin`: another class (or the target) wins strictly, by ``kappa``.
+
+        A tie is not a success: ``argmax`` may still pick the true class.
+
+        Args:
+            attack_margin: the margins ``(B,)``.
+            kappa: the confidence the success must have (the C&W ``kappa``), >= 0.
+        """
+        return (attack_margin < 0) & (attack_margin <= -kappa)
+
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample success: misclassified (untargeted) or classified as the target (targeted)."""
-        pred = logits.argmax(dim=1)
-        return pred == y if self.targeted else pred != y
+        return self.succeeded(self.attack_margin(logits, y))
+
+    # ------------------------------------------------------------------------------------------
+    # what the attack is, for reports
+    # ------------------------------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        """What this attack is, for reports: ``{"name", "type", "eps", "norm", "steps", "needs_detector", ...}``.
+
+        ``name`` is a short label (``"PGD-10"``), ``type`` the class name, ``eps`` a number, a
+        ``[low, high]`` range or None (no eps-ball), ``norm`` ``"linf"``/``"l2"`` or None, ``steps`` the
+        iterations (or queries) or None, ``needs_detector`` whether it attacks a detector too,
+        ``uses_gradients`` whether it needs the network's gradients, ``targeted`` as set.
+        """
+        steps = self._steps()
+        return {
+            "name": type(self).__name__ if steps is None or steps == 1 else f"{type(self).__name__}-{steps}",
+            "type": type(self).__name__,
+            "eps": None,
+            "norm": None,
+            "steps": steps,
+            "needs_detector": bool(self.needs_detector),
+            "uses_gradients": bool(self.uses_gradients),
+            "targeted": self.targeted,
+        }
+
+    def _steps(self) -> int | None:
+        """The iteration count reported by :meth:`describe` (None when the attack has none)."""
+        steps = vars(self).get("steps")
+        return None if steps is None else int(steps)
 
     # ------------------------------------------------------------------------------------------
     # shared geometry
@@ -527,6 +581,14 @@ class NormBoundedAttack(AdversarialAttack):
         else:
             self._eps_value = float(self.eps)
 
+    def describe(self) -> dict[str, Any]:
+        """:meth:`AdversarialAttack.describe` with this attack's ``eps`` and ``norm``."""
+        return {
+            **super().describe(),
+            "eps": list(self.eps) if isinstance(self.eps, tuple) else self.eps,
+            "norm": self.norm,
+        }
+
     @property
     def current_eps(self) -> float:
         """The eps of the latest call (drawn from the range when ``eps`` is a tuple)."""
@@ -616,3 +678,27 @@ class NormBoundedAttack(AdversarialAttack):
             else:  # cannot happen for finite inputs; never return a point outside the ball silently
                 raise RuntimeError("could not place the adversarial image inside the eps-ball")
         return x_adv
+
+
+def describe_attack(attack: Any) -> dict[str, Any]:
+    """:meth:`AdversarialAttack.describe` of an attack, also behind a wrapper that sets ``__wrapped__``.
+
+    Any other callable is described by its type alone (``eps``, ``norm`` and ``steps`` None).
+
+    Args:
+        attack: an attack, a wrapper around one (a cache, a logger), or any callable.
+    """
+    inner = getattr(attack, "__wrapped__", attack)
+    if isinstance(inner, AdversarialAttack):
+        return inner.describe()
+    name = type(inner).__name__
+    return {
+        "name": name,
+        "type": name,
+        "eps": None,
+        "norm": None,
+        "steps": None,
+        "needs_detector": False,
+        "uses_gradients": True,
+        "targeted": False,
+    }

@@ -9,7 +9,6 @@ import torch
 import torch.nn as nn
 
 from monai_adv.transforms.base import AdversarialAttack, check_step_size, check_steps
-from monai_adv.transforms.losses import margin
 
 __all__ = ["CarliniWagnerL2"]
 
@@ -81,10 +80,6 @@ class CarliniWagnerL2(AdversarialAttack):
             x_new = low + (high - low) * (torch.tanh(w) + 1) / 2
         return x_new if mask is None else x + (x_new - x) * mask
 
-    def _margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """``> 0`` while not yet adversarial; the C&W f6 function before clamping at -kappa."""
-        return -margin(logits, y) if self.targeted else margin(logits, y)
-
     def _attack(self, x, y, mask, generator):
         b = x.shape[0]
         c = torch.full((b,), self.c, device=x.device, dtype=x.dtype)
@@ -103,11 +98,11 @@ class CarliniWagnerL2(AdversarialAttack):
                 x_new = self._from_w(w, x, mask)
                 logits = self.logits(x_new, y)
                 l2 = (x_new - x).pow(2).flatten(1).sum(1)
-                m = self._margin(logits, y)
+                m = self.attack_margin(logits, y)  # the C&W f6 function before clamping
                 objective = (l2 + c * m.clamp_min(-self.kappa)).sum()
                 grad = self.input_grad(objective, w)
                 with torch.no_grad():
-                    success = m <= -self.kappa if self.kappa > 0 else m < 0
+                    success = self.succeeded(m, self.kappa)
                     better = success & (l2 < best_l2)
                     best_l2[better] = l2[better]
                     best_adv[better] = x_new[better]

@@ -71,6 +71,11 @@ class TransferAttack(AdversarialAttack):
     def __call__(self, img: Any, label: Any, mask: Any | None = None) -> Any:
         return self.base_attack(img, label, mask)
 
+    def describe(self) -> dict[str, Any]:
+        """The base attack's description (its eps, norm, steps), typed ``TransferAttack``, the base as ``base``."""
+        base = self.base_attack.describe()
+        return {**base, "name": f"transfer {base['name']}", "type": type(self).__name__, "base": base}
+
     def with_precision(self, amp: bool, amp_dtype: torch.dtype | None = None) -> TransferAttack:
         clone = super().with_precision(amp, amp_dtype)
         if clone is not self:
@@ -116,6 +121,19 @@ class WorstCaseEnsemble(AdversarialAttack):
                 )
         self.attacks = attacks
         self.last_success: dict[str, int] = {}
+
+    def describe(self) -> dict[str, Any]:
+        """The ensemble's description: the largest eps of its members, their descriptions as ``members``."""
+        members = [atk.describe() for atk in self.attacks]
+        eps = [m["eps"] for m in members if isinstance(m["eps"], (int, float))]
+        norms = {m["norm"] for m in members}
+        return {
+            **super().describe(),
+            "eps": max(eps) if eps else None,
+            "norm": norms.pop() if len(norms) == 1 else None,
+            "needs_detector": any(m["needs_detector"] for m in members),
+            "members": members,
+        }
 
     def with_precision(self, amp: bool, amp_dtype: torch.dtype | None = None) -> WorstCaseEnsemble:
         clone = super().with_precision(amp, amp_dtype)

@@ -13,6 +13,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, Randomizable
 
+from monai_adv.transforms.adaptive import AdaptiveAttack
 from monai_adv.transforms.apgd import APGD
 from monai_adv.transforms.base import AdversarialAttack
 from monai_adv.transforms.carlini_wagner import CarliniWagnerL2
@@ -48,6 +49,9 @@ __all__ = [
     "WorstCaseEnsembled",
     "WorstCaseEnsembleD",
     "WorstCaseEnsembleDict",
+    "AdaptiveAttackd",
+    "AdaptiveAttackD",
+    "AdaptiveAttackDict",
 ]
 
 
@@ -184,6 +188,12 @@ class WorstCaseEnsembled(_ArrayAttackd):
     array_class = WorstCaseEnsemble
 
 
+class AdaptiveAttackd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.AdaptiveAttack`: ``(keys, network, detector, eps, ...)``."""
+
+    array_class = AdaptiveAttack
+
+
 AdversarialAttackD = AdversarialAttackDict = AdversarialAttackd
 FGSMD = FGSMDict = FGSMd
 PGDD = PGDDict = PGDd
@@ -193,3 +203,4 @@ APGDD = APGDDict = APGDd
 SquareAttackD = SquareAttackDict = SquareAttackd
 TransferAttackD = TransferAttackDict = TransferAttackd
 WorstCaseEnsembleD = WorstCaseEnsembleDict = WorstCaseEnsembled
+AdaptiveAttackD = AdaptiveAttackDict = AdaptiveAttackd

@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_steps, per_sample_view
-from monai_adv.transforms.losses import margin, per_sample_cross_entropy
+from monai_adv.transforms.losses import per_sample_cross_entropy
 
 __all__ = ["SquareAttack"]
 
@@ -85,12 +85,14 @@ class SquareAttack(NormBoundedAttack):
                 break
         return self.p_init / divisor
 
+    def _steps(self) -> int:
+        """The query budget, reported as the attack's steps."""
+        return self.n_queries
+
     def _margin_and_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(margin that is <= 0 once fooled, loss to minimise), per sample."""
+        """(:meth:`attack_margin`, loss to minimise), per sample."""
         logits = self.logits(x, y)
-        m = margin(logits, y)
-        if self.targeted:
-            m = -m
+        m = self.attack_margin(logits, y)
         if self.loss is not None:
             value = self.loss_per_sample(logits, y)
             return m, (value if self.targeted else -value)
@@ -116,7 +118,7 @@ class SquareAttack(NormBoundedAttack):
         n_features = c * math.prod(spatial)
 
         for it in range(self.n_queries - 1):
-            active = (margin_best > 0).nonzero()[:, 0]
+            active = (~self.succeeded(margin_best)).nonzero()[:, 0]
             if active.numel() == 0:
                 break
             xa, ya, da = x[active], y[active], delta_best[active]
@@ -134,7 +136,7 @@ class SquareAttack(NormBoundedAttack):
             x_new = self.project(xa + proposal, xa, eps, mask[active] if mask is not None else None)
             margin_new, loss_new = self._margin_and_loss(x_new, ya)
             queries[active] += 1
-            better = (loss_new < loss_best[active]) | (margin_new <= 0)
+            better = (loss_new < loss_best[active]) | self.succeeded(margin_new)
             idx = active[better]
             loss_best[idx] = torch.minimum(loss_new[better], loss_best[idx])
             margin_best[idx] = margin_new[better]
