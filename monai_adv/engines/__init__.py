@@ -29,8 +29,10 @@ from monai_adv.engines.rng import RandomStates, find_randomizables
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AutocastSupervisedTrainer,
+    MadryAdversarialTrainer,
     SemiSupervisedAdversarialTrainer,
     SupervisedAdversarialTrainer,
+    TradesAdversarialTrainer,
 )
 from monai_adv.keys import AdvTrainingKeys
 
@@ -38,6 +40,8 @@ __all__ = [
     "RobustEvaluator",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
+    "MadryAdversarialTrainer",
+    "TradesAdversarialTrainer",
     "AutocastSupervisedTrainer",
     "resolve_amp_kwargs",
     "configure_engine_amp",

@@ -51,6 +51,8 @@ __all__ = [
     "AdversarialTrainingEvents",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
+    "MadryAdversarialTrainer",
+    "TradesAdversarialTrainer",
 ]
 
 
@@ -423,13 +425,17 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
 class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
     """Supervised adversarial training baselines: Madry PGD-AT and TRADES.
 
-    - ``method="madry"`` (Madry et al., ICLR 2018): ``L = loss_function(f(attack(x, y)), y)``; with
-      ``clean_weight=w > 0``, ``(1 - w) * L + w * loss_function(f(x), y)``. ``engine.state.output[PRED]``
-      holds the logits on the attacked batch (so a training-accuracy metric measures robust accuracy).
-    - ``method="trades"`` (Zhang et al., ICML 2019): the attack maximises
-      ``KL(softmax f(x) || softmax f(x'))`` (its loss is replaced per call; it must start from a random
-      point, e.g. ``PGD(..., random_start=True)``), and
+    - ``method="madry"`` (Madry et al., ICLR 2018, :class:`MadryAdversarialTrainer`):
+      ``L = loss_function(f(attack(x, y)), y)``; with ``clean_weight=w > 0``,
+      ``(1 - w) * L + w * loss_function(f(x), y)``. ``engine.state.output[PRED]`` holds the logits on the
+      attacked batch (so a training-accuracy metric measures robust accuracy).
+    - ``method="trades"`` (Zhang et al., ICML 2019, :class:`TradesAdversarialTrainer`): the attack
+      maximises ``KL(softmax f(x) || softmax f(x'))`` (its loss is replaced per call; it must start from
+      a random point, e.g. ``PGD(..., random_start=True)``), and
       ``L = loss_function(f(x), y) + beta * mean_i KL(softmax f(x)_i || softmax f(x_adv)_i)``.
+
+    ``SupervisedAdversarialTrainer(..., method=...)`` builds the class of that method (a subclass of
+    this one); the two algorithms share the iteration here and each writes only its attack and loss.
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function: as for
@@ -447,6 +453,17 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         TypeError: when the attack is not a ``monai_adv.transforms`` attack.
     """
 
+    #: the method this class trains with (set by the subclasses)
+    method_name: str = ""
+
+    def __new__(cls, *args: Any, method: str = "madry", **kwargs: Any) -> SupervisedAdversarialTrainer:
+        if cls is SupervisedAdversarialTrainer:
+            methods = {c.method_name: c for c in (MadryAdversarialTrainer, TradesAdversarialTrainer)}
+            if method not in methods:
+                raise ValueError(f"method must be 'madry' or 'trades', got {method!r}.")
+            cls = methods[method]
+        return super().__new__(cls)
+
     def __init__(
         self,
         device: str | torch.device,
@@ -456,83 +473,123 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         optimizer: Optimizer,
         loss_function: Callable,
         attack: AdversarialAttack,
-        method: str = "madry",
+        method: str | None = None,
         beta: float = 6.0,
         clean_weight: float = 0.0,
         **kwargs: Any,
     ) -> None:
         check_loader_not_empty(train_data_loader, "train_data_loader")
         _check_attack(attack, "attack")
-        if method not in ("madry", "trades"):
-            raise ValueError(f"method must be 'madry' or 'trades', got {method!r}.")
-        if method == "trades" and not getattr(attack, "random_start", False):
+        if method is not None and method != self.method_name:
             raise ValueError(
-                f"TRADES' KL attack has zero gradient at the clean input, so it needs a random start; "
-                f"{type(attack).__name__} has none (use PGD(..., random_start=True))."
+                f"{type(self).__name__} trains with method={self.method_name!r}, got {method!r}."
             )
         if not float(beta) >= 0:
             raise ValueError(f"beta must be >= 0, got {beta!r}.")
         if not 0.0 <= float(clean_weight) <= 1.0:
             raise ValueError(f"clean_weight must lie in [0, 1], got {clean_weight!r}.")
+        self._check_attack_fits(attack)
         super().__init__(device, max_epochs, train_data_loader, network, optimizer, loss_function, **kwargs)
         self.attack = self._in_precision(_aim(attack, unwrap_network(network)))
-        self.method = method
+        self.method = self.method_name
         self.beta = float(beta)
         self.clean_weight = float(clean_weight)
 
+    # what a method writes -------------------------------------------------------------------------
+    def _check_attack_fits(self, attack: AdversarialAttack) -> None:
+        """Raise ``ValueError`` when the method cannot train with this attack."""
+
+    def _iteration_attack(self, engine: Any, trained: nn.Module, inputs: torch.Tensor) -> AdversarialAttack:
+        """The attack of this iteration (the configured one unless the method adapts it)."""
+        return self.attack
+
+    def _loss(
+        self,
+        engine: Any,
+        inputs: torch.Tensor,
+        x_adv: torch.Tensor,
+        targets: torch.Tensor,
+        args: tuple,
+        kwargs: dict,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training loss and the logits on the attacked batch; fires ``FORWARD_COMPLETED``."""
+        raise NotImplementedError
+
+    # the shared iteration ---------------------------------------------------------------------------
     def _iteration(self, engine: SupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
-        K = AdvTrainingKeys
         inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
         sync_buffers(engine.network)
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
-        if self.method == "trades":
-            with torch.no_grad(), eval_mode(trained), self._autocast(engine):
-                clean_eval = check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
-            attack = copy.copy(self.attack)
-            attack.loss = kl_attack_loss(clean_eval.float())
-        else:
-            attack = self.attack
+        attack = self._iteration_attack(engine, trained, inputs)
         x_adv = attack(inputs, targets)
-        engine.state.output[K.ATTACK_EPS] = _current_eps(attack)
+        engine.state.output[AdvTrainingKeys.ATTACK_EPS] = _current_eps(attack)
         engine.fire_event(AdversarialTrainingEvents.ATTACK_COMPLETED)
 
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with self._autocast(engine):
-            if self.method == "madry":
-                adv_logits = self._logits(engine, x_adv, *args, **kwargs)
-                check_label_range(targets, adv_logits.shape[1], "labels of the labeled batch")
-                engine.state.output[Keys.PRED] = adv_logits
-                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-                loss_adv = engine.loss_function(adv_logits, targets).mean()
-                loss = loss_adv
-                engine.state.output[K.LOSS_LABELED_ADV] = loss_adv.item()
-                if self.clean_weight > 0:
-                    loss_c = engine.loss_function(
-                        self._logits(engine, inputs, *args, **kwargs), targets
-                    ).mean()
-                    loss = (1 - self.clean_weight) * loss_adv + self.clean_weight * loss_c
-                    engine.state.output[K.LOSS_LABELED] = loss_c.item()
-            else:
-                pred = self._logits(engine, inputs, *args, **kwargs)
-                check_label_range(targets, pred.shape[1], "labels of the labeled batch")
-                engine.state.output[Keys.PRED] = pred
-                engine.fire_event(IterationEvents.FORWARD_COMPLETED)
-                adv_logits = self._logits(engine, x_adv, *args, **kwargs)
-                loss_c = engine.loss_function(pred, targets).mean()
-                loss_r = per_sample_kl(pred.float(), adv_logits.float()).mean()
-                loss = loss_c + self.beta * loss_r
-                engine.state.output[K.LOSS_LABELED] = loss_c.item()
-                engine.state.output[K.LOSS_ROBUST] = loss_r.item()
+            loss, adv_logits = self._loss(engine, inputs, x_adv, targets, args, kwargs)
         engine.state.output[Keys.LOSS] = loss
-        engine.state.output[K.ATTACK_SUCCESS] = (
+        engine.state.output[AdvTrainingKeys.ATTACK_SUCCESS] = (
             (adv_logits.detach().argmax(1) != targets).float().mean().item()
         )
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
+
+
+class MadryAdversarialTrainer(SupervisedAdversarialTrainer):
+    """Madry PGD-AT: ``SupervisedAdversarialTrainer(..., method="madry")`` (see there for the arguments)."""
+
+    method_name = "madry"
+
+    def _loss(self, engine, inputs, x_adv, targets, args, kwargs):
+        adv_logits = self._logits(engine, x_adv, *args, **kwargs)
+        check_label_range(targets, adv_logits.shape[1], "labels of the labeled batch")
+        engine.state.output[Keys.PRED] = adv_logits
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        loss_adv = engine.loss_function(adv_logits, targets).mean()
+        loss = loss_adv
+        engine.state.output[AdvTrainingKeys.LOSS_LABELED_ADV] = loss_adv.item()
+        if self.clean_weight > 0:
+            loss_c = engine.loss_function(self._logits(engine, inputs, *args, **kwargs), targets).mean()
+            loss = (1 - self.clean_weight) * loss_adv + self.clean_weight * loss_c
+            engine.state.output[AdvTrainingKeys.LOSS_LABELED] = loss_c.item()
+        return loss, adv_logits
+
+
+class TradesAdversarialTrainer(SupervisedAdversarialTrainer):
+    """TRADES: ``SupervisedAdversarialTrainer(..., method="trades")`` (see there for the arguments)."""
+
+    method_name = "trades"
+
+    def _check_attack_fits(self, attack: AdversarialAttack) -> None:
+        if not getattr(attack, "random_start", False):
+            raise ValueError(
+                f"TRADES' KL attack has zero gradient at the clean input, so it needs a random start; "
+                f"{type(attack).__name__} has none (use PGD(..., random_start=True))."
+            )
+
+    def _iteration_attack(self, engine, trained, inputs):
+        with torch.no_grad(), eval_mode(trained), self._autocast(engine):
+            clean_eval = check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
+        attack = copy.copy(self.attack)
+        attack.loss = kl_attack_loss(clean_eval.float())
+        return attack
+
+    def _loss(self, engine, inputs, x_adv, targets, args, kwargs):
+        pred = self._logits(engine, inputs, *args, **kwargs)
+        check_label_range(targets, pred.shape[1], "labels of the labeled batch")
+        engine.state.output[Keys.PRED] = pred
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        adv_logits = self._logits(engine, x_adv, *args, **kwargs)
+        loss_c = engine.loss_function(pred, targets).mean()
+        loss_r = per_sample_kl(pred.float(), adv_logits.float()).mean()
+        engine.state.output[AdvTrainingKeys.LOSS_LABELED] = loss_c.item()
+        engine.state.output[AdvTrainingKeys.LOSS_ROBUST] = loss_r.item()
+        return loss_c + self.beta * loss_r, adv_logits
 
 
 class AutocastSupervisedTrainer(_AdversarialTrainerBase):

@@ -167,3 +167,22 @@ def test_network_that_does_not_return_logits():
     opt = torch.optim.SGD(net.parameters(), lr=0.1)
     with pytest.raises(ValueError, match="not class logits"):
         _ssat([{"image": x, "label": y}], [xu], net, opt).run()
+
+
+def test_supervised_methods_are_classes():
+    from monai_adv.engines import MadryAdversarialTrainer, TradesAdversarialTrainer
+
+    x, y, _, net, opt = _setup()
+    lab = [{"image": x, "label": y}]
+    loss = nn.CrossEntropyLoss()
+    madry = SupervisedAdversarialTrainer("cpu", 1, lab, net, opt, loss, PGD(net, eps=0.01, steps=1))
+    trades = SupervisedAdversarialTrainer("cpu", 1, lab, net, opt, loss, PGD(net, eps=0.01), method="trades")
+    assert type(madry) is MadryAdversarialTrainer and madry.method == "madry"
+    assert type(trades) is TradesAdversarialTrainer and trades.method == "trades"
+    assert isinstance(trades, SupervisedAdversarialTrainer)
+    assert (
+        type(TradesAdversarialTrainer("cpu", 1, lab, net, opt, loss, PGD(net, eps=0.01)))
+        is TradesAdversarialTrainer
+    )
+    with pytest.raises(ValueError, match="trains with method='madry'"):
+        MadryAdversarialTrainer("cpu", 1, lab, net, opt, loss, PGD(net, eps=0.01), method="trades")
