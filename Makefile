@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo attack-demo lint bench clean
+.PHONY: install test demo attack-demo lint bench docs dist wheel-smoke clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -13,7 +13,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,docs,build]"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,19 +24,34 @@ test: $(STAMP)
 # the main job: the OCT bundle trains the undefended baseline and SSAT (the paper's, and with a frozen
 # teacher), fits the detector, evaluates every system and prints the comparison
 demo: $(STAMP)
-	$(BIN)/python -m monai_adv.bundle demo
+	$(BIN)/python -m monai_adv.bundle demo --bundle-dir bundles/oct_robust_classification
 
 # the attacks alone on a small undefended classifier (two minutes)
 attack-demo: $(STAMP)
 	$(BIN)/python -m monai_adv.attack_demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check monai_adv tests benchmarks
-	$(BIN)/ruff format --check monai_adv tests benchmarks
+	$(BIN)/ruff check monai_adv tests benchmarks docs/conf.py setup.py
+	$(BIN)/ruff format --check monai_adv tests benchmarks docs/conf.py setup.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1
 	$(BIN)/python benchmarks/attack_speed.py
 
+# the API site (Sphinx: autodoc + napoleon, MyST for the guide pages and the tutorials), warnings as errors
+docs: $(STAMP)
+	rm -rf docs/_build/html
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "API site: docs/_build/html/index.html"
+
+# the sdist and the wheel, in dist/
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --sdist --wheel --outdir dist .
+
+# the wheel in a fresh venv (.venv-wheel), smoke-tested from a folder outside the source tree
+wheel-smoke: $(STAMP)
+	PY=$(PY) .ci/wheel_smoke
+
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis build *.egg-info
+	rm -rf $(VENV) .venv-wheel .pytest_cache .hypothesis build dist *.egg-info docs/_build docs/_generated

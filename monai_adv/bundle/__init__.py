@@ -19,6 +19,7 @@ from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_o
 from monai_adv.bundle.demo import compare_reports, main, run_demo
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.bundle.inference import readable_datalist
+from monai_adv.bundle.locate import copy_bundle, packaged_bundle_dir, resolve_bundle_dir
 from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundle_report
 from monai_adv.distributed import is_main_process, rank
 
@@ -42,5 +43,8 @@ __all__ = [
     "bundle_report",
     "compare_reports",
     "run_demo",
+    "packaged_bundle_dir",
+    "copy_bundle",
+    "resolve_bundle_dir",
     "main",
 ]

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_adv.bundle.components import require_file
+from monai_adv.bundle.locate import copy_bundle, resolve_bundle_dir
 
 __all__ = ["compare_reports", "run_demo", "method_configs", "RECIPES", "DEMO_METHODS", "main"]
 
@@ -90,11 +91,6 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
     return "\n".join(lines) + "\n"
 
 
-def _bundle_dir() -> Path:
-    here = Path(__file__).resolve().parents[2] / "bundles" / "oct_robust_classification"
-    return here
-
-
 #: what each demo system is: the training recipe, said in the demo's output and in the README
 RECIPES: dict[str, str] = {
     "supervised": "undefended baseline: labeled part only, 40 epochs, one-cycle LR",
@@ -134,7 +130,9 @@ def run_demo(
     the plots are. Returns the table.
 
     Args:
-        bundle_dir: the bundle folder (default: the one in this repository).
+        bundle_dir: the bundle folder; None: a working copy of the bundle shipped with the package,
+            ``./oct_robust_classification`` (made on the first run, reused after; see
+            :func:`~monai_adv.bundle.locate.resolve_bundle_dir`).
         quick: append ``configs/quick.json`` (smoke size; its files go to ``<bundle>/quick/``, so a
             smoke run never replaces the full run's models and reports).
         methods: systems in training order, from :data:`RECIPES`; ``"ssat"``, ``"ssat_robust"`` and
@@ -142,14 +140,13 @@ def run_demo(
         overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
 
     Raises:
-        FileNotFoundError: when ``bundle_dir`` is not the OCT bundle.
+        FileNotFoundError: when ``bundle_dir`` is not the OCT bundle, or none is given and the
+            installation ships none (an editable install: pass the checkout's bundle folder).
         ValueError: for a method the bundle has no config for.
     """
     from monai.bundle import run as bundle_run
 
-    root = Path(bundle_dir) if bundle_dir is not None else _bundle_dir()
-    if not (root / "configs" / "train.json").is_file():
-        raise FileNotFoundError(f"{str(root)!r} is not the OCT bundle folder (no configs/train.json).")
+    root = resolve_bundle_dir(bundle_dir)
     known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
     unknown = [m for m in methods if m not in known]
     if unknown:
@@ -185,13 +182,17 @@ def run_demo(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m monai_adv.bundle compare A=eval/a/report.json B=...`` or ``python -m monai_adv.bundle demo``."""
+    """``python -m monai_adv.bundle compare A=eval/a/report.json B=...``, ``... demo`` or ``... init DIR``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m monai_adv.bundle", description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("compare", help="compare bundle report.json files")
     c.add_argument("reports", nargs="+", help="NAME=PATH or PATH (named after its folder)")
+    i = sub.add_parser(
+        "init", help="copy the bundle shipped with the package to a folder, for monai.bundle run"
+    )
+    i.add_argument("dir", nargs="?", default="oct_robust_classification", help="the new bundle folder")
     d = sub.add_parser(
         "demo", help="train, fit the detector and evaluate the baseline and two SSAT systems, then compare"
     )
@@ -200,7 +201,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument(
         "--no-amp", action="store_true", help="train and evaluate in fp32 (default: bf16 autocast on CPU)"
     )
-    d.add_argument("--bundle-dir", default=None)
+    d.add_argument(
+        "--bundle-dir",
+        default=None,
+        help="the bundle folder (default: ./oct_robust_classification, copied from the installed package)",
+    )
+    d.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     args = parser.parse_args(argv)
     if args.cmd == "compare":
@@ -209,9 +215,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             name, _, path = r.rpartition("=") if "=" in r else (Path(r).parent.name, "", r)
             reports[name] = path
         print(compare_reports(reports))
+    elif args.cmd == "init":
+        try:
+            print(f"OCT bundle copied to {copy_bundle(args.dir)}")
+        except (FileNotFoundError, FileExistsError) as e:
+            parser.exit(2, f"error: {e}\n")
     else:
+        try:
+            bundle_dir = resolve_bundle_dir(args.bundle_dir)
+        except FileNotFoundError as e:
+            parser.exit(2, f"error: {e}\n")
         overrides = {"amp": not args.no_amp, "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
-        run_demo(args.bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
+        run_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
     return 0

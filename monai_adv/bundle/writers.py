@@ -128,10 +128,10 @@ class BundleReportWriter:
                     + ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if v is not None)
                 )
             for a in self.report["attacks"]:
-                auroc = a["detection_auroc"]
+                acc, auroc = a["robust_accuracy"], a["detection_auroc"]
                 logger.info(
-                    f"{a['name']}: eps {a['eps']}, robust accuracy {a['robust_accuracy']:.4f}, detection AUROC "
-                    f"{'-' if auroc is None else f'{auroc:.4f}'}, system risk {a['risk_system']}"
+                    f"{a['name']}: eps {a['eps']}, robust accuracy {'-' if acc is None else f'{acc:.4f}'}, "
+                    f"detection AUROC {'-' if auroc is None else f'{auroc:.4f}'}, system risk {a['risk_system']}"
                 )
         print(f"report written to {out}", flush=True)
 
