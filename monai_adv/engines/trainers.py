@@ -130,6 +130,17 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         # losses, metrics and handlers see full-precision logits, whatever autocast ran the network in
         return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
+    def _predict(
+        self, engine: Any, x: torch.Tensor, targets: torch.Tensor, args: tuple, kwargs: dict, what: str
+    ) -> torch.Tensor:
+        """The forward pass whose logits are the iteration's prediction: labels checked against them,
+        ``output[PRED]`` set, ``FORWARD_COMPLETED`` fired."""
+        pred = self._logits(engine, x, *args, **kwargs)
+        check_label_range(targets, pred.shape[1], what)
+        engine.state.output[Keys.PRED] = pred
+        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        return pred
+
     def _autocast(self, engine: Any):
         return engine_autocast(engine)
 
@@ -383,10 +394,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with self._autocast(engine):
-            pred = self._logits(engine, inputs, *args, **kwargs)
-            check_label_range(targets, pred.shape[1], "labels of the labeled batch")
-            engine.state.output[Keys.PRED] = pred
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            pred = self._predict(engine, inputs, targets, args, kwargs, "labels of the labeled batch")
             loss_l = engine.loss_function(pred, targets).mean()
             if unlabeled_on:
                 adv_logits = self._logits(engine, x_u_adv)
@@ -546,10 +554,7 @@ class MadryAdversarialTrainer(SupervisedAdversarialTrainer):
     method_name = "madry"
 
     def _loss(self, engine, inputs, x_adv, targets, args, kwargs):
-        adv_logits = self._logits(engine, x_adv, *args, **kwargs)
-        check_label_range(targets, adv_logits.shape[1], "labels of the labeled batch")
-        engine.state.output[Keys.PRED] = adv_logits
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        adv_logits = self._predict(engine, x_adv, targets, args, kwargs, "labels of the labeled batch")
         loss_adv = engine.loss_function(adv_logits, targets).mean()
         loss = loss_adv
         engine.state.output[AdvTrainingKeys.LOSS_LABELED_ADV] = loss_adv.item()
@@ -580,10 +585,7 @@ class TradesAdversarialTrainer(SupervisedAdversarialTrainer):
         return attack
 
     def _loss(self, engine, inputs, x_adv, targets, args, kwargs):
-        pred = self._logits(engine, inputs, *args, **kwargs)
-        check_label_range(targets, pred.shape[1], "labels of the labeled batch")
-        engine.state.output[Keys.PRED] = pred
-        engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+        pred = self._predict(engine, inputs, targets, args, kwargs, "labels of the labeled batch")
         adv_logits = self._logits(engine, x_adv, *args, **kwargs)
         loss_c = engine.loss_function(pred, targets).mean()
         loss_r = per_sample_kl(pred.float(), adv_logits.float()).mean()
@@ -622,10 +624,7 @@ class AutocastSupervisedTrainer(_AdversarialTrainerBase):
         engine.network.train()
         engine.optimizer.zero_grad(set_to_none=engine.optim_set_to_none)
         with self._autocast(engine):
-            pred = self._logits(engine, inputs, *args, **kwargs)
-            check_label_range(targets, pred.shape[1], "labels of the batch")
-            engine.state.output[Keys.PRED] = pred
-            engine.fire_event(IterationEvents.FORWARD_COMPLETED)
+            pred = self._predict(engine, inputs, targets, args, kwargs, "labels of the batch")
             loss = engine.loss_function(pred, targets).mean()
         engine.state.output[Keys.LOSS] = loss
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
