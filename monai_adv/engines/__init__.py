@@ -26,6 +26,7 @@ from monai_adv.engines.precision import (
 )
 from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
 from monai_adv.engines.rng import RandomStates, find_randomizables
+from monai_adv.engines.schedules import one_cycle_schedule
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AutocastSupervisedTrainer,
@@ -47,6 +48,7 @@ __all__ = [
     "configure_engine_amp",
     "engine_autocast",
     "attack_in_engine_precision",
+    "one_cycle_schedule",
     "AdvTrainingKeys",
     "AdversarialTrainingEvents",
     "PRESETS",

@@ -152,11 +152,11 @@ def test_layout_and_metadata():
 
 # ------------------------------------------------------------------------------------------------ CLI
 def test_train_cli(trained: Path):
-    assert (trained / "models" / "model.pt").is_file()
-    state = torch.load(trained / "models" / "model.pt", weights_only=True)
+    assert (trained / "quick" / "models" / "model.pt").is_file()
+    state = torch.load(trained / "quick" / "models" / "model.pt", weights_only=True)
     assert any(k.endswith("fc.weight") for k in state)
-    assert list((trained / "runs" / "ssat" / "checkpoints").glob("checkpoint_*.pt"))
-    assert list((trained / "runs" / "ssat").glob("events.out.tfevents.*"))
+    assert list((trained / "quick" / "runs" / "ssat" / "checkpoints").glob("checkpoint_*.pt"))
+    assert list((trained / "quick" / "runs" / "ssat").glob("events.out.tfevents.*"))
     manifest = trained / "data" / "synthetic_oct_quick" / "synthetic_oct.json"
     assert manifest.is_file()
 
@@ -169,15 +169,15 @@ def test_fit_detector_cli(fitted: Path):
 
     net = load_weights(
         resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
-        fitted / "models" / "model.pt",
+        fitted / "quick" / "models" / "model.pt",
     )
-    det = load_detector(fitted / "models" / "detector.pt", net)
+    det = load_detector(fitted / "quick" / "models" / "detector.pt", net)
     assert isinstance(det, MahalanobisDetector) and det.is_calibrated
 
 
 def test_evaluate_cli(fitted: Path):
     run_cli(["run", "--config_file", configs("train", "evaluate")], fitted)
-    out = fitted / "eval" / "ssat"
+    out = fitted / "quick" / "eval" / "ssat"
     report = json.loads((out / "report.json").read_text())
     assert 0.0 <= report["clean_accuracy"] <= 1.0
     assert isinstance(report["attacks"], list) and len(report["attacks"]) >= 4
@@ -228,7 +228,7 @@ def test_verify_net_in_out_cli(trained: Path):
 
 def test_ckpt_export_torchscript_equals_eager(trained: Path):
     run_cli(
-        ["ckpt_export", "network_def", "--filepath", "models/model.ts", "--ckpt_file", "models/model.pt",
+        ["ckpt_export", "network_def", "--filepath", "quick/models/model.ts", "--ckpt_file", "quick/models/model.pt",
          "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
         trained,
     )  # fmt: skip
@@ -238,8 +238,8 @@ def test_ckpt_export_torchscript_equals_eager(trained: Path):
 
     parser = ConfigParser()
     parser.read_config(str(trained / "configs" / "inference.json"))
-    net = load_weights(parser.get_parsed_content("network_def"), trained / "models" / "model.pt").eval()
-    ts = torch.jit.load(str(trained / "models" / "model.ts"), map_location="cpu").eval()
+    net = load_weights(parser.get_parsed_content("network_def"), trained / "quick" / "models" / "model.pt").eval()
+    ts = torch.jit.load(str(trained / "quick" / "models" / "model.ts"), map_location="cpu").eval()
     x = torch.rand(3, 1, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(ts(x), net(x), rtol=1e-5, atol=1e-5)
@@ -265,7 +265,7 @@ def test_baselines_through_config_workflow(trained: Path, baseline: str):
     w.run()
     w.finalize()
     method = baseline.split("_", 1)[1]
-    assert (trained / "models" / method / "model.pt").is_file()
+    assert (trained / "quick" / "models" / method / "model.pt").is_file()
 
 
 def test_check_properties(fitted: Path):
@@ -369,7 +369,7 @@ def test_inference_on_png_dicom_and_nifti(fitted: Path, tmp_path: Path):
 
 
 def test_resume_continues_from_the_last_checkpoint(trained: Path):
-    ckpts = trained / "runs" / "ssat" / "checkpoints"
+    ckpts = trained / "quick" / "runs" / "ssat" / "checkpoints"
     before = sorted(ckpts.glob("checkpoint_*.pt"))
     assert before
     w = workflow(trained, ["train"], "train", resume=True, max_epochs=2)
