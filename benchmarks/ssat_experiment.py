@@ -92,12 +92,15 @@ def make_network(num_classes: int = 4, width: int = 16) -> nn.Module:
 # data
 # ----------------------------------------------------------------------------------------------
 def generator_version() -> str:
-    """A short hash of the synthetic generator's source (recorded with every synthetic result)."""
+    """A short hash of the synthetic generator's source, every module of it (recorded with every synthetic result)."""
     import hashlib
 
     import monai_adv.data.synthetic as synthetic
 
-    return hashlib.sha1(Path(synthetic.__file__).read_bytes()).hexdigest()[:10]
+    h = hashlib.sha1()
+    for f in sorted(Path(synthetic.__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:10]
 
 
 def synthetic_data(size: int, n_train: int, n_test: int, cache: Path) -> dict[str, torch.Tensor]:

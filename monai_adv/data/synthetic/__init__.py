@@ -1,0 +1,33 @@
+# Copyright (c) monai-adv developers.
+# Licensed under the Apache License, Version 2.0.
+"""Synthetic retinal OCT B-scans in the four Kermany classes (CNV, DME, DRUSEN, NORMAL), and data sets of them.
+
+:class:`SyntheticOCTGenerator` draws the images (:mod:`.generator`, along the stages of
+:mod:`.anatomy`, :mod:`.lesions`, :mod:`.formation` and :mod:`.display`, with the random fields of
+:mod:`.fields`); :func:`write_synthetic_oct_dataset` writes a data set in the Kermany folder layout with
+a manifest (:mod:`.writer`, also the command line ``python -m monai_adv.data.synthetic``).
+"""
+
+# the noise helpers under the names they had in the single-module generator (tests read them)
+from monai_adv.data.synthetic.fields import gaussian_field as _gaussian_field  # noqa: F401
+from monai_adv.data.synthetic.fields import normal as _normal  # noqa: F401
+from monai_adv.data.synthetic.fields import ramp_sums as _ramp_sums  # noqa: F401
+from monai_adv.data.synthetic.fields import upsample_linear as _upsample_linear  # noqa: F401
+from monai_adv.data.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator
+from monai_adv.data.synthetic.writer import (
+    DEFAULT_SPLITS,
+    MANIFEST_NAME,
+    UNLABELED_PREFIX,
+    main,
+    write_synthetic_oct_dataset,
+)
+
+__all__ = [
+    "SyntheticOCTGenerator",
+    "write_synthetic_oct_dataset",
+    "DEFAULT_SPLITS",
+    "UNLABELED_PREFIX",
+    "MANIFEST_NAME",
+    "GENERATOR_VERSION",
+    "main",
+]
