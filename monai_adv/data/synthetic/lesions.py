@@ -24,9 +24,7 @@ __all__ = [
     "draw_severity",
     "Lesions",
     "class_lesions",
-    "drusen_lesions",
-    "dme_lesions",
-    "cnv_lesions",
+    "LesionContext",
     "paint_lesion_objects",
 ]
 
@@ -114,44 +112,34 @@ def class_lesions(
         ``(lesions, pit_depth)``, the pit made shallower by swelling.
     """
     les = Lesions(W)
-    draw = {0: cnv_lesions, 1: dme_lesions, 2: drusen_lesions}.get(label)
+    draw = {0: _cnv_lesions, 1: _dme_lesions, 2: _drusen_lesions}.get(label)
     if draw is not None:
-        pit_depth = draw(ra, les, x, W, geo, thick, pit_depth, sev, subtle, k, info)
+        pit_depth = draw(LesionContext(ra, x, W, geo, thick, sev, subtle, k, info), les, pit_depth)
     return les, pit_depth
 
 
-def drusen_lesions(
-    ra: np.random.Generator,
-    les: Lesions,
-    x: np.ndarray,
-    W: int,
-    geo: Geometry,
-    thick: dict[str, np.ndarray],
-    pit_depth: float,
-    sev: float,
-    subtle: bool,
-    k: float,
-    info: dict[str, Any],
-) -> float:
+@dataclass
+class LesionContext:
+    """What every class's lesion drawing reads: the anatomy stream, coordinates, geometry, severity."""
+
+    ra: np.random.Generator  #: the anatomy stream
+    x: np.ndarray  #: the column coordinates ``(W,)``
+    W: int  #: native columns
+    geo: Geometry  #: the scan geometry
+    thick: dict[str, np.ndarray]  #: the layer thicknesses (um), updated in place
+    sev: float  #: the severity
+    subtle: bool  #: whether this is a subtle case
+    k: float  #: the lesion size scale
+    info: dict[str, Any]  #: the image's parameters (lesion counts and kind are added)
+
+
+def _drusen_lesions(c: LesionContext, les: Lesions, pit_depth: float) -> float:
     """DRUSEN: dome-shaped RPE elevations over a flat Bruch's membrane.
 
-    Args:
-        ra: the anatomy stream.
-        les: the lesions, filled in place.
-        x: the column coordinates ``(W,)``.
-        W: native columns.
-        geo: the scan geometry.
-        thick: the layer thicknesses (um), updated in place.
-        pit_depth: the foveal pit's depth.
-        sev: the severity.
-        subtle: whether this is a subtle case.
-        k: the lesion size scale.
-        info: the image's parameters (lesion counts and kind are added).
-
-    Returns:
-        the foveal pit's depth (made shallower by swelling)
+    Fills ``les`` from the context ``c``; returns the pit depth.
     """
-    xf, dz, px_x, px_z = geo.xf, geo.dz, geo.px_x, geo.px_z
+    ra, x, thick, sev, subtle, k, info = c.ra, c.x, c.thick, c.sev, c.subtle, c.k, c.info
+    xf, dz, px_x, px_z = c.geo.xf, c.geo.dz, c.geo.px_x, c.geo.px_z
     elev = les.elev
     n = 1 + int(ra.binomial(11 if not subtle else 1, 0.15 + 0.6 * sev))
     spread = px_x(ra.uniform(600.0, 2000.0))
@@ -171,38 +159,13 @@ def drusen_lesions(
     return pit_depth
 
 
-def dme_lesions(
-    ra: np.random.Generator,
-    les: Lesions,
-    x: np.ndarray,
-    W: int,
-    geo: Geometry,
-    thick: dict[str, np.ndarray],
-    pit_depth: float,
-    sev: float,
-    subtle: bool,
-    k: float,
-    info: dict[str, Any],
-) -> float:
+def _dme_lesions(c: LesionContext, les: Lesions, pit_depth: float) -> float:
     """DME: thickening, intraretinal cysts, hyperreflective foci, sometimes sub-retinal fluid.
 
-    Args:
-        ra: the anatomy stream.
-        les: the lesions, filled in place.
-        x: the column coordinates ``(W,)``.
-        W: native columns.
-        geo: the scan geometry.
-        thick: the layer thicknesses (um), updated in place.
-        pit_depth: the foveal pit's depth.
-        sev: the severity.
-        subtle: whether this is a subtle case.
-        k: the lesion size scale.
-        info: the image's parameters (lesion counts and kind are added).
-
-    Returns:
-        the foveal pit's depth (made shallower by swelling)
+    Fills ``les`` from the context ``c``; returns the pit depth.
     """
-    xf, px_x, px_z = geo.xf, geo.px_x, geo.px_z
+    ra, x, sev, subtle, k, info = c.ra, c.x, c.sev, c.subtle, c.k, c.info
+    xf, px_x, px_z = c.geo.xf, c.geo.px_x, c.geo.px_z
     gap, cysts, foci = les.gap, les.cysts, les.foci
     xs = xf + ra.normal(0.0, px_x(300.0))
     sw_sigma = px_x(ra.uniform(300.0, 900.0))
@@ -229,38 +192,13 @@ def dme_lesions(
     return pit_depth
 
 
-def cnv_lesions(
-    ra: np.random.Generator,
-    les: Lesions,
-    x: np.ndarray,
-    W: int,
-    geo: Geometry,
-    thick: dict[str, np.ndarray],
-    pit_depth: float,
-    sev: float,
-    subtle: bool,
-    k: float,
-    info: dict[str, Any],
-) -> float:
+def _cnv_lesions(c: LesionContext, les: Lesions, pit_depth: float) -> float:
     """CNV: an irregular RPE elevation (fibrovascular, serous or type 2), sub-retinal material and fluid.
 
-    Args:
-        ra: the anatomy stream.
-        les: the lesions, filled in place.
-        x: the column coordinates ``(W,)``.
-        W: native columns.
-        geo: the scan geometry.
-        thick: the layer thicknesses (um), updated in place.
-        pit_depth: the foveal pit's depth.
-        sev: the severity.
-        subtle: whether this is a subtle case.
-        k: the lesion size scale.
-        info: the image's parameters (lesion counts and kind are added).
-
-    Returns:
-        the foveal pit's depth (made shallower by swelling)
+    Fills ``les`` from the context ``c``; returns the pit depth.
     """
-    xf, dz, px_x, px_z = geo.xf, geo.dz, geo.px_x, geo.px_z
+    ra, x, W, thick, sev, k, info = c.ra, c.x, c.W, c.thick, c.sev, c.k, c.info
+    xf, dz, px_x, px_z = c.geo.xf, c.geo.dz, c.geo.px_x, c.geo.px_z
     elev, gap, sub_rpe_val, gap_val = les.elev, les.gap, les.sub_rpe_val, les.gap_val
     cysts, foci, swell, rpe_rough = les.cysts, les.foci, les.swell, les.rpe_rough
     rpe_extra, shadow_cols, ez_gain = les.rpe_extra, les.shadow_cols, les.ez_gain
