@@ -47,8 +47,6 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
                 "name": name,
                 "type": a.get("type"),
                 "eps": eps,
-                "norm": a.get("norm"),
-                "steps": a.get("steps"),
                 "robust_accuracy": a.get("accuracy"),
                 "detection_auroc": a.get("auroc"),
                 "detection_tpr": a.get("tpr"),
