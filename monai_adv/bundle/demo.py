@@ -94,8 +94,8 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
 #: what each demo system is: the training recipe, said in the demo's output and in the README
 RECIPES: dict[str, str] = {
     "supervised": "undefended baseline: labeled part only, 40 epochs, one-cycle LR",
-    "ssat": "the paper's SSAT exactly (online pseudo-labels, FGSM eps~U(0.001, 0.003), CE, weight 3), "
-    "fine-tuned 10 epochs from the supervised model as the paper fine-tunes a pretrained network",
+    "ssat": "the paper's SSAT loss exactly (online pseudo-labels, FGSM eps~U(0.001, 0.003), CE, weight 3), "
+    "fine-tuned from the supervised model as the paper fine-tunes a pretrained network (5 epochs, AdamW lr 1e-4)",
     "ssat_robust": "SSAT with frozen-teacher pseudo-labels (the supervised model), PGD-3 at eps 0.004 on the "
     "unlabeled and the labeled batch, weights 1/1, fine-tuned 10 epochs from the teacher",
     "ssat_teacher": "SSAT with frozen-teacher pseudo-labels, the paper's FGSM eps~U(0.001, 0.003), weight 3, "
