@@ -601,3 +601,12 @@ def test_evaluate_refuses_a_detector_fitted_on_another_network(fitted: Path, tmp
         err = err.__cause__ or err.__context__
     assert any(isinstance(c, NetworkMismatchError) for c in chain)
     assert "fitted on network" in _causes(e.value) and str(tmp_path / "detector.pt") in _causes(e.value)
+
+
+def test_amp_switch_reads_cli_strings(bundle: Path):
+    # from the command line, `--amp false` arrives as the string "false" (fire keeps lowercase words
+    # as strings); it must switch mixed precision off, not on
+    for value, expected in (("false", False), ("true", True), (False, False), (True, True)):
+        w = workflow(bundle, ["train", "train_supervised"], "train", amp=value)
+        w.initialize()
+        assert w.parser.get_parsed_content("train#trainer").amp is expected, value
