@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--eps", type=float, nargs="+", default=[0.004, 0.008])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--attacks", nargs="+", default=["PGD-20", "APGD-CE-20"])
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     root = Path(a.bundle_dir)
@@ -62,6 +63,8 @@ def main() -> None:
         ("PGD-20", lambda n, e, **kw: PGD(n, e, steps=20, **kw)),
         ("APGD-CE-20", lambda n, e, **kw: APGD(n, e, steps=20, loss="ce", **kw)),
     ):
+        if name not in a.attacks:
+            continue
         for eps in a.eps:
             res = {}
             for tag, network, kw in (("fp32", net, {}), ("amp", net_cl, dict(amp=True, channels_last=True))):

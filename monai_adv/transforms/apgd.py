@@ -153,6 +153,19 @@ class APGD(NormBoundedAttack):
                     grad[reduce] = grad_best[reduce]
                 n_increases.zero_()
                 last_check = k + 1
+        if self.amp:
+            # success was judged on low-precision logits, and the first point that crossed the boundary
+            # is kept: confirm both candidates in full precision, so that a point only bf16 called
+            # adversarial is neither returned as one nor excluded from the next restart
+            adv_ok, best_ok = (
+                self.is_adversarial_full_precision(x_best_adv, y),
+                self.is_adversarial_full_precision(x_best, y),
+            )
+            return (
+                torch.where(per_sample_view(adv_ok, x.ndim), x_best_adv, x_best),
+                loss_best,
+                adv_ok | best_ok,
+            )
         x_final = torch.where(per_sample_view(fooled, x.ndim), x_best_adv, x_best)
         return x_final, loss_best, fooled
 

@@ -298,6 +298,19 @@ class AdversarialAttack(Randomizable, Transform):
     # ------------------------------------------------------------------------------------------
     # mixed precision
     # ------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def is_adversarial_full_precision(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample success judged by the network in its own precision (autocast off), one forward pass.
+
+        Attacks that keep the first point low-precision logits call adversarial use it to confirm
+        their result, since a point just across the decision boundary in bf16 may not be in fp32.
+        """
+        amp, self.amp = self.amp, False
+        try:
+            return self.is_adversarial(self.logits(x, y), y)
+        finally:
+            self.amp = amp
+
     def autocast(self) -> contextlib.AbstractContextManager:
         """The context the network runs in: ``torch.autocast`` when ``amp`` is on, else a no-op."""
         if not self.amp:
