@@ -161,3 +161,26 @@ def test_carlini_wagner_and_the_adaptive_attack_run_under_amp():
     # and it lowers the detector score below the one a plain PGD leaves
     pgd_score = det.score(PGD(net, 0.05, steps=10).set_random_state(0)(x[:16], y[:16])).mean()
     assert det.score(x_ad).mean() < pgd_score, (clean_score, pgd_score)
+
+
+class FlipsUnderAutocast(nn.Module):
+    """Class 0 in full precision, class 1 under autocast: a near tie that low-precision rounding flips."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        flip = torch.is_autocast_enabled(x.device.type)
+        base = torch.tensor([[0.0, 1.0]] if flip else [[1.0, 0.0]], device=x.device)
+        return base + 1e-3 * self.scale * x.flatten(1).mean(1, keepdim=True)
+
+
+def test_apgd_confirms_bf16_successes_in_full_precision():
+    net = FlipsUnderAutocast()
+    x, y = torch.full((1, 1, 2, 2), 0.5), torch.tensor([0])
+    atk = APGD(net, 0.01, steps=2, loss="ce", amp=True)
+    assert atk.is_adversarial(atk.logits(x, y), y).item()  # under autocast: "fooled"
+    assert not atk.is_adversarial_full_precision(x, y).item()  # the network itself: not
+    _, _, fooled = atk._single_run(x, y, None, 0.01, torch.Generator().manual_seed(0))
+    assert not fooled.item()  # APGD neither reports it nor stops restarting it
