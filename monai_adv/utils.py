@@ -33,15 +33,40 @@ __all__ = [
     "predicted_classes",
     "first_output",
     "gather_output",
+    "LOW_PRECISION_DTYPES",
+    "full_precision",
+    "parse_amp_dtype",
 ]
 
 #: the dict keys :func:`default_output_transform` looks for, in order
 LOGIT_KEYS = ("logits", "logit", "pred", "out", "output")
 
 
+#: the autocast dtypes: what mixed precision computes in
+LOW_PRECISION_DTYPES = (torch.float16, torch.bfloat16)
+
+
 # ------------------------------------------------------------------------------------------------
 # tensors
 # ------------------------------------------------------------------------------------------------
+def full_precision(t: Any) -> Any:
+    """``t`` as float32 when it is a float16/bfloat16 tensor (an autocast output), else ``t`` unchanged."""
+    return t.float() if isinstance(t, torch.Tensor) and t.dtype in LOW_PRECISION_DTYPES else t
+
+
+def parse_amp_dtype(value: Any, what: str = "amp_dtype") -> torch.dtype | None:
+    """An autocast dtype from a dtype, its name (``"bfloat16"``, ``"torch.float16"``, as configs spell it) or None.
+
+    Raises:
+        ValueError: for anything but float16, bfloat16 or None.
+    """
+    if isinstance(value, str):
+        value = getattr(torch, value.replace("torch.", ""), value)
+    if value is not None and value not in LOW_PRECISION_DTYPES:
+        raise ValueError(f"{what} must be torch.bfloat16, torch.float16 or None, got {value!r}.")
+    return value
+
+
 def plain_tensor(x: Any) -> torch.Tensor:
     """``x`` as a plain ``torch.Tensor``: a MONAI ``MetaTensor`` without its metadata, an array converted.
 

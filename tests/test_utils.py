@@ -119,3 +119,18 @@ def test_names_stay_where_they_were_published():
         base.default_output_transform is transforms.default_output_transform is utils.default_output_transform
     )
     assert transforms.per_sample_kl and transforms.kl_attack_loss
+
+
+def test_full_precision_and_parse_amp_dtype():
+    import pytest
+    import torch
+
+    from monai_adv.utils import full_precision, parse_amp_dtype
+
+    assert full_precision(torch.ones(2, dtype=torch.bfloat16)).dtype == torch.float32
+    assert full_precision(torch.ones(2, dtype=torch.float16)).dtype == torch.float32
+    x64 = torch.ones(2, dtype=torch.float64)
+    assert full_precision(x64) is x64 and full_precision([1]) == [1]
+    assert parse_amp_dtype("torch.float16") == torch.float16 and parse_amp_dtype(None) is None
+    with pytest.raises(ValueError, match="amp_kwargs"):
+        parse_amp_dtype("float32", "amp_kwargs['dtype']")

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from monai_adv.detectors.features import FeatureHooks, iterate_loader, resolve_layers, split_batch
 from monai_adv.io import atomic_torch_save
-from monai_adv.utils import default_output_transform, eval_mode, network_device, plain_tensor
+from monai_adv.utils import default_output_transform, eval_mode, full_precision, network_device, plain_tensor
 
 __all__ = [
     "AdversarialDetector",
@@ -221,7 +221,7 @@ class AdversarialDetector:
         self._require_fitted("scoring")
         # features captured under autocast are bf16/fp16: the Mahalanobis/kNN arithmetic runs in
         # full precision, outside autocast, whatever the forward pass ran in
-        features = [f.float() if f.dtype in (torch.float16, torch.bfloat16) else f for f in features]
+        features = [full_precision(f) for f in features]
         if features and features[0].device.type in ("cpu", "cuda"):
             with torch.autocast(features[0].device.type, enabled=False):
                 return self._score_full_precision(features)

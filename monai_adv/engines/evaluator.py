@@ -13,6 +13,7 @@ from monai_adv.engines.batches import prepare_engine_batch
 from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
 from monai_adv.keys import RobustKeys
 from monai_adv.transforms.base import describe_attack
+from monai_adv.utils import full_precision
 
 if TYPE_CHECKING:
     from monai_adv.detectors.base import AdversarialDetector
@@ -121,11 +122,7 @@ class RobustEvaluator(SupervisedEvaluator):
     def _infer(engine: RobustEvaluator, inputs: torch.Tensor, args: tuple, kwargs: dict) -> Any:
         with engine_autocast(engine):
             out = engine.inferer(inputs, engine.network, *args, **kwargs)
-        return (
-            out.float()
-            if isinstance(out, torch.Tensor) and out.dtype in (torch.float16, torch.bfloat16)
-            else out
-        )
+        return full_precision(out)
 
     def _iteration(self, engine: RobustEvaluator, batchdata: dict[str, torch.Tensor]) -> dict:  # type: ignore[override]
         inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from monai_adv.transforms.base import AdversarialAttack, default_amp_dtype
+from monai_adv.utils import parse_amp_dtype
 
 __all__ = ["resolve_amp_kwargs", "engine_autocast", "configure_engine_amp", "attack_in_engine_precision"]
 
@@ -27,14 +28,8 @@ def resolve_amp_kwargs(device: torch.device | str, amp_kwargs: Mapping[str, Any]
         ValueError: for a dtype other than bfloat16 or float16.
     """
     kwargs = dict(amp_kwargs or {})
-    dtype = kwargs.get("dtype")
-    if isinstance(dtype, str):
-        dtype = getattr(torch, dtype.replace("torch.", ""), dtype)
-    if dtype is None:
-        dtype = default_amp_dtype(device)
-    if dtype not in (torch.bfloat16, torch.float16):
-        raise ValueError(f"amp_kwargs['dtype'] must be torch.bfloat16 or torch.float16, got {dtype!r}.")
-    kwargs["dtype"] = dtype
+    dtype = parse_amp_dtype(kwargs.get("dtype"), "amp_kwargs['dtype']")
+    kwargs["dtype"] = default_amp_dtype(device) if dtype is None else dtype
     return kwargs
 
 

@@ -42,6 +42,7 @@ from monai_adv.utils import (
     class_indices,
     default_output_transform,
     eval_mode,
+    full_precision,
     plain_tensor,
 )
 
@@ -128,7 +129,7 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         out = engine.inferer(x, engine.network, *args, **kwargs)
         logits = check_logits(self.network_output_transform(out), x.shape[0])
         # losses, metrics and handlers see full-precision logits, whatever autocast ran the network in
-        return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
+        return full_precision(logits)
 
     def _predict(
         self, engine: Any, x: torch.Tensor, targets: torch.Tensor, args: tuple, kwargs: dict, what: str

@@ -28,6 +28,7 @@ from monai_adv.utils import (
     default_output_transform,
     eval_mode,
     network_device,
+    parse_amp_dtype,
     plain_tensor,
 )
 
@@ -161,10 +162,7 @@ class AdversarialAttack(Randomizable, Transform):
                     f"value_range must be finite with low < high, got {value_range!r} (inverted?)."
                 )
             value_range = (low, high)
-        if isinstance(amp_dtype, str):  # configs spell it "bfloat16" / "torch.float16"
-            amp_dtype = getattr(torch, amp_dtype.replace("torch.", ""), amp_dtype)
-        if amp_dtype is not None and amp_dtype not in (torch.bfloat16, torch.float16):
-            raise ValueError(f"amp_dtype must be torch.bfloat16, torch.float16 or None, got {amp_dtype!r}.")
+        amp_dtype = parse_amp_dtype(amp_dtype)
         self.network = network
         self.value_range = value_range
         self.spatial_dims = spatial_dims
