@@ -363,7 +363,16 @@ class AdversarialAttack(Randomizable, Transform):
         other class's lead over the target.
         """
         m = margin(logits, y)
-        return -m if self.targeted else m
+        return -m if self.label_is_target else m
+
+    @property
+    def label_is_target(self) -> bool:
+        """Whether ``label`` is the class to reach (a targeted attack) rather than the true class.
+
+        ``targeted`` for every attack except those that choose their own targets (APGD-T and FAB-T
+        with ``n_target_classes``): they take the true class and succeed on any misclassification.
+        """
+        return self.targeted
 
     @staticmethod
     def succeeded(attack_margin: torch.Tensor, kappa: float = 0.0) -> torch.Tensor:
