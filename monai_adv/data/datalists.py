@@ -1,10 +1,12 @@
 # Copyright (c) monai-adv developers.
 # Licensed under the Apache License, Version 2.0.
-"""MONAI datalists for real OCT data: the Kermany folder layout, OCTMNIST ``.npz``, DICOM and NIfTI.
+"""MONAI datalists for real OCT data: the Kermany folder layout, OCTMNIST ``.npz``, DICOM and NIfTI, and
+the segmentation layout (``images/`` and ``labels/``).
 
 A datalist is a list of dicts (``{"image": ..., "label": int}``) as MONAI's ``Dataset`` expects; the
 ``image`` entry is a file path (or, for OCTMNIST, an in-memory array) that :class:`monai_adv.data.LoadOCTd`
-reads. Unlabeled lists carry no ``label`` key.
+reads. Unlabeled lists carry no ``label`` key. In a segmentation datalist ``label`` is the path of the
+label map (MONAI's convention for segmentation).
 """
 
 from __future__ import annotations
@@ -32,12 +34,16 @@ __all__ = [
     "NIFTI_EXTENSIONS",
     "count_bscans",
     "volume_datalist",
+    "LABEL_MAP_EXTENSIONS",
+    "segmentation_datalist",
 ]
 
 #: Kermany file names: ``CLASS-PATIENTID-N.jpeg`` (e.g. ``CNV-1016042-1.jpeg``).
 KERMANY_NAME_PATTERN = re.compile(r"^(?P<cls>[A-Za-z]+)-(?P<patient>[A-Za-z0-9_]+)-(?P<num>\d+)$")
 DICOM_EXTENSIONS: tuple[str, ...] = (".dcm", ".dicom")
 NIFTI_EXTENSIONS: tuple[str, ...] = (".nii", ".nii.gz")
+#: extensions of label maps in the segmentation layout (lossless formats only)
+LABEL_MAP_EXTENSIONS: tuple[str, ...] = (".png", ".tif", ".tiff", ".bmp") + NIFTI_EXTENSIONS
 
 
 def _fraction(label_fraction: float) -> float:
@@ -447,3 +453,96 @@ def volume_datalist(
                 it["label"] = lab
             out.append(it)
     return out
+
+
+# --------------------------------------------------------------------------------- segmentation layout
+def _stem(p: Path) -> str:
+    name = p.name
+    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else p.stem
+
+
+def segmentation_datalist(
+    root: str | os.PathLike,
+    split: str = "train",
+    label_fraction: float = 1.0,
+    seed: int = 0,
+    check_files: bool = False,
+    extensions: Sequence[str] = IMAGE_EXTENSIONS + NIFTI_EXTENSIONS,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Datalists of a segmentation data set: ``root/<split>/images/<NAME>.<ext>`` with label maps
+    ``root/<split>/labels/<NAME>.png`` (or ``.nii``, ``.nii.gz``, ``.tif``, ``.bmp``).
+
+    This is the layout :func:`~monai_adv.data.write_synthetic_oct_dataset` writes with ``layers=True``
+    (names ``CLASS-PATIENT-N``, label maps of :data:`~monai_adv.data.OCT_LAYER_CLASSES` indices), and
+    the usual one of annotated OCT sets. An image whose label map is missing is unlabeled data (a split
+    with no ``labels/`` folder, like the synthetic ``unlabeled`` split, is all unlabeled). The labeled
+    images are divided **by patient** (the id in a Kermany-style name ``CLASS-PATIENT-N``, else the
+    file name) into a labeled list holding about ``label_fraction`` of them and an unlabeled rest.
+
+    Args:
+        root: data set root holding the split folders.
+        split: split folder name.
+        label_fraction: fraction of the labeled images (chosen by patient) that keep their label map.
+        seed: seed of the patient shuffle.
+        check_files: open and decode every image and label map now (corrupt files raise ``OSError``).
+        extensions: file extensions read as images.
+
+    Returns:
+        ``(labeled, unlabeled)``: items ``{"image": str, "label": str, "patient": str}`` (``label`` the
+        label map's path) and ``{"image": str, "patient": str}``.
+
+    Raises:
+        FileNotFoundError: when ``root``, the split or its ``images/`` folder does not exist.
+        ValueError: for an empty split, a label map with no image of its name, two label maps for one
+            image, or a label fraction outside (0, 1].
+        OSError: naming the file, for a corrupt image or label map when ``check_files``.
+    """
+    frac = _fraction(label_fraction)
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data set root {str(root)!r} is not a folder.")
+    images_dir, labels_dir = root / split / "images", root / split / "labels"
+    if not images_dir.is_dir():
+        found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        raise FileNotFoundError(
+            f"{str(images_dir)!r} does not exist: a segmentation data set has <split>/images/ and "
+            f"<split>/labels/ folders (splits found in {root}: {found})."
+        )
+    exts = tuple(e.lower() for e in extensions)
+    images = sorted(p for p in images_dir.iterdir() if _is_image(p, exts))
+    if not images:
+        raise ValueError(f"{str(images_dir)!r} holds no images (extensions {exts}).")
+    by_stem = {_stem(p): p for p in images}
+    label_of: dict[str, Path] = {}
+    if labels_dir.is_dir():
+        for p in sorted(labels_dir.iterdir()):
+            if not _is_image(p, LABEL_MAP_EXTENSIONS):
+                continue
+            stem = _stem(p)
+            if stem not in by_stem:
+                raise ValueError(f"label map {str(p)!r} has no image of its name in {str(images_dir)!r}.")
+            if stem in label_of:
+                raise ValueError(
+                    f"two label maps for image {stem!r}: {str(label_of[stem])!r} and {str(p)!r}."
+                )
+            label_of[stem] = p
+    items: list[dict[str, Any]] = []
+    for stem, p in by_stem.items():
+        try:
+            pid = parse_kermany_name(p)[1]
+        except ValueError:
+            pid = stem
+        if check_files:
+            for f in (p, label_of.get(stem)):
+                if f is not None and not f.name.lower().endswith(NIFTI_EXTENSIONS):
+                    _check_image(f)
+        item: dict[str, Any] = {"image": str(p), "patient": pid}
+        if stem in label_of:
+            item["label"] = str(label_of[stem])
+        items.append(item)
+    labeled = [it for it in items if "label" in it]
+    unlabeled = [it for it in items if "label" not in it]
+    if labeled and frac < 1.0:
+        labeled, rest = split_by_patient(labeled, frac, seed=seed, label_key=None)
+        unlabeled += [{k: v for k, v in it.items() if k != "label"} for it in rest]
+    return labeled, unlabeled

@@ -3,7 +3,8 @@
 """Loading and preparation transforms shared by every OCT source (JPEG/PNG, OCTMNIST arrays, DICOM, NIfTI).
 
 ``oct_train_transforms`` / ``oct_eval_transforms`` build the dictionary chains used by the bundles:
-load -> channel first -> intensity in [0, 1] -> centre crop to a square -> resize (-> augmentation).
+load -> channel first -> intensity in [0, 1] -> centre crop to a square -> resize (-> augmentation);
+``oct_segmentation_transforms`` does the same for an image and its label map.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "SquareCenterCropDict",
     "oct_train_transforms",
     "oct_eval_transforms",
+    "oct_segmentation_transforms",
 ]
 
 _SCALES = ("auto", "minmax", None)
@@ -398,3 +400,47 @@ def oct_train_transforms(
         RandAdjustContrastd(keys, prob=0.3, gamma=(0.8, 1.25)),
     ]
     return Compose([*base.transforms, *aug])
+
+
+def oct_segmentation_transforms(
+    image_size: int | Sequence[int] = 128,
+    image_key: str = "image",
+    label_key: str | None = "label",
+    augment: bool = False,
+) -> Compose:
+    """An image and its label map: load -> centre square crop -> resize -> tensors (-> augmentation).
+
+    The image is loaded as :class:`LoadOCT` loads it (intensities in [0, 1], resized by area); the label
+    map's values are kept as they are (class indices) and it is resized by nearest neighbour at the
+    output pixel centres (``nearest-exact``), the points that the area resize of the image is centred
+    on, so the two stay aligned; the result is a ``(1, H, W)`` float32 image and a ``(1, H, W)`` int64
+    label map. Items without the label key (unlabeled images) pass with the image alone.
+
+    Args:
+        image_size: output side (or ``(h, w)``).
+        image_key: the image key.
+        label_key: the label map key, or ``None`` for images alone (inference).
+        augment: add a horizontal flip of both (left and right eyes) and a mild gamma change of the
+            image; no affine, whose border filling would invent labels.
+    """
+    size = _size(image_size)
+    tfs: list[Any] = [LoadOCTd(image_key)]
+    if label_key is not None:
+        tfs.append(LoadOCTd(label_key, scale=None, allow_missing_keys=True))
+    both = [image_key] + ([label_key] if label_key is not None else [])
+    tfs += [
+        SquareCenterCropd(both, allow_missing_keys=True),
+        Resized(image_key, spatial_size=size, mode="area"),
+        EnsureTyped(image_key, dtype=torch.float32, track_meta=True),
+    ]
+    if label_key is not None:
+        tfs += [
+            Resized(label_key, spatial_size=size, mode="nearest-exact", allow_missing_keys=True),
+            EnsureTyped(label_key, dtype=torch.int64, track_meta=False, allow_missing_keys=True),
+        ]
+    if augment:
+        tfs += [
+            RandFlipd(both, prob=0.5, spatial_axis=1, allow_missing_keys=True),
+            RandAdjustContrastd(image_key, prob=0.3, gamma=(0.8, 1.25)),
+        ]
+    return Compose(tfs)

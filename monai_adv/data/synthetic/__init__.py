@@ -4,8 +4,10 @@
 
 :class:`SyntheticOCTGenerator` draws the images (:mod:`.generator`, along the stages of
 :mod:`.anatomy`, :mod:`.lesions`, :mod:`.formation` and :mod:`.display`, with the random fields of
-:mod:`.fields`); :func:`write_synthetic_oct_dataset` writes a data set in the Kermany folder layout with
-a manifest (:mod:`.writer`, also the command line ``python -m monai_adv.data.synthetic``).
+:mod:`.fields`) and, on request, their layer label maps (:mod:`.labels`);
+:func:`write_synthetic_oct_dataset` writes a data set in the Kermany folder layout with a manifest, or
+in the segmentation layout with the label maps (:mod:`.writer`, also the command line
+``python -m monai_adv.data.synthetic``).
 """
 
 # the noise helpers under the names they had in the single-module generator (tests read them)
@@ -14,8 +16,11 @@ from monai_adv.data.synthetic.fields import normal as _normal  # noqa: F401
 from monai_adv.data.synthetic.fields import ramp_sums as _ramp_sums  # noqa: F401
 from monai_adv.data.synthetic.fields import upsample_linear as _upsample_linear  # noqa: F401
 from monai_adv.data.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator
+from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES, OCT_LAYER_DESCRIPTIONS, layer_label_map
 from monai_adv.data.synthetic.writer import (
     DEFAULT_SPLITS,
+    IMAGES_DIR,
+    LABELS_DIR,
     MANIFEST_NAME,
     UNLABELED_PREFIX,
     main,
@@ -25,6 +30,11 @@ from monai_adv.data.synthetic.writer import (
 __all__ = [
     "SyntheticOCTGenerator",
     "write_synthetic_oct_dataset",
+    "OCT_LAYER_CLASSES",
+    "OCT_LAYER_DESCRIPTIONS",
+    "layer_label_map",
+    "IMAGES_DIR",
+    "LABELS_DIR",
     "DEFAULT_SPLITS",
     "UNLABELED_PREFIX",
     "MANIFEST_NAME",

@@ -23,11 +23,14 @@ def registration_padding(
     x_first: int = 0,
     width: int | None = None,
     white: float = 1.0,
+    record: list | None = None,
 ) -> np.ndarray:
     """White wedges left where the eye-tracking registration shifted and rotated the frame.
 
     ``grey`` holds the columns ``x_first ...`` of a frame ``width`` columns wide (all by default);
-    ``white`` is the value of white in its units.
+    ``white`` is the value of white in its units. ``record``, when given, receives each wedge as
+    ``(side, a, b)`` (``"top"`` or ``"bottom"``, its depth at the first and the last column), for the
+    label map.
     """
     H, Wg = grey.shape
     W = Wg if width is None else int(width)
@@ -38,10 +41,14 @@ def registration_padding(
         a, b = rng.exponential(0.09) * H, rng.exponential(0.03) * H
         a, b = (a, b) if rng.random() < 0.5 else (b, a)
         grey = np.where(z < a + (b - a) * x / W, np.float32(white), grey)
+        if record is not None:
+            record.append(("top", float(a), float(b)))
     if where in ("bottom", "both"):
         a, b = rng.exponential(0.07) * H, rng.exponential(0.025) * H
         a, b = (a, b) if rng.random() < 0.5 else (b, a)
         grey = np.where(z > H - 1 - (a + (b - a) * x / W), np.float32(white), grey)
+        if record is not None:
+            record.append(("bottom", float(a), float(b)))
     return grey
 
 
@@ -52,6 +59,7 @@ def to_display(
     jpeg_quality: Sequence[int] | None,
     x_first: int,
     W: int,
+    padding_record: list | None = None,
 ) -> np.ndarray:
     """The 8-bit image as the scanner's viewer stores it (``intensity`` is overwritten).
 
@@ -62,6 +70,7 @@ def to_display(
         jpeg_quality: ``(low, high)`` JPEG quality drawn per image, or None for no compression.
         x_first: the first native column of ``intensity``.
         W: native columns.
+        padding_record: receives the registration padding wedges (see :func:`registration_padding`).
     """
     dyn = ri.uniform(7.6, 9.6)
     g0 = ri.uniform(0.095, 0.135)
@@ -71,7 +80,7 @@ def to_display(
     grey += np.float32(255.0 * g0)
     np.clip(grey, 0.0, 255.0, out=grey)
     if ri.random() < padding_prob:
-        grey = registration_padding(ri, grey, x_first, W, white=255.0)
+        grey = registration_padding(ri, grey, x_first, W, white=255.0, record=padding_record)
     out = np.rint(grey, out=grey).astype(np.uint8)
     if jpeg_quality is not None:
         q = int(ri.integers(jpeg_quality[0], jpeg_quality[1] + 1))

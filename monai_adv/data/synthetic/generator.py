@@ -48,6 +48,7 @@ from PIL import Image
 
 from monai_adv.data.synthetic import anatomy, display, formation, lesions
 from monai_adv.data.synthetic.fields import noise1d, noise2d, paint_ellipse, spawn_seed
+from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES, LabelScene, layer_label_map
 from monai_adv.data.utils import OCT_CLASSES, center_crop_square, label_to_index
 
 __all__ = ["SyntheticOCTGenerator", "GENERATOR_VERSION", "progress_bar"]
@@ -67,6 +68,16 @@ class SyntheticOCTGenerator:
         gen = SyntheticOCTGenerator(image_size=128, seed=0)
         img = gen("DME")                       # (128, 128) float32 in [0, 1]
         images, labels = gen.generate(10)      # (40, 128, 128), (40,)
+        # with the layer label maps (indices into OCT_LAYER_CLASSES), pixel for pixel with the images
+        images, labels, layers = gen.generate(10, return_layers=True)   # layers: (40, 128, 128) uint8
+        img, layer_map = gen.sample("DME", seed=7, return_layers=True)
+
+    The layer label map (:mod:`.labels`) names the structure under every pixel: vitreous, RNFL,
+    GCL+IPL, INL, OPL, ONL, IS/OS, RPE, choroid, and where drawn sub-retinal fluid (SRF), the sub-RPE
+    space of drusen and PEDs (PED), intraretinal cysts (IRF) and registration padding
+    (:data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`). It is drawn from the boundaries the
+    image was rendered from, on the output image's own grid, and costs nothing when not asked for:
+    the images are the same either way.
 
     Args:
         image_size: side length of the square output (or ``(h, w)``), after the centre crop of the
@@ -92,6 +103,8 @@ class SyntheticOCTGenerator:
     """
 
     classes: tuple[str, ...] = OCT_CLASSES
+    #: the classes of the layer label maps (``return_layers=True``)
+    layer_classes: tuple[str, ...] = OCT_LAYER_CLASSES
 
     def __init__(
         self,
@@ -156,21 +169,29 @@ class SyntheticOCTGenerator:
         return self.sample(label, spawn_seed(self._rng))
 
     def generate(
-        self, n_per_class: int, shuffle: bool = False, num_workers: int = 1, progress: bool = False
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self,
+        n_per_class: int,
+        shuffle: bool = False,
+        num_workers: int = 1,
+        progress: bool = False,
+        return_layers: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Draw ``n_per_class`` B-scans of every class.
 
         Every image has its own seed drawn from the generator's stream, so the result does not depend
-        on ``num_workers``.
+        on ``num_workers`` (nor on ``return_layers``).
 
         Args:
             n_per_class: number of images per class (>= 0).
             shuffle: interleave the classes randomly; otherwise the result is ordered by class.
             num_workers: processes used to render (1 renders in this process).
             progress: show a tqdm progress bar.
+            return_layers: also return the layer label maps.
 
         Returns:
-            ``(images, labels)``: ``(4 * n_per_class, H, W)`` and ``(4 * n_per_class,)`` int64.
+            ``(images, labels)``: ``(4 * n_per_class, H, W)`` and ``(4 * n_per_class,)`` int64; with
+            ``return_layers``, ``(images, labels, layers)``, ``layers`` the ``(4 * n_per_class, H, W)``
+            uint8 label maps (indices into :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`).
 
         Raises:
             ValueError: when ``n_per_class`` is negative.
@@ -184,30 +205,40 @@ class SyntheticOCTGenerator:
             labels = labels[self._rng.permutation(labels.size)]
         shape = self.output_shape
         images = np.empty((labels.size, *shape), dtype=self.output_dtype)
+        layers = np.empty((labels.size, *shape), dtype=np.uint8) if return_layers else None
         jobs = [(int(lab), s) for lab, s in zip(labels, seeds)]
         bar = progress_bar(len(jobs), progress, "synthetic OCT")
         try:
             workers = max(1, min(int(num_workers), len(jobs)))
             if workers == 1:
                 for i, (lab, s) in enumerate(jobs):
-                    images[i] = self.sample(lab, s)
+                    if layers is None:
+                        images[i] = self.sample(lab, s)
+                    else:
+                        images[i], layers[i] = self.sample(lab, s, return_layers=True)
                     bar.update(1)
             else:
-                chunks = [jobs[i : i + 16] for i in range(0, len(jobs), 16)]
+                chunks = [(jobs[i : i + 16], return_layers) for i in range(0, len(jobs), 16)]
                 with ProcessPoolExecutor(max_workers=workers) as ex:
                     i = 0
-                    for block in ex.map(self._sample_many, chunks):
+                    for block, block_layers in ex.map(self._sample_many, chunks):
                         images[i : i + len(block)] = block
+                        if layers is not None:
+                            layers[i : i + len(block)] = block_layers
                         i += len(block)
                         bar.update(len(block))
         finally:
             bar.close()
-        return images, labels
+        return (images, labels) if layers is None else (images, labels, layers)
 
-    def _sample_many(self, jobs: Sequence[tuple[int, np.random.SeedSequence]]) -> np.ndarray:
-        return (
-            np.stack([self.sample(lab, s) for lab, s in jobs]) if jobs else np.empty((0, *self.output_shape))
-        )
+    def _sample_many(
+        self, chunk: tuple[Sequence[tuple[int, np.random.SeedSequence]], bool]
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        jobs, with_layers = chunk
+        if not with_layers:
+            return np.stack([self.sample(lab, s) for lab, s in jobs]), None
+        pairs = [self.sample(lab, s, return_layers=True) for lab, s in jobs]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
     @property
     def output_shape(self) -> tuple[int, int]:
@@ -226,7 +257,8 @@ class SyntheticOCTGenerator:
         seed: int | np.random.SeedSequence | None,
         patient_seed: int | np.random.SeedSequence | None = None,
         return_info: bool = False,
-    ) -> np.ndarray | tuple[np.ndarray, dict[str, Any]]:
+        return_layers: bool = False,
+    ) -> np.ndarray | tuple[np.ndarray, Any] | tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Draw one B-scan deterministically from explicit seeds (independent of the generator's stream).
 
         Args:
@@ -236,9 +268,14 @@ class SyntheticOCTGenerator:
                 same eye with the same lesions, like the several images per patient in Kermany.
                 ``None`` uses ``seed``.
             return_info: also return a dict with the drawn severity and a few other parameters.
+            return_layers: also return the layer label map: an ``(H, W)`` uint8 array of indices into
+                :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`, on the image's grid (see
+                :func:`~monai_adv.data.synthetic.labels.layer_label_map`). The image is the same with
+                or without it.
 
         Returns:
-            the image, or ``(image, info)`` when ``return_info`` is true.
+            the image; ``(image, info)`` with ``return_info``; ``(image, layers)`` with
+            ``return_layers``; ``(image, layers, info)`` with both.
         """
         lab = label_to_index(label)
         ss = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
@@ -255,7 +292,10 @@ class SyntheticOCTGenerator:
         # only the centre square is kept: form the image on its columns alone (the JPEG blocks stay
         # aligned with the full frame's when the offset is a multiple of 8, as for 496 x 512)
         cols = slice((W - H) // 2, (W - H) // 2 + H) if W > H else None
-        img8, info = self._render(lab, np.random.default_rng(ss_anat), np.random.default_rng(ss_img), cols)
+        scene = LabelScene(H, W) if return_layers else None
+        img8, info = self._render(
+            lab, np.random.default_rng(ss_anat), np.random.default_rng(ss_img), cols, scene=scene
+        )
         sq = np.ascontiguousarray(center_crop_square(img8))
         if self.image_size is None or self.output_shape == sq.shape:
             out = sq.astype(np.float32) / np.float32(255.0)
@@ -265,6 +305,9 @@ class SyntheticOCTGenerator:
             out = np.asarray(Image.fromarray(sq).convert("F").resize((w, h), Image.BILINEAR))
             out = out / np.float32(255.0)
         out = np.clip(out, 0.0, 1.0).astype(self.output_dtype, copy=False)
+        if scene is not None:
+            layers = layer_label_map(scene, out.shape)
+            return (out, layers, info) if return_info else (out, layers)
         return (out, info) if return_info else out
 
     # ------------------------------------------------------------------ rendering
@@ -291,12 +334,15 @@ class SyntheticOCTGenerator:
         rng_anat: np.random.Generator,
         rng_img: np.random.Generator,
         columns: slice | None = None,
+        scene: LabelScene | None = None,
     ) -> tuple[np.ndarray, dict[str, Any]]:
         """:meth:`render_native`, returning the 8-bit image as the scanner's viewer stores it.
 
         The stages, in the order they draw from the two random streams (``rng_anat``: the eye,
         ``rng_img``: this image): severity, scan geometry, layer profiles, class lesions, boundaries,
-        the layered band, choroid and sclera, lesion objects, image formation, display.
+        the layered band, choroid and sclera, lesion objects, image formation, display. A ``scene``,
+        when given, records what the layer label map needs (boundaries, cysts, padding); it draws
+        nothing from the streams.
         """
         H, W = self.native_shape
         cs = slice(None) if columns is None else columns
@@ -324,13 +370,25 @@ class SyntheticOCTGenerator:
             ra, ri, H, W, b, refl, les.ez_gain, les.gap, les.gap_val, les.elev, les.sub_rpe_val
         )
         R = anatomy.choroid_and_sclera(ra, ri, H, W, geo, b.bm, R, Rb, top, hb, z)
-        R, absorb, first_row = lesions.paint_lesion_objects(ra, R, H, W, geo, b, les, int(top.min()))
+        if scene is not None:
+            scene.bounds = b.bounds.copy()
+        R, absorb, first_row = lesions.paint_lesion_objects(
+            ra, R, H, W, geo, b, les, int(top.min()), None if scene is None else scene.cysts
+        )
         # 2, 3. attenuation, gain, noise floor and speckle, on the requested columns only
         intensity = formation.form_intensity(
             ra, ri, R, absorb, cs, first_row, H, W, z, gain, les.shadow_cols, b.rpe_bottom
         )
         # 4, 5. display: log transform, clip, quantise, padding, JPEG
-        out = display.to_display(ri, intensity, self.padding_prob, self.jpeg_quality, x_first, W)
+        out = display.to_display(
+            ri,
+            intensity,
+            self.padding_prob,
+            self.jpeg_quality,
+            x_first,
+            W,
+            None if scene is None else scene.padding,
+        )
         info.update({"fovea_x": float(geo.xf), "bruch_depth": float(geo.z_c), "gain": gain})
         return out, info
 

@@ -271,6 +271,7 @@ def paint_lesion_objects(
     b: Boundaries,
     les: Lesions,
     first_row: int,
+    cyst_record: list | None = None,
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Paint the objects that depend on the layer positions: cysts, hyperreflective foci, retinal vessels.
 
@@ -283,6 +284,7 @@ def paint_lesion_objects(
         b: the layer boundaries.
         les: the lesions (their cysts and foci).
         first_row: the first row with signal so far.
+        cyst_record: receives each painted cyst as ``(cx, cz, rx, rz)`` (native px), for the label map.
 
     Returns:
         ``(R, absorb, first_row)``: the frame, the absorption frame, and the first row with signal or
@@ -310,6 +312,8 @@ def paint_lesion_objects(
             rx = max(1.5, rz * dz / dx * ra.uniform(0.8, 2.5))
         zc = 0.5 * (z0 + z1) + ra.normal(0.0, 0.1 * max(1.0, z1 - z0))
         R = paint(R, cx, zc, rx, rz, 0.15)
+        if cyst_record is not None:
+            cyst_record.append((float(cx), float(zc), float(rx), float(rz)))
     absorb = np.zeros((H, W), dtype=np.float32)
     for fx, _, r in foci:
         c = int(np.clip(round(fx), 0, W - 1))

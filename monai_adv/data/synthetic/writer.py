@@ -5,6 +5,7 @@
 Command line::
 
     python -m monai_adv.data.synthetic --out DIR --n-train 200 --n-unlabeled 200 --n-test 50 --size 128
+    python -m monai_adv.data.synthetic --out DIR --layers ...   # the segmentation layout, with label maps
 
 Every file (images and the manifest) is written atomically through :mod:`monai_adv.io`.
 """
@@ -24,10 +25,19 @@ import numpy as np
 from PIL import Image
 
 from monai_adv.data.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator, progress_bar
+from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES
 from monai_adv.data.utils import OCT_CLASSES
 from monai_adv.io import atomic_open, atomic_write_text
 
-__all__ = ["write_synthetic_oct_dataset", "DEFAULT_SPLITS", "UNLABELED_PREFIX", "MANIFEST_NAME", "main"]
+__all__ = [
+    "write_synthetic_oct_dataset",
+    "DEFAULT_SPLITS",
+    "UNLABELED_PREFIX",
+    "MANIFEST_NAME",
+    "IMAGES_DIR",
+    "LABELS_DIR",
+    "main",
+]
 
 #: Default number of images per class for each split written by :func:`write_synthetic_oct_dataset`.
 DEFAULT_SPLITS: dict[str, int] = {"train": 100, "unlabeled": 300, "test": 50}
@@ -35,6 +45,8 @@ DEFAULT_SPLITS: dict[str, int] = {"train": 100, "unlabeled": 300, "test": 50}
 UNLABELED_PREFIX = "SCAN"
 #: Name of the manifest file written at the data set root.
 MANIFEST_NAME = "synthetic_oct.json"
+#: Folders of the segmentation layout (``layers=True``): ``<split>/images/`` and ``<split>/labels/``.
+IMAGES_DIR, LABELS_DIR = "images", "labels"
 
 
 def _split_counts(
@@ -61,8 +73,14 @@ def _split_counts(
     return counts
 
 
-def _plan(counts: dict[str, int], images_per_patient: int) -> list[tuple[str, int, int, int, str]]:
-    """(split, class index, image index, patient id, relative path) for every image, in a fixed order."""
+def _plan(
+    counts: dict[str, int], images_per_patient: int, layers: bool = False
+) -> list[tuple[str, int, int, int, str]]:
+    """(split, class index, image index, patient id, relative path) for every image, in a fixed order.
+
+    The path has no extension; with ``layers`` it lies in the split's ``images/`` folder (the label map
+    has the same name in ``labels/``).
+    """
     plan = []
     for si, (split, n) in enumerate(counts.items()):
         for ci, cname in enumerate(OCT_CLASSES):
@@ -70,26 +88,41 @@ def _plan(counts: dict[str, int], images_per_patient: int) -> list[tuple[str, in
                 pid = 100000 * (si + 1) + 10000 * ci + i // images_per_patient
                 num = i % images_per_patient + 1
                 if split == "unlabeled":
-                    rel = f"{split}/{UNLABELED_PREFIX}-{pid}-{num}"
+                    name = f"{UNLABELED_PREFIX}-{pid}-{num}"
+                    rel = f"{split}/{IMAGES_DIR}/{name}" if layers else f"{split}/{name}"
                 else:
-                    rel = f"{split}/{cname}/{cname}-{pid}-{num}"
+                    name = f"{cname}-{pid}-{num}"
+                    rel = f"{split}/{IMAGES_DIR}/{name}" if layers else f"{split}/{cname}/{name}"
                 plan.append((split, ci, i, pid, rel))
     return plan
 
 
-def _render_job(args: tuple) -> tuple[str, str]:
-    (gen_kwargs, seed, si, ci, i, pid, images_per_patient, path, fmt, quality) = args
+def _label_path(image_rel: str) -> str:
+    """The label map beside an image of the segmentation layout: ``<split>/labels/<name>.png``."""
+    split, _, name = image_rel.split("/", 2)
+    return f"{split}/{LABELS_DIR}/{name.rsplit('.', 1)[0]}.png"
+
+
+def _render_job(args: tuple) -> tuple[str, str, str | None, str | None]:
+    (gen_kwargs, seed, si, ci, i, pid, images_per_patient, path, fmt, quality, label_path) = args
     gen = SyntheticOCTGenerator(seed=None, **gen_kwargs)
     img_seed = np.random.SeedSequence(seed, spawn_key=(si, ci, i))
     pat_seed = np.random.SeedSequence(seed, spawn_key=(si, ci, 10_000_000 + i // images_per_patient))
-    img = gen.sample(ci, img_seed, patient_seed=pat_seed)
+    if label_path is None:
+        img = gen.sample(ci, img_seed, patient_seed=pat_seed)
+    else:
+        img, layers = gen.sample(ci, img_seed, patient_seed=pat_seed, return_layers=True)
     arr = np.round(np.clip(img, 0.0, 1.0) * 255.0).astype(np.uint8)
     with atomic_open(path, "wb") as fh:
         if fmt == "jpeg":
             Image.fromarray(arr).save(fh, format="JPEG", quality=quality)
         else:
             Image.fromarray(arr).save(fh, format="PNG")
-    return path, _sha1(path)
+    if label_path is None:
+        return path, _sha1(path), None, None
+    with atomic_open(label_path, "wb") as fh:
+        Image.fromarray(layers).save(fh, format="PNG")  # 8-bit indices, lossless
+    return path, _sha1(path), label_path, _sha1(label_path)
 
 
 def _sha1(path: str | Path) -> str:
@@ -110,9 +143,10 @@ def write_synthetic_oct_dataset(
     progress: bool = True,
     overwrite: bool = False,
     verify: bool = True,
+    layers: bool = False,
     **generator_kwargs: Any,
 ) -> dict[str, Any]:
-    """Write a synthetic OCT data set in the Kermany folder layout.
+    """Write a synthetic OCT data set in the Kermany folder layout, or with layer label maps for segmentation.
 
     Layout: ``root/<split>/<CLASS>/<CLASS>-<PATIENT>-<N>.<ext>`` for labeled splits, and
     ``root/unlabeled/SCAN-<PATIENT>-<N>.<ext>`` (no class folders, no class in the name) for the split
@@ -120,6 +154,13 @@ def write_synthetic_oct_dataset(
     :data:`GENERATOR_VERSION`: a set written by an older generator counts as different arguments), the
     files, their labels
     (also the hidden labels of the unlabeled split, for analysis) and their SHA-1.
+
+    With ``layers=True`` the segmentation layout: ``root/<split>/images/<CLASS>-<PATIENT>-<N>.<ext>``
+    and beside it the layer label map ``root/<split>/labels/<CLASS>-<PATIENT>-<N>.png`` (8-bit PNG of
+    indices into :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`, pixel for pixel with the
+    image; see :meth:`SyntheticOCTGenerator.sample`); the ``unlabeled`` split has ``images/`` only. The
+    manifest lists the label map of each image (``"layers"``, with its ``"layers_sha1"``) and the
+    layer classes; :func:`~monai_adv.data.segmentation_datalist` reads the layout.
 
     Idempotent: a second call with the same arguments finds the manifest, checks that every file is
     there with the recorded checksum (``verify``) and returns without rendering; missing or damaged
@@ -140,6 +181,7 @@ def write_synthetic_oct_dataset(
         progress: show a tqdm progress bar.
         overwrite: replace an existing data set written with different arguments.
         verify: check the SHA-1 of existing files when reusing a data set.
+        layers: write the layer label maps, in the segmentation layout.
         generator_kwargs: passed to :class:`SyntheticOCTGenerator` (e.g. ``severity``, ``padding_prob``).
 
     Returns:
@@ -175,6 +217,8 @@ def write_synthetic_oct_dataset(
         "generator": {k: (list(v) if isinstance(v, tuple) else v) for k, v in generator_kwargs.items()},
         "generator_version": GENERATOR_VERSION,
     }
+    if layers:  # only then: the arguments of a classification set stay what they were
+        args["layers"] = True
     args = json.loads(json.dumps(args))
     manifest_path = root / MANIFEST_NAME
     old: dict[str, Any] | None = None
@@ -194,13 +238,15 @@ def write_synthetic_oct_dataset(
                     f"{GENERATOR_VERSION}); pass overwrite=True or choose another folder."
                 )
             for f in old.get("files", []):
-                p = root / f["path"]
-                if p.is_file():
-                    p.unlink()
+                for key in ("path", "layers"):
+                    p = root / f[key] if f.get(key) else None
+                    if p is not None and p.is_file():
+                        p.unlink()
             old = None
 
-    plan = _plan(counts, int(images_per_patient))
+    plan = _plan(counts, int(images_per_patient), bool(layers))
     known = {f["path"]: f.get("sha1") for f in (old or {}).get("files", [])}
+    known_layers = {f["path"]: f.get("layers_sha1") for f in (old or {}).get("files", [])}
     todo = []
     records: dict[str, dict[str, Any]] = {}
     split_idx = {s: i for i, s in enumerate(counts)}
@@ -209,15 +255,27 @@ def write_synthetic_oct_dataset(
         rec = {"path": relp, "split": split, "label": ci, "class": OCT_CLASSES[ci], "patient": pid}
         if split == "unlabeled":
             rec = {"path": relp, "split": split, "hidden_label": ci, "class": OCT_CLASSES[ci], "patient": pid}
+        label_rel = _label_path(relp) if layers and split != "unlabeled" else None
+        if label_rel is not None:
+            rec["layers"] = label_rel
         records[relp] = rec
         p = root / relp
         ok = p.is_file() and relp in known
         if ok and verify:
             ok = _sha1(p) == known[relp]
+        if ok and label_rel is not None:
+            lp = root / label_rel
+            ok = lp.is_file() and known_layers.get(relp) is not None
+            if ok and verify:
+                ok = _sha1(lp) == known_layers[relp]
         if ok:
             rec["sha1"] = known[relp]
+            if label_rel is not None:
+                rec["layers_sha1"] = known_layers[relp]
         else:
             p.parent.mkdir(parents=True, exist_ok=True)
+            if label_rel is not None:
+                (root / label_rel).parent.mkdir(parents=True, exist_ok=True)
             todo.append(
                 (
                     gen_kwargs,
@@ -230,6 +288,7 @@ def write_synthetic_oct_dataset(
                     str(p),
                     fmt,
                     int(jpeg_quality),
+                    None if label_rel is None else str(root / label_rel),
                 )
             )
 
@@ -251,8 +310,11 @@ def write_synthetic_oct_dataset(
                         bar.update(1)
         finally:
             bar.close()
-        for path, digest in results:
-            records[Path(path).relative_to(root).as_posix()]["sha1"] = digest
+        for path, digest, _, layers_digest in results:
+            rec = records[Path(path).relative_to(root).as_posix()]
+            rec["sha1"] = digest
+            if layers_digest is not None:
+                rec["layers_sha1"] = layers_digest
 
     manifest = {
         "format": "monai-adv synthetic OCT",
@@ -262,6 +324,8 @@ def write_synthetic_oct_dataset(
         "counts": {s: n * len(OCT_CLASSES) for s, n in counts.items()},
         "files": [records[rel + ext] for *_, rel in plan],
     }
+    if layers:
+        manifest["layer_classes"] = list(OCT_LAYER_CLASSES)
     if todo or old is None:
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
@@ -286,6 +350,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--images-per-patient", type=int, default=1)
     p.add_argument("--workers", type=int, default=None, help="processes (default: all cores, at most 8)")
     p.add_argument("--overwrite", action="store_true", help="replace a data set written with other arguments")
+    p.add_argument(
+        "--layers",
+        action="store_true",
+        help="write the layer label maps: <split>/images/ and <split>/labels/ (segmentation layout)",
+    )
     p.add_argument("--no-progress", action="store_true")
     a = p.parse_args(argv)
     splits = {"train": a.n_train, "unlabeled": a.n_unlabeled, "test": a.n_test}
@@ -304,6 +373,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             num_workers=a.workers,
             progress=not a.no_progress,
             overwrite=a.overwrite,
+            layers=a.layers,
         )
     except (ValueError, FileExistsError) as e:
         print(f"error: {e}")
