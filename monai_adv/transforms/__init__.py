@@ -9,6 +9,7 @@ from monai_adv.transforms import (
     dictionary,
     gradient,
     losses,
+    segmentation,
     square,
 )
 from monai_adv.transforms.adaptive import *  # noqa: F403
@@ -19,9 +20,20 @@ from monai_adv.transforms.composite import *  # noqa: F403
 from monai_adv.transforms.dictionary import *  # noqa: F403
 from monai_adv.transforms.gradient import *  # noqa: F403
 from monai_adv.transforms.losses import *  # noqa: F403
+from monai_adv.transforms.segmentation import *  # noqa: F403
 from monai_adv.transforms.square import *  # noqa: F403
 
 __all__ = ["AdversarialAttack", "NormBoundedAttack", "default_output_transform"]
-for _module in (gradient, carlini_wagner, apgd, square, composite, losses, dictionary, adaptive):
+for _module in (
+    gradient,
+    carlini_wagner,
+    apgd,
+    square,
+    composite,
+    losses,
+    dictionary,
+    adaptive,
+    segmentation,
+):
     __all__ += _module.__all__
 del _module, base

@@ -48,7 +48,8 @@ class AdaptiveAttack(NormBoundedAttack):
 
     Raises:
         ValueError: for an unfitted detector, a detector on another network, steps < 1, alpha <= 0,
-            detector_weight < 0, kappa < 0, score_scale <= 0 or an unknown mode.
+            detector_weight < 0, kappa < 0, score_scale <= 0 or an unknown mode; when called with
+            dense (segmentation) labels, which it does not support.
 
     Example::
 
@@ -58,6 +59,8 @@ class AdaptiveAttack(NormBoundedAttack):
     """
 
     needs_detector = True
+    #: the detectors read a classifier's features: dense (segmentation) labels raise a ValueError
+    supports_dense = False
 
     def __init__(
         self,

@@ -6,6 +6,11 @@ batching of one item, dtype and device handling, eps drawing, the network's eval
 that leave the parameters alone and work under ``torch.no_grad()``, targeting, the loss, the
 projection onto the eps-ball, the region-of-interest mask and the value range. A subclass writes
 only :meth:`AdversarialAttack._attack`, which reads like the paper's algorithm.
+
+Dense outputs (segmentation) are handled here too, once: labels with spatial axes switch an attack
+to dense mode, the network output must then be ``(B, K, *spatial)`` logits, the default loss is the
+mean voxel cross-entropy, and success is judged by the prediction's agreement with the label (see
+:class:`AdversarialAttack`). An optional MONAI ``Inferer`` computes the network output.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch.nn as nn
 from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
-from monai_adv.transforms.losses import margin, per_sample_cross_entropy
+from monai_adv.transforms.losses import margin, per_sample_cross_entropy, per_sample_dice
 from monai_adv.utils import (
     check_label_range,
     class_indices,
@@ -45,11 +50,14 @@ __all__ = [
     "default_amp_dtype",
     "network_memory_format",
     "describe_attack",
+    "DENSE_SUCCESS",
 ]
 
 EpsType = Union[float, tuple[float, float]]
 ValueRange = Union[tuple[float, float], None]
 LABEL_TYPES = (int, np.integer, torch.Tensor, np.ndarray, Sequence)
+#: how success is judged for dense outputs: per-sample Dice, or the fraction of voxels predicted as the label
+DENSE_SUCCESS = ("dice", "voxels")
 
 
 def default_amp_dtype(device: torch.device | str) -> torch.dtype:
@@ -103,9 +111,26 @@ class AdversarialAttack(Randomizable, Transform):
     numpy array; the result has its type, shape, dtype and device (and, for a MetaTensor, its
     metadata). The network runs on its own device and in eval mode, restored afterwards.
 
+    **Dense outputs (segmentation).** A network returning logits ``(B, K, *spatial)`` is attacked
+    with dense labels: class indices ``(B, 1, *spatial)`` (``(1, *spatial)`` for one item) or one-hot
+    ``(B, K, *spatial)`` (``(K, *spatial)``); the mode follows from the labels having spatial axes
+    and is checked against the output. The default loss is the per-sample mean voxel cross-entropy;
+    ``loss`` gets ``(logits (B, K, *spatial), labels (B, *spatial))`` and returns ``(B,)`` (e.g.
+    :func:`~monai_adv.transforms.losses.per_sample_dice_loss`). Targeted, the label is the target
+    mask. **Success** is judged on the argmax prediction's *agreement* with the label, per sample:
+    its Dice (``dense_success="dice"``, the mean over the classes in prediction or label) or the
+    fraction of voxels predicted as the label (``"voxels"``). Untargeted, an attack succeeds when the
+    agreement with the label falls *below* ``dense_threshold``; targeted, when the agreement with the
+    target *exceeds* it. Attacks that stop early on success (APGD's first adversarial point,
+    Square's finished samples, the ensemble's skipped samples) stop there; ``dense_threshold=0``
+    makes no sample count as fooled, so every attack spends its whole budget on driving the
+    agreement down. Attacks that make no sense for dense outputs (the detector-aware
+    :class:`~monai_adv.transforms.AdaptiveAttack`) raise a ``ValueError``.
+
     Args:
-        network: the classifier under attack; returns logits ``(B, num_classes)``, or a tuple or
-            dict from which ``output_transform`` picks them.
+        network: the classifier under attack; returns logits ``(B, num_classes)`` (or, for
+            segmentation, ``(B, num_classes, *spatial)``), or a tuple or dict from which
+            ``output_transform`` picks them.
         value_range: ``(low, high)`` that every output intensity lies in, or ``None`` for unbounded
             images (HU, z-scored).
         spatial_dims: 2 for images, 3 for volumes.
@@ -125,16 +150,25 @@ class AdversarialAttack(Randomizable, Transform):
             the attacked batch to the channels-last layout, which convolutions run faster in on CPU
             and on tensor cores. A network whose weights are already channels-last gets channels-last
             inputs without asking.
+        inferer: optional MONAI ``Inferer`` (e.g. ``SlidingWindowInferer``), or any callable
+            ``inferer(inputs, network)``, that computes the network output during the attack, with
+            gradients through every window: a volume larger than the training patch is attacked
+            exactly as it is evaluated. None: ``network(inputs)``.
+        dense_success: how success is judged for dense outputs, ``"dice"`` or ``"voxels"`` (above).
+        dense_threshold: the agreement threshold in [0, 1] for dense success (above).
 
     Raises:
-        TypeError: when ``network`` is not callable.
-        ValueError: for a bad ``spatial_dims``, ``value_range`` or ``amp_dtype``.
+        TypeError: when ``network`` or ``inferer`` is not callable.
+        ValueError: for a bad ``spatial_dims``, ``value_range``, ``amp_dtype``, ``dense_success`` or
+            ``dense_threshold``.
     """
 
     #: whether the attack needs gradients of the network (False for score-based black-box attacks)
     uses_gradients: bool = True
     #: whether the attack needs a fitted detector (it attacks the classifier and the detector together)
     needs_detector: bool = False
+    #: whether the attack handles dense (segmentation) outputs and labels
+    supports_dense: bool = True
 
     def __init__(
         self,
@@ -148,9 +182,18 @@ class AdversarialAttack(Randomizable, Transform):
         amp: bool = False,
         amp_dtype: torch.dtype | None = None,
         channels_last: bool = False,
+        inferer: Callable[..., Any] | None = None,
+        dense_success: str = "dice",
+        dense_threshold: float = 0.5,
     ) -> None:
         if not callable(network):
             raise TypeError(f"network must be a torch module or callable, got {type(network).__name__}.")
+        if inferer is not None and not callable(inferer):
+            raise TypeError(f"inferer must be a MONAI Inferer or a callable, got {type(inferer).__name__}.")
+        if dense_success not in DENSE_SUCCESS:
+            raise ValueError(f"dense_success must be one of {DENSE_SUCCESS}, got {dense_success!r}.")
+        if not 0.0 <= float(dense_threshold) <= 1.0:
+            raise ValueError(f"dense_threshold must be in [0, 1], got {dense_threshold!r}.")
         if spatial_dims not in (2, 3):
             raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}.")
         if value_range is not None:
@@ -172,7 +215,11 @@ class AdversarialAttack(Randomizable, Transform):
         self.amp = bool(amp)
         self.amp_dtype = amp_dtype
         self.channels_last = bool(channels_last)
+        self.inferer = inferer
+        self.dense_success = dense_success
+        self.dense_threshold = float(dense_threshold)
         self.num_classes: int | None = None
+        self._label_classes: int | None = None  # K of one-hot dense labels in the current call
         self._grad_scale = 2.0**16  # float16 only: lowered on overflow, kept across calls
 
     # ------------------------------------------------------------------------------------------
@@ -184,14 +231,19 @@ class AdversarialAttack(Randomizable, Transform):
         Args:
             img: one item ``(C, *spatial)`` or a batch ``(B, C, *spatial)``, floating point.
             label: the true class (untargeted) or the target class (targeted): an int, a
-                0-d/1-element tensor (broadcast over a batch), ``(B,)`` or ``(B, 1)``.
+                0-d/1-element tensor (broadcast over a batch), ``(B,)`` or ``(B, 1)``; for a
+                segmentation network a dense label map: class indices ``(B, 1, *spatial)`` (one item:
+                ``(1, *spatial)``) or one-hot ``(B, K, *spatial)`` (``(K, *spatial)``); one map is
+                broadcast over a batch.
             mask: optional region of interest, nonzero where the image may change; shape
                 ``spatial``, ``(1 or C, *spatial)`` or ``(B, 1 or C, *spatial)``.
 
         Raises:
             ValueError: for a wrong number of dimensions, NaN/Inf values, an image outside
                 ``value_range``, labels of the wrong shape or out of range, a mask that does not
-                fit, or a network output that is not class logits.
+                fit, a network output that is not class logits (or, for dense labels, not
+                ``(B, K, *spatial)`` logits that fit them), or dense labels for an attack without
+                dense support.
             TypeError: for a non-floating image.
         """
         # inference-mode tensors cannot enter autograd: work on normal copies (MONAI evaluators may
@@ -223,7 +275,7 @@ class AdversarialAttack(Randomizable, Transform):
 
         Args:
             x: the clean batch ``(B, C, *spatial)`` on the network's device and dtype.
-            y: labels ``(B,)`` (targets when ``targeted``).
+            y: labels ``(B,)``, or dense class indices ``(B, *spatial)`` (targets when ``targeted``).
             mask: ``None`` or a 0/1 tensor broadcastable to ``x``.
             generator: the torch generator to draw all randomness from (seeded by ``self.R``).
         """
@@ -236,28 +288,47 @@ class AdversarialAttack(Randomizable, Transform):
     # ------------------------------------------------------------------------------------------
     # network access
     # ------------------------------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> Any:
+        """The network's raw output on ``x``: through ``inferer`` when one is set, in the network's layout."""
+        x = self.to_network_layout(x)
+        return self.network(x) if self.inferer is None else self.inferer(x, self.network)
+
+    @staticmethod
+    def is_dense(y: torch.Tensor) -> bool:
+        """Whether internal labels are dense: class indices ``(B, *spatial)`` rather than ``(B,)``."""
+        return y.ndim > 1
+
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
-        """Run the network and return checked class logits ``(B, num_classes)``.
+        """Run the network and return checked logits: ``(B, num_classes)``, or ``(B, num_classes, *spatial)`` for dense labels.
 
         Args:
             x: the batch to classify.
-            y: optional labels, checked against the number of classes.
+            y: optional labels ``(B,)`` or dense ``(B, *spatial)``, checked against the output's
+                shape and number of classes.
 
         Raises:
-            ValueError: when the output is not a floating ``(B, K)`` tensor with ``K >= 2``, or a
-                label is out of range.
+            ValueError: when the output is not a floating ``(B, K)`` tensor with ``K >= 2`` (for dense
+                labels: ``(B, K, *spatial)`` with the labels' spatial shape and, for one-hot labels,
+                their ``K``), or a label is out of range.
         """
         with self.autocast():
-            out = self.output_transform(self.network(self.to_network_layout(x)))
+            out = self.output_transform(self.forward(x))
         if not isinstance(out, torch.Tensor):
             raise ValueError(
                 f"network output (after output_transform) is {type(out).__name__}, not a tensor of class logits."
             )
-        if out.ndim != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2 or not out.is_floating_point():
+        if y is not None and self.is_dense(y):
+            self._check_dense_output(out, x, y)
+        elif out.ndim != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2 or not out.is_floating_point():
+            dense_hint = (
+                "; it looks like a segmentation output: pass dense labels, class indices (B, 1, *spatial) or "
+                "one-hot (B, K, *spatial)"
+                if out.ndim == x.ndim and out.shape[0] == x.shape[0]
+                else "; for a multi-output network, pass output_transform=... to pick the logits"
+            )
             raise ValueError(
                 f"network output of shape {tuple(out.shape)} and dtype {out.dtype} is not class logits "
-                f"(expected floating (B={x.shape[0]}, num_classes>=2)); for a segmentation or multi-output "
-                "network, pass output_transform=... to pick the logits."
+                f"(expected floating (B={x.shape[0]}, num_classes>=2)) for class labels{dense_hint}."
             )
         if y is not None:
             self._check_label_range(y, out.shape[1])
@@ -265,29 +336,56 @@ class AdversarialAttack(Randomizable, Transform):
         # attack makes on them are computed in full precision
         return out.to(x.dtype) if out.dtype != x.dtype and x.is_floating_point() else out
 
-    def loss_per_sample(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The attack loss, per sample ``(B,)`` (or a scalar for a custom loss that reduces)."""
-        if self.loss is None:
+    def loss_per_sample(
+        self,
+        logits: torch.Tensor,
+        y: torch.Tensor,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """The attack loss, per sample ``(B,)`` (or a scalar for a custom loss that reduces).
+
+        Args:
+            logits: class logits ``(B, K)`` or dense logits ``(B, K, *spatial)``.
+            y: labels ``(B,)`` or dense class indices ``(B, *spatial)``.
+            loss: use this loss instead of ``self.loss`` (attacks whose loss changes per step).
+
+        Raises:
+            ValueError: when a custom loss returns anything but a scalar or ``(B,)``.
+        """
+        loss = loss if loss is not None else self.loss
+        if loss is None:
             return per_sample_cross_entropy(logits, y)
-        value = self.loss(logits, y)
+        value = loss(logits, y)
         if not isinstance(value, torch.Tensor) or value.ndim > 1:
-            raise ValueError("a custom attack loss must return a scalar or a per-sample (B,) tensor.")
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise ValueError(
+                f"a custom attack loss must return a scalar or a per-sample (B,) tensor, got {shape}"
+                + ("; average a per-voxel loss over the voxels." if self.is_dense(y) else ".")
+            )
         return value
 
     def objective_and_grad(
-        self, x_adv: torch.Tensor, y: torch.Tensor
+        self,
+        x_adv: torch.Tensor,
+        y: torch.Tensor,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Gradient of the objective the attack *ascends*, w.r.t. the input only.
 
         The objective is the loss (untargeted) or minus the loss (targeted). Parameters' ``.grad``
         are not touched: the gradient is taken with ``torch.autograd.grad`` on the input alone.
 
+        Args:
+            x_adv: the current point.
+            y: labels (targets when ``targeted``).
+            loss: use this loss instead of ``self.loss`` for this step (see :meth:`loss_per_sample`).
+
         Returns:
             ``(grad, objective per sample (B,) or scalar, logits)``, all detached.
         """
         x_adv = x_adv.detach().requires_grad_(True)
         logits = self.logits(x_adv, y)
-        objective = self.loss_per_sample(logits, y)
+        objective = self.loss_per_sample(logits, y, loss)
         if self.targeted:
             objective = -objective
         grad = self.input_grad(objective.sum(), x_adv)
@@ -356,14 +454,42 @@ class AdversarialAttack(Randomizable, Transform):
     # ------------------------------------------------------------------------------------------
     # success: one definition for every attack
     # ------------------------------------------------------------------------------------------
+    def voxel_attack_margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The differentiable logit margin, positive while the label still wins (untargeted) or the target does not.
+
+        Untargeted: ``z_y - max_{j != y} z_j``; targeted: the strongest other class's lead over the
+        target. One value per sample ``(B,)``, or per voxel ``(B, *spatial)`` for dense outputs.
+        """
+        m = margin(logits, y)
+        return -m if self.label_is_target else m
+
     def attack_margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample margin ``(B,)`` that is positive while the attack has not succeeded.
 
         Untargeted: ``z_y - max_{j != y} z_j`` (the true class still wins); targeted: the strongest
-        other class's lead over the target.
+        other class's lead over the target. Dense outputs: ``agreement - dense_threshold``
+        (untargeted) or ``dense_threshold - agreement`` (targeted), with the agreement of
+        :meth:`dense_agreement`; it is piecewise constant, so attacks that need a gradient use
+        :meth:`voxel_attack_margin` instead.
         """
-        m = margin(logits, y)
-        return -m if self.label_is_target else m
+        if self.is_dense(y):
+            agreement = self.dense_agreement(logits, y).to(logits.dtype)
+            return (
+                self.dense_threshold - agreement if self.label_is_target else agreement - self.dense_threshold
+            )
+        return self.voxel_attack_margin(logits, y)
+
+    def dense_agreement(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample agreement ``(B,)`` in [0, 1] of the argmax prediction with dense labels ``(B, *spatial)``.
+
+        ``dense_success="dice"``: the Dice of :func:`~monai_adv.transforms.losses.per_sample_dice`
+        (mean over the classes in prediction or label); ``"voxels"``: the fraction of voxels predicted
+        as the label.
+        """
+        pred = logits.argmax(dim=1)
+        if self.dense_success == "voxels":
+            return (pred == y).flatten(1).float().mean(dim=1)
+        return per_sample_dice(pred, y, logits.shape[1])
 
     @property
     def label_is_target(self) -> bool:
@@ -387,7 +513,11 @@ class AdversarialAttack(Randomizable, Transform):
         return (attack_margin < 0) & (attack_margin <= -kappa)
 
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-sample success: misclassified (untargeted) or classified as the target (targeted)."""
+        """Per-sample success: misclassified (untargeted) or classified as the target (targeted).
+
+        Dense outputs: the agreement with the label below ``dense_threshold`` (untargeted), or with
+        the target above it (targeted).
+        """
         return self.succeeded(self.attack_margin(logits, y))
 
     # ------------------------------------------------------------------------------------------
@@ -470,13 +600,92 @@ class AdversarialAttack(Randomizable, Transform):
         return x, batched
 
     def _labels(self, label: Any, batch: int, device: torch.device) -> torch.Tensor:
+        """Class indices ``(B,)``, or dense class indices ``(B, *spatial)`` for a label map."""
         if label is None:
             raise ValueError("label is required (the true class, or the target class when targeted=True).")
+        self._label_classes = None
+        if not isinstance(label, (bool, np.bool_)):
+            t = plain_tensor(label)
+            if t.ndim >= self.spatial_dims + 1:
+                if not self.supports_dense:
+                    raise ValueError(
+                        f"{type(self).__name__} does not attack dense (segmentation) outputs; got a label map of "
+                        f"shape {tuple(t.shape)}."
+                    )
+                return self._dense_labels(t.detach(), batch).to(device)
         return class_indices(label, batch, "labels", broadcast=True).to(device)
+
+    def _dense_labels(self, t: torch.Tensor, batch: int) -> torch.Tensor:
+        """Check a label map and return class indices ``(B, *spatial)``; one-hot maps record their ``K``."""
+        d = self.spatial_dims
+        if t.ndim == d + 1:
+            t = t.unsqueeze(0)
+        if t.ndim != d + 2:
+            raise ValueError(
+                f"dense labels of shape {tuple(t.shape)} have {t.ndim} dimensions; with spatial_dims={d} expected "
+                f"{d + 1} (1 or K, *spatial) for one item or {d + 2} (B, 1 or K, *spatial)."
+            )
+        if t.shape[0] not in (1, batch):
+            raise ValueError(
+                f"dense labels of shape {tuple(t.shape)} do not fit a batch of {batch}: expected (B={batch} or 1, "
+                "1 or K, *spatial)."
+            )
+        if t.numel() == 0:
+            raise ValueError(f"dense labels are empty: shape {tuple(t.shape)}.")
+        if t.is_complex():
+            raise ValueError(f"dense labels must be class indices or one-hot, got dtype {t.dtype}.")
+        if t.is_floating_point() and (not torch.isfinite(t).all() or not torch.equal(t, t.round())):
+            raise ValueError(
+                "dense labels must be integer class indices or 0/1 one-hot, got non-integer values."
+            )
+        t = t.long()
+        if (t < 0).any():
+            raise ValueError(f"dense labels must be non-negative, got {int(t.min())}.")
+        if t.shape[1] == 1:
+            y = t[:, 0]
+        else:
+            if t.max() > 1 or not (t.sum(dim=1) == 1).all():
+                raise ValueError(
+                    f"dense labels with {t.shape[1]} channels must be one-hot (0/1, exactly one 1 per voxel); "
+                    "class indices have one channel (B, 1, *spatial)."
+                )
+            self._label_classes = int(t.shape[1])
+            y = t.argmax(dim=1)
+        return y.expand(batch, *y.shape[1:]) if y.shape[0] != batch else y
+
+    def _check_dense_output(self, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> None:
+        """Check that dense logits ``(B, K, *spatial)`` fit dense labels ``(B, *spatial)``."""
+        shape = tuple(out.shape)
+        if out.ndim == 2:
+            raise ValueError(
+                f"the network returns class logits {shape} but the labels are a dense map of spatial shape "
+                f"{tuple(y.shape[1:])}: pass class labels (B,) for a classifier."
+            )
+        if not out.is_floating_point() or out.ndim != y.ndim + 1 or out.shape[0] != x.shape[0]:
+            raise ValueError(
+                f"network output of shape {shape} and dtype {out.dtype} is not dense logits (B={x.shape[0]}, K, "
+                f"*spatial) for labels of spatial shape {tuple(y.shape[1:])}; pass output_transform=... to pick them."
+            )
+        if tuple(out.shape[2:]) != tuple(y.shape[1:]):
+            raise ValueError(
+                f"dense labels of spatial shape {tuple(y.shape[1:])} do not fit the network output of shape "
+                f"{shape} (spatial {tuple(out.shape[2:])})."
+            )
+        if out.shape[1] < 2:
+            raise ValueError(
+                f"network output of shape {shape} has one channel; the attacks need K >= 2 class logits. For a "
+                "sigmoid (binary) output z, pass output_transform=lambda z: torch.cat([torch.zeros_like(z), z], 1), "
+                "whose softmax is (1 - sigmoid(z), sigmoid(z))."
+            )
+        if self._label_classes is not None and self._label_classes != out.shape[1]:
+            raise ValueError(
+                f"one-hot labels have K={self._label_classes} channels but the network returns {out.shape[1]} "
+                "class logits."
+            )
 
     def _check_label_range(self, y: torch.Tensor, num_classes: int) -> None:
         self.num_classes = num_classes
-        check_label_range(y, num_classes)
+        check_label_range(y, num_classes, "dense labels" if self.is_dense(y) else "labels")
 
     def _mask(self, mask: Any, x: torch.Tensor) -> torch.Tensor | None:
         if mask is None:
@@ -544,7 +753,7 @@ class AdversarialAttack(Randomizable, Transform):
         return clone
 
     def __repr__(self) -> str:
-        skip = {"network", "R", "output_transform", "num_classes", "_seed"}
+        skip = {"network", "R", "output_transform", "num_classes", "_seed", "inferer"}
         args = ", ".join(
             f"{k}={v!r}" for k, v in vars(self).items() if k not in skip and not k.startswith("_")
         )

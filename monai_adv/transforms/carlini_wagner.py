@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from monai_adv.transforms.base import AdversarialAttack, check_step_size, check_steps
+from monai_adv.transforms.losses import mean_over_voxels
 
 __all__ = ["CarliniWagnerL2"]
 
@@ -26,6 +27,12 @@ class CarliniWagnerL2(AdversarialAttack):
     starts at 1 (not 1e-3 or 1e-4, which on [0, 1] images with logits of order 10 wastes most of the
     search on failures), 5 binary-search rounds that can raise ``c`` to 10^4, 100 Adam steps at
     ``lr=0.01``. A sample that is never fooled is returned unchanged.
+
+    Dense outputs (segmentation): the margin term is the per-voxel ``max(z_y - max_{j != y} z_j,
+    -kappa)`` averaged over the voxels (each voxel stops pulling once it is fooled by ``kappa``), and
+    a sample counts as fooled by the attack's dense success rule (``dense_success``,
+    ``dense_threshold``), so the search finds the smallest perturbation that brings the agreement
+    with the label below the threshold.
 
     Args:
         network: the classifier under attack.
@@ -98,11 +105,17 @@ class CarliniWagnerL2(AdversarialAttack):
                 x_new = self._from_w(w, x, mask)
                 logits = self.logits(x_new, y)
                 l2 = (x_new - x).pow(2).flatten(1).sum(1)
-                m = self.attack_margin(logits, y)  # the C&W f6 function before clamping
-                objective = (l2 + c * m.clamp_min(-self.kappa)).sum()
+                if self.is_dense(y):
+                    term = mean_over_voxels(self.voxel_attack_margin(logits, y).clamp_min(-self.kappa))
+                    with torch.no_grad():
+                        success = self.is_adversarial(logits, y)
+                else:
+                    m = self.attack_margin(logits, y)  # the C&W f6 function before clamping
+                    term = m.clamp_min(-self.kappa)
+                    success = self.succeeded(m.detach(), self.kappa)
+                objective = (l2 + c * term).sum()
                 grad = self.input_grad(objective, w)
                 with torch.no_grad():
-                    success = self.succeeded(m, self.kappa)
                     better = success & (l2 < best_l2)
                     best_l2[better] = l2[better]
                     best_adv[better] = x_new[better]

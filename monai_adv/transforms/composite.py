@@ -91,6 +91,12 @@ class WorstCaseEnsemble(AdversarialAttack):
     adversarial example found. Robust accuracy under the ensemble is therefore the fraction of
     samples that resisted every attack. Samples no attack fooled get the last attack's output.
 
+    Dense outputs (segmentation): each attack runs on the samples not yet fooled by the ensemble's
+    dense success rule (``dense_success``, ``dense_threshold``), and a sample keeps the output with
+    the lowest agreement with its label (targeted: the highest with its target) over all the
+    attacks that ran on it, so the ensemble is per sample at least as strong as its best member.
+    With ``dense_threshold=0`` every attack runs on every sample.
+
     Args:
         network: the network whose decisions decide success (the attacks may use surrogates).
         attacks: the attacks, cheapest first.
@@ -148,6 +154,8 @@ class WorstCaseEnsemble(AdversarialAttack):
             atk.set_random_state(int(self.R.randint(0, 2**31 - 1)))
 
     def _attack(self, x, y, mask, generator):
+        if self.is_dense(y):
+            return self._attack_dense(x, y, mask)
         x_adv = x.clone()
         with torch.no_grad():
             fooled = self.is_adversarial(self.logits(x, y), y)
@@ -162,6 +170,31 @@ class WorstCaseEnsemble(AdversarialAttack):
             x_adv[idx[now]] = x_try[now]
             if i == len(self.attacks) - 1:
                 x_adv[idx[~now]] = x_try[~now]
+            fooled[idx[now]] = True
+            self.last_success[f"{i}:{type(atk).__name__}"] = int(now.sum())
+        return x_adv
+
+    def _attack_dense(self, x, y, mask):
+        """Dense outputs: per sample, the attacked image with the worst agreement (see the class docstring)."""
+        x_adv = x.clone()
+        with torch.no_grad():
+            fooled = self.is_adversarial(self.logits(x, y), y)
+        sign = -1.0 if self.label_is_target else 1.0  # lower sign * agreement is a stronger attack
+        best = torch.full((x.shape[0],), float("inf"), device=x.device)
+        self.last_success = {"clean": int(fooled.sum())}
+        for i, atk in enumerate(self.attacks):
+            idx = (~fooled).nonzero()[:, 0]
+            if idx.numel() == 0:
+                break
+            # the members parse labels again: dense class indices go back with their channel axis
+            x_try = atk(x[idx], y[idx].unsqueeze(1), None if mask is None else mask[idx])
+            with torch.no_grad():
+                logits = self.logits(x_try, y[idx])
+                now = self.is_adversarial(logits, y[idx])
+                key = sign * self.dense_agreement(logits, y[idx]).to(best.device)
+            better = key < best[idx]
+            x_adv[idx[better]] = x_try[better]
+            best[idx[better]] = key[better]
             fooled[idx[now]] = True
             self.last_success[f"{i}:{type(atk).__name__}"] = int(now.sum())
         return x_adv

@@ -19,6 +19,7 @@ from monai_adv.transforms.base import AdversarialAttack
 from monai_adv.transforms.carlini_wagner import CarliniWagnerL2
 from monai_adv.transforms.composite import TransferAttack, WorstCaseEnsemble
 from monai_adv.transforms.gradient import FGSM, MIFGSM, PGD
+from monai_adv.transforms.segmentation import CosPGD, SegPGD
 from monai_adv.transforms.square import SquareAttack
 
 __all__ = [
@@ -52,6 +53,12 @@ __all__ = [
     "AdaptiveAttackd",
     "AdaptiveAttackD",
     "AdaptiveAttackDict",
+    "SegPGDd",
+    "SegPGDD",
+    "SegPGDDict",
+    "CosPGDd",
+    "CosPGDD",
+    "CosPGDDict",
 ]
 
 
@@ -194,6 +201,24 @@ class AdaptiveAttackd(_ArrayAttackd):
     array_class = AdaptiveAttack
 
 
+class SegPGDd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.SegPGD`: ``SegPGDd(keys, network, eps, alpha, steps, ...)``.
+
+    ``label_key`` names the label map: ``(1, *spatial)`` class indices or ``(K, *spatial)`` one-hot.
+    """
+
+    array_class = SegPGD
+
+
+class CosPGDd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.CosPGD`: ``CosPGDd(keys, network, eps, alpha, steps, ...)``.
+
+    ``label_key`` names the label map: ``(1, *spatial)`` class indices or ``(K, *spatial)`` one-hot.
+    """
+
+    array_class = CosPGD
+
+
 AdversarialAttackD = AdversarialAttackDict = AdversarialAttackd
 FGSMD = FGSMDict = FGSMd
 PGDD = PGDDict = PGDd
@@ -204,3 +229,5 @@ SquareAttackD = SquareAttackDict = SquareAttackd
 TransferAttackD = TransferAttackDict = TransferAttackd
 WorstCaseEnsembleD = WorstCaseEnsembleDict = WorstCaseEnsembled
 AdaptiveAttackD = AdaptiveAttackDict = AdaptiveAttackd
+SegPGDD = SegPGDDict = SegPGDd
+CosPGDD = CosPGDDict = CosPGDd

@@ -86,12 +86,16 @@ class PGD(NormBoundedAttack):
     def step_size(self, eps: float) -> float:
         return self.alpha if self.alpha is not None else 2.5 * eps / self.steps
 
+    def step_loss(self, t: int) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None:
+        """The loss of iteration ``t`` (0-based); None: ``self.loss``. Variants with a per-step loss override it."""
+        return None
+
     def _attack(self, x, y, mask, generator):
         eps = self.current_eps
         alpha = self.step_size(eps)
         x_adv = self.sample_in_ball(x, eps, mask, generator) if self.random_start else x.clone()
-        for _ in range(self.steps):
-            grad, _, _ = self.objective_and_grad(x_adv, y)
+        for t in range(self.steps):
+            grad, _, _ = self.objective_and_grad(x_adv, y, loss=self.step_loss(t))
             x_adv = self.project(x_adv + alpha * self.steepest_direction(grad, mask), x, eps, mask)
         return x_adv
 

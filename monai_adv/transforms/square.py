@@ -10,7 +10,7 @@ import torch
 import torch.nn as nn
 
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_steps, per_sample_view
-from monai_adv.transforms.losses import per_sample_cross_entropy
+from monai_adv.transforms.losses import mean_over_voxels, per_sample_cross_entropy
 
 __all__ = ["SquareAttack"]
 
@@ -36,6 +36,10 @@ class SquareAttack(NormBoundedAttack):
     query, proposes to set a random square (a cube for 3D volumes) of side ``s`` to +-eps per
     channel, keeping the proposal if it lowers the margin loss. ``s`` shrinks on the paper's schedule
     from a fraction ``p_init`` of the image. Each sample stops once it is fooled.
+
+    Dense outputs (segmentation): the margin loss is the per-voxel margin ``max(z_y - max_{j != y}
+    z_j, 0)`` averaged over the voxels (how far the voxels not yet fooled are from flipping), and a
+    sample stops once it meets the dense success rule (``dense_success``, ``dense_threshold``).
 
     Args:
         network: the classifier under attack; only its outputs are used (it may block gradients).
@@ -99,6 +103,8 @@ class SquareAttack(NormBoundedAttack):
         if self.loss_name == "ce":
             ce = per_sample_cross_entropy(logits, y)
             return m, (ce if self.targeted else -ce)
+        if self.is_dense(y):
+            return m, mean_over_voxels(self.voxel_attack_margin(logits, y).clamp_min(0))
         return m, m
 
     def _attack(self, x, y, mask, generator):
