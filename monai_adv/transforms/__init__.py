@@ -7,6 +7,7 @@ from monai_adv.transforms import (
     carlini_wagner,
     composite,
     dictionary,
+    fab,
     gradient,
     losses,
     segmentation,
@@ -18,6 +19,7 @@ from monai_adv.transforms.base import AdversarialAttack, NormBoundedAttack, defa
 from monai_adv.transforms.carlini_wagner import *  # noqa: F403
 from monai_adv.transforms.composite import *  # noqa: F403
 from monai_adv.transforms.dictionary import *  # noqa: F403
+from monai_adv.transforms.fab import *  # noqa: F403
 from monai_adv.transforms.gradient import *  # noqa: F403
 from monai_adv.transforms.losses import *  # noqa: F403
 from monai_adv.transforms.segmentation import *  # noqa: F403
@@ -28,6 +30,7 @@ for _module in (
     gradient,
     carlini_wagner,
     apgd,
+    fab,
     square,
     composite,
     losses,

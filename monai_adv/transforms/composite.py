@@ -11,9 +11,13 @@ import torch.nn as nn
 
 from monai_adv.transforms.apgd import APGD
 from monai_adv.transforms.base import AdversarialAttack, EpsType
+from monai_adv.transforms.fab import FAB
 from monai_adv.transforms.square import SquareAttack
 
-__all__ = ["TransferAttack", "WorstCaseEnsemble", "autoattack"]
+__all__ = ["TransferAttack", "WorstCaseEnsemble", "autoattack", "AUTOATTACK_VERSIONS"]
+
+#: the suites :func:`autoattack` builds
+AUTOATTACK_VERSIONS = ("fast", "standard")
 
 
 class TransferAttack(AdversarialAttack):
@@ -103,8 +107,10 @@ class WorstCaseEnsemble(AdversarialAttack):
         kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack`.
 
     Raises:
-        ValueError: for an empty list, or attacks whose ``spatial_dims`` or ``targeted`` differ from
-            the ensemble's.
+        ValueError: for an empty list, or attacks whose ``spatial_dims`` differ from the ensemble's or
+            that read the label otherwise (:attr:`~AdversarialAttack.label_is_target`: true class or
+            target; APGD-T and FAB-T over chosen targets take the true class, as an untargeted
+            ensemble does).
 
     Attributes:
         last_success: per attack name, the number of samples it fooled first in the latest call.
@@ -120,10 +126,12 @@ class WorstCaseEnsemble(AdversarialAttack):
         for atk in attacks:
             if not isinstance(atk, AdversarialAttack):
                 raise TypeError(f"attacks must be AdversarialAttack instances, got {type(atk).__name__}.")
-            if atk.spatial_dims != self.spatial_dims or atk.targeted != self.targeted:
+            if atk.spatial_dims != self.spatial_dims or atk.label_is_target != self.label_is_target:
                 raise ValueError(
-                    f"{type(atk).__name__} has spatial_dims={atk.spatial_dims}, targeted={atk.targeted}; "
-                    f"the ensemble has spatial_dims={self.spatial_dims}, targeted={self.targeted}."
+                    f"{type(atk).__name__} has spatial_dims={atk.spatial_dims}, takes the "
+                    f"{'target' if atk.label_is_target else 'true class'} as label; the ensemble has "
+                    f"spatial_dims={self.spatial_dims} and takes the "
+                    f"{'target' if self.label_is_target else 'true class'}."
                 )
         self.attacks = attacks
         self.last_success: dict[str, int] = {}
@@ -206,27 +214,78 @@ def autoattack(
     norm: str = "linf",
     steps: int = 100,
     n_queries: int = 5000,
+    version: str = "fast",
+    n_target_classes: int = 9,
     **kwargs: Any,
 ) -> WorstCaseEnsemble:
-    """An AutoAttack-style ensemble: APGD-CE, then APGD-DLR, then Square (Linf only).
+    """AutoAttack (Croce & Hein, ICML 2020): the per-sample worst case of complementary parameter-free attacks.
 
-    This follows Croce & Hein (2020)'s recipe of complementary, parameter-free attacks evaluated
-    per sample in the worst case. It differs from their "standard" version, which uses the targeted
-    APGD-T and FAB-T in place of the untargeted APGD-DLR: numbers from it are comparable in spirit,
-    not identical. APGD-DLR needs at least 3 classes.
+    Each attack runs only on the samples that every attack before it left correctly classified,
+    and a sample keeps the first adversarial example found (:class:`WorstCaseEnsemble`), so the
+    robust accuracy under the suite is the fraction of samples that resisted every attack.
+
+    - ``version="standard"``: AutoAttack's standard version, as its reference implementation
+      builds it for Linf and L2: APGD-CE (``steps`` iterations, 1 restart), then APGD-T (targeted
+      DLR loss, ``steps`` iterations towards each of the ``n_target_classes`` strongest other
+      classes, 1 restart), then FAB-T (``steps`` iterations per target class, 1 restart), then Square
+      (``n_queries`` queries, ``p_init=0.8``, the margin loss, the square-size schedule followed
+      query by query). With ``K`` classes, at most ``K - 1`` targets are tried. APGD-T needs at least
+      4 classes. Square has no L2 version here, so for ``norm="l2"`` the suite stops after FAB-T
+      (AutoAttack's L2 suite ends with an L2 Square Attack, which rarely changes the result of the
+      gradient attacks on a network whose gradients are not masked).
+    - ``version="fast"`` (the default, and what this function built before the standard version
+      existed): APGD-CE, then the untargeted APGD-DLR, then Square (Linf only), with the same
+      budgets. Cheaper (no target classes, no FAB); comparable in spirit, not identical.
+
+    The defaults are AutoAttack's budgets; lower them for quick checks.
 
     Args:
         network: the classifier under attack.
-        eps: radius in intensity units.
-        norm: ``"linf"`` or ``"l2"`` (Square is left out for L2).
-        steps: APGD iterations.
+        eps: radius in intensity units (a ``(low, high)`` range is drawn by each member on its own).
+        norm: ``"linf"`` or ``"l2"``.
+        steps: iterations of APGD-CE, APGD-DLR / APGD-T (per target) and FAB-T (per target).
         n_queries: Square's query budget.
-        kwargs: ``value_range``, ``spatial_dims``, ``output_transform`` for all members.
+        version: ``"standard"`` or ``"fast"`` (see above).
+        n_target_classes: the target classes APGD-T and FAB-T try (standard version; AutoAttack: 9).
+        kwargs: ``value_range``, ``spatial_dims``, ``output_transform``, ``amp``, ... for all members.
+
+    Raises:
+        ValueError: for an unknown version, or ``targeted=True`` with the standard version (it is
+            untargeted: APGD-T and FAB-T choose their own targets).
+
+    Example::
+
+        aa = autoattack(net, eps=8 / 255, version="standard").set_random_state(0)
+        x_adv = aa(images, labels)
+        robust = (net(x_adv).argmax(1) == labels).float().mean()
+        aa.last_success   # how many samples each member fooled first
     """
-    members: list[AdversarialAttack] = [
-        APGD(network, eps, steps=steps, norm=norm, loss="ce", **kwargs),
-        APGD(network, eps, steps=steps, norm=norm, loss="dlr", **kwargs),
+    version = str(version).lower()
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"version must be one of {AUTOATTACK_VERSIONS}, got {version!r}.")
+    if version == "fast":
+        members: list[AdversarialAttack] = [
+            APGD(network, eps, steps=steps, norm=norm, loss="ce", **kwargs),
+            APGD(network, eps, steps=steps, norm=norm, loss="dlr", **kwargs),
+        ]
+        if norm == "linf":
+            members.append(SquareAttack(network, eps, n_queries=n_queries, **kwargs))
+        return WorstCaseEnsemble(network, members, **kwargs)
+    if kwargs.pop("targeted", False):
+        raise ValueError(
+            "the standard AutoAttack suite is untargeted (its APGD-T and FAB-T choose their own target "
+            "classes); pass the true labels and leave targeted unset."
+        )
+    targets = dict(targeted=True, n_target_classes=n_target_classes)
+    members = [
+        APGD(network, eps, steps=steps, norm=norm, loss="ce", n_restarts=1, **kwargs),
+        APGD(network, eps, steps=steps, norm=norm, loss="dlr", n_restarts=1, **targets, **kwargs),
+        FAB(network, eps, steps=steps, norm=norm, n_restarts=1, **targets, **kwargs),
     ]
-    if norm == "linf":
-        members.append(SquareAttack(network, eps, n_queries=n_queries, **kwargs))
+    if str(norm).lower() == "linf":
+        members.append(
+            SquareAttack(
+                network, eps, n_queries=n_queries, p_init=0.8, loss="margin", rescale_schedule=False, **kwargs
+            )
+        )
     return WorstCaseEnsemble(network, members, **kwargs)

@@ -18,6 +18,7 @@ from monai_adv.transforms.apgd import APGD
 from monai_adv.transforms.base import AdversarialAttack
 from monai_adv.transforms.carlini_wagner import CarliniWagnerL2
 from monai_adv.transforms.composite import TransferAttack, WorstCaseEnsemble
+from monai_adv.transforms.fab import FAB
 from monai_adv.transforms.gradient import FGSM, MIFGSM, PGD
 from monai_adv.transforms.segmentation import CosPGD, SegPGD
 from monai_adv.transforms.square import SquareAttack
@@ -41,6 +42,9 @@ __all__ = [
     "APGDd",
     "APGDD",
     "APGDDict",
+    "FABd",
+    "FABD",
+    "FABDict",
     "SquareAttackd",
     "SquareAttackD",
     "SquareAttackDict",
@@ -177,6 +181,12 @@ class APGDd(_ArrayAttackd):
     array_class = APGD
 
 
+class FABd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.FAB`: ``FABd(keys, network, eps, steps, ...)``."""
+
+    array_class = FAB
+
+
 class SquareAttackd(_ArrayAttackd):
     """Dictionary version of :class:`~monai_adv.transforms.SquareAttack`."""
 
@@ -225,6 +235,7 @@ PGDD = PGDDict = PGDd
 MIFGSMD = MIFGSMDict = MIFGSMd
 CarliniWagnerL2D = CarliniWagnerL2Dict = CarliniWagnerL2d
 APGDD = APGDDict = APGDd
+FABD = FABDict = FABd
 SquareAttackD = SquareAttackDict = SquareAttackd
 TransferAttackD = TransferAttackDict = TransferAttackd
 WorstCaseEnsembleD = WorstCaseEnsembleDict = WorstCaseEnsembled

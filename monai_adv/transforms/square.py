@@ -46,6 +46,9 @@ class SquareAttack(NormBoundedAttack):
         eps: radius of the L-infinity ball, in intensity units, or a ``(low, high)`` range per call.
         n_queries: the query budget per sample (the paper uses 10,000; AutoAttack 5,000).
         p_init: initial fraction of the image covered by the square (0.8 for L-infinity in the paper).
+        rescale_schedule: stretch the paper's schedule of the square's size (written for 10,000
+            queries) over ``n_queries``; False follows it query by query, as AutoAttack does
+            (``resc_schedule=False``).
         loss: ``"margin"`` (``z_y - max_{j != y} z_j``, the paper's default), ``"ce"``, or a callable
             ``loss(logits, labels) -> (B,)`` that the search increases (decreases when targeted).
         kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (``norm`` must be "linf").
@@ -67,6 +70,7 @@ class SquareAttack(NormBoundedAttack):
         n_queries: int = 1000,
         p_init: float = 0.8,
         loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = "margin",
+        rescale_schedule: bool = True,
         **kwargs: Any,
     ) -> None:
         if isinstance(loss, str) and loss not in ("margin", "ce"):
@@ -77,11 +81,12 @@ class SquareAttack(NormBoundedAttack):
         if not 0 < p_init <= 1:
             raise ValueError(f"p_init must be in (0, 1], got {p_init!r}.")
         self.p_init = float(p_init)
+        self.rescale_schedule = bool(rescale_schedule)
         self.last_queries: torch.Tensor | None = None
 
     def square_fraction(self, it: int) -> float:
         """The fraction p of the image the square covers at query ``it`` (the paper's schedule)."""
-        it = int(it / self.n_queries * 10000)
+        it = int(it / self.n_queries * 10000) if self.rescale_schedule else int(it)
         divisor = 512
         for bound, div in _P_SCHEDULE:
             if it <= bound:

@@ -7,6 +7,7 @@ from helpers import SmallCNN
 
 from monai_adv.transforms import (
     APGD,
+    FAB,
     FGSM,
     MIFGSM,
     PGD,
@@ -45,6 +46,14 @@ def x():
         (lambda n: MIFGSM(n, 0.1, decay=-1), "decay must be >= 0"),
         (lambda n: APGD(n, 0.1, loss="hinge"), "loss must be 'ce', 'dlr'"),
         (lambda n: APGD(n, 0.1, n_restarts=0), "n_restarts"),
+        (lambda n: APGD(n, 0.1, n_target_classes=9), "pass targeted=True"),
+        (lambda n: FAB(n, 0.1, steps=0), "steps must be an integer >= 1"),
+        (lambda n: FAB(n, 0.1, n_restarts=0), "n_restarts"),
+        (lambda n: FAB(n, 0.1, alpha_max=1.5), "alpha_max must be in"),
+        (lambda n: FAB(n, 0.1, eta=0.9), "eta"),
+        (lambda n: FAB(n, 0.1, beta=0.0), "beta must be in"),
+        (lambda n: FAB(n, 0.1, norm="l1"), "norm must be one of"),
+        (lambda n: FAB(n, 0.1, targeted=True, n_target_classes=0), "n_target_classes"),
         (lambda n: CarliniWagnerL2(n, c=0), "c must be > 0"),
         (lambda n: CarliniWagnerL2(n, kappa=-1), "kappa must be >= 0"),
         (lambda n: FGSM(n, 0.1, value_range=(1.0, 0.0)), "inverted"),

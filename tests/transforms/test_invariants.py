@@ -7,7 +7,7 @@ from helpers import LinearClassifier
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monai_adv.transforms import APGD, FGSM, MIFGSM, PGD, CarliniWagnerL2, SquareAttack
+from monai_adv.transforms import APGD, FAB, FGSM, MIFGSM, PGD, CarliniWagnerL2, SquareAttack
 
 # example counts scale with the profile loaded in conftest.py ("explore" searches 25x wider)
 SCALE = max(1, settings.default.max_examples // 40)
@@ -61,7 +61,7 @@ def problems(draw, attack_names=("fgsm", "pgd", "mifgsm", "apgd", "square"), all
     name = draw(st.sampled_from(attack_names))
     norm = (
         draw(st.sampled_from(["linf", "l2"]))
-        if allow_l2 and name in ("pgd", "apgd", "fgsm", "mifgsm")
+        if allow_l2 and name in ("pgd", "apgd", "fgsm", "mifgsm", "fab", "fab_t", "apgd_t")
         else "linf"
     )
     unit = scale if norm == "linf" else scale * np.sqrt(np.prod(spatial) * c)
@@ -100,6 +100,12 @@ def build(p):
         "mifgsm": lambda: MIFGSM(net, eps, steps=3, norm=norm, **common),
         "apgd": lambda: APGD(net, eps, steps=5, norm=norm, loss="dlr", n_restarts=2, **common),
         "square": lambda: SquareAttack(net, eps, n_queries=8, **common),
+        # AutoAttack's standard members: APGD-T and FAB-T over chosen targets, FAB with a random restart
+        "apgd_t": lambda: APGD(
+            net, eps, steps=3, norm=norm, loss="dlr", targeted=True, n_target_classes=2, **common
+        ),
+        "fab": lambda: FAB(net, eps, steps=3, norm=norm, n_restarts=2, **common),
+        "fab_t": lambda: FAB(net, eps, steps=3, norm=norm, targeted=True, n_target_classes=3, **common),
     }[p["name"]]().set_random_state(p["seed"])
 
 
@@ -119,6 +125,16 @@ def check_common(p, x_adv):
 @SETTINGS
 @given(problems())
 def test_result_lies_in_the_eps_ball_the_range_and_the_mask(p):
+    check_in_ball(p)
+
+
+@SETTINGS
+@given(problems(attack_names=("apgd_t", "fab", "fab_t")))
+def test_autoattack_members_stay_in_the_eps_ball_the_range_and_the_mask(p):
+    check_in_ball(p)
+
+
+def check_in_ball(p):
     atk = build(p)
     x_adv = atk(p["x"], p["labels"], mask=p["mask"])
     check_common(p, x_adv)
@@ -149,7 +165,7 @@ def test_carlini_wagner_stays_in_range_and_mask(p):
 
 
 @settings(max_examples=15 * SCALE)
-@given(problems(attack_names=("pgd", "apgd", "square")))
+@given(problems(attack_names=("pgd", "apgd", "square", "apgd_t", "fab")))
 def test_seeded_attacks_repeat_exactly(p):
     a = build(p)(p["x"], p["labels"], mask=p["mask"])
     b = build(p)(p["x"], p["labels"], mask=p["mask"])
@@ -157,7 +173,7 @@ def test_seeded_attacks_repeat_exactly(p):
 
 
 @settings(max_examples=15 * SCALE)
-@given(problems(attack_names=("fgsm", "pgd")))
+@given(problems(attack_names=("fgsm", "pgd", "fab", "fab_t")))
 def test_zero_eps_returns_the_input(p):
     p = dict(p, eps=0.0)
     x_adv = build(p)(p["x"], p["labels"], mask=p["mask"])

@@ -10,6 +10,7 @@ from monai.transforms import Compose
 
 from monai_adv.transforms import (
     APGD,
+    FAB,
     FGSM,
     MIFGSM,
     PGD,
@@ -31,6 +32,9 @@ ALL = {
     "pgd": lambda n: PGD(n, 0.03, steps=2),
     "mifgsm": lambda n: MIFGSM(n, 0.03, steps=2),
     "apgd": lambda n: APGD(n, 0.03, steps=2),
+    "apgd_t": lambda n: APGD(n, 0.03, steps=2, loss="dlr", targeted=True, n_target_classes=3),
+    "fab": lambda n: FAB(n, 0.03, steps=2, n_restarts=2),
+    "fab_t": lambda n: FAB(n, 0.03, steps=2, targeted=True, n_target_classes=3),
     "square": lambda n: SquareAttack(n, 0.03, n_queries=3),
     "cw": lambda n: CarliniWagnerL2(n, steps=2, binary_search_steps=1),
     "transfer": lambda n: TransferAttack(SmallCNN(), PGD(n, 0.03, steps=2)),
