@@ -16,7 +16,7 @@ from monai_adv.engines.checkpoint import (
     save_checkpoint,
     verify_checkpoint,
 )
-from monai_adv.engines.evaluator import RobustEvaluator
+from monai_adv.engines.evaluator import RobustEvaluator, RobustSegmentationEvaluator
 from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
 from monai_adv.engines.precision import (
     attack_in_engine_precision,
@@ -39,6 +39,7 @@ from monai_adv.keys import AdvTrainingKeys
 
 __all__ = [
     "RobustEvaluator",
+    "RobustSegmentationEvaluator",
     "SemiSupervisedAdversarialTrainer",
     "SupervisedAdversarialTrainer",
     "MadryAdversarialTrainer",

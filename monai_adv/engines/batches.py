@@ -38,12 +38,39 @@ def prepare_engine_batch(engine: Any, batchdata: Any) -> tuple[Any, Any, tuple, 
     return inputs, targets, args, kwargs
 
 
-def check_logits(logits: Any, batch: int) -> torch.Tensor:
-    """Check that a network output is floating class logits ``(batch, K >= 2)``."""
+def check_logits(logits: Any, batch: int, dense: bool = False) -> torch.Tensor:
+    """Check that a network output is class logits ``(batch, K)``, or dense logits ``(batch, K, *spatial)``.
+
+    Args:
+        logits: the network output (after the engine's output transform).
+        batch: the batch size it must have.
+        dense: expect a segmentation output (the batch's labels are label maps).
+
+    Raises:
+        ValueError: for anything else, naming the shape.
+    """
+    if dense:
+        if (
+            not isinstance(logits, torch.Tensor)
+            or logits.ndim < 3
+            or logits.shape[0] != batch
+            or logits.shape[1] < 2
+        ):
+            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+            raise ValueError(
+                f"network output {shape} is not dense logits of shape ({batch}, num_classes, *spatial) for the "
+                "batch's label maps; pass network_output_transform=... to pick the logits."
+            )
+        return logits
     if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != batch:
         shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        hint = (
+            " (a segmentation output: give the batches label maps, (B, 1, *spatial) indices or one-hot)"
+            if isinstance(logits, torch.Tensor) and logits.ndim >= 4 and logits.shape[0] == batch
+            else ""
+        )
         raise ValueError(
-            f"network output {shape} is not class logits of shape ({batch}, num_classes); pass "
+            f"network output {shape} is not class logits of shape ({batch}, num_classes){hint}; pass "
             "network_output_transform=... to pick the logits."
         )
     return logits

@@ -1,7 +1,14 @@
 """Adversarial training engines: semi-supervised (SSAT and variants) and supervised (Madry PGD-AT, TRADES).
 
 Both are MONAI ``SupervisedTrainer`` subclasses: they accept all of its keyword arguments (handlers,
-metrics, ``prepare_batch``, ``postprocessing``, ``amp``, ...) and only replace the iteration. The
+metrics, ``prepare_batch``, ``postprocessing``, ``amp``, ...) and only replace the iteration.
+
+Segmentation: when the labeled batches carry label maps (class indices ``(B, 1, *spatial)`` or one-hot
+``(B, K, *spatial)``) the network's output must be dense logits ``(B, K, *spatial)``; the loss function
+gets the label maps as they come (e.g. ``monai.losses.DiceCELoss(to_onehot_y=True, softmax=True)``),
+the attacks get them as dense labels, SSAT's pseudo-labels are the argmax masks ``(B, 1, *spatial)``
+with a per-voxel confidence, and the per-item values become per-voxel ones (the consistency term is
+the mean over the voxels, ``attack_success`` the share of voxels the network gets wrong). The
 per-iteration values (labeled loss, unlabeled loss, pseudo-label confidence, attack success, eps) go
 into ``engine.state.output`` under :class:`AdvTrainingKeys`, where MONAI's ``StatsHandler`` and
 ``TensorBoardStatsHandler`` (with :func:`~monai_adv.engines.outputs.training_stats`) and ignite metrics
@@ -35,6 +42,7 @@ from monai_adv.engines.batches import (
 )
 from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
 from monai_adv.keys import AdvTrainingKeys
+from monai_adv.metrics.segmentation import dense_indices
 from monai_adv.transforms.base import AdversarialAttack
 from monai_adv.transforms.losses import kl_attack_loss, per_sample_kl
 from monai_adv.utils import (
@@ -81,6 +89,27 @@ def _current_eps(attack: AdversarialAttack) -> float:
     return float(getattr(attack, "current_eps", float("nan")))
 
 
+def _is_label_map(targets: Any) -> bool:
+    """Whether labels are dense label maps (a channel and spatial axes) rather than one class per item."""
+    return isinstance(targets, torch.Tensor) and targets.ndim >= 3
+
+
+def _wrong_share(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """The share of items (or, for dense outputs, voxels) whose argmax is not the label."""
+    y = dense_indices(targets, logits.shape[1]) if logits.ndim >= 3 else targets
+    return (logits.detach().argmax(1) != y.to(logits.device)).float().mean().item()
+
+
+def _voxel_mean_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """A per-voxel attack loss ``(B, *spatial)`` made per sample ``(B,)`` by its mean over the voxels."""
+
+    def per_sample(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        value = loss(logits, y)
+        return value.flatten(1).mean(dim=1) if value.ndim > 1 else value
+
+    return per_sample
+
+
 class _AdversarialTrainerBase(SupervisedTrainer):
     """Shared set-up: event registration, checks, forward helpers, mixed precision on any device.
 
@@ -115,21 +144,48 @@ class _AdversarialTrainerBase(SupervisedTrainer):
     def _in_precision(self, attack: AdversarialAttack) -> AdversarialAttack:
         return attack_in_engine_precision(attack, self, self.attack_amp)
 
+    #: whether the current iteration's labels are label maps (segmentation), set by ``_split_batch``
+    _dense: bool = False
+
     def _split_batch(self, engine: Any, batchdata: Any) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
         inputs, targets, args, kwargs = prepare_engine_batch(engine, batchdata)
         if targets is None:
             raise ValueError("the labeled batch has no labels (prepare_batch returned None for them).")
         if isinstance(inputs, torch.Tensor) and not torch.isfinite(inputs).all():
             raise ValueError("the labeled batch contains NaN or Inf values.")
+        self._dense = _is_label_map(plain_tensor(targets))
+        if self._dense:  # label maps, as the loss function wants them; checked against the output later
+            targets = plain_tensor(targets)
+            if targets.shape[0] != inputs.shape[0]:
+                raise ValueError(
+                    f"label maps of shape {tuple(targets.shape)} do not fit the batch of {inputs.shape[0]} images."
+                )
+            return inputs, targets.to(inputs.device), args, kwargs
         targets = class_indices(targets, inputs.shape[0], "labels of the labeled batch").to(inputs.device)
         return inputs, targets, args, kwargs
+
+    def _check_logits(self, logits: Any, batch: int) -> torch.Tensor:
+        return check_logits(logits, batch, dense=self._dense)
 
     def _logits(self, engine: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         """Training forward through the (possibly DDP-wrapped) network, via the inferer."""
         out = engine.inferer(x, engine.network, *args, **kwargs)
-        logits = check_logits(self.network_output_transform(out), x.shape[0])
+        logits = self._check_logits(self.network_output_transform(out), x.shape[0])
         # losses, metrics and handlers see full-precision logits, whatever autocast ran the network in
         return full_precision(logits)
+
+    @staticmethod
+    def _check_targets(targets: torch.Tensor, pred: torch.Tensor, what: str) -> None:
+        """Labels against the logits: class range, and for label maps the spatial shape and one-hot ``K``."""
+        if pred.ndim < 3:
+            check_label_range(targets, pred.shape[1], what)
+            return
+        if targets.ndim != pred.ndim or tuple(targets.shape[2:]) != tuple(pred.shape[2:]):
+            raise ValueError(
+                f"{what} of shape {tuple(targets.shape)} do not fit the network output {tuple(pred.shape)}: "
+                "label maps need its spatial shape, as (B, 1, *spatial) indices or (B, K, *spatial) one-hot."
+            )
+        dense_indices(targets, pred.shape[1], what)
 
     def _predict(
         self, engine: Any, x: torch.Tensor, targets: torch.Tensor, args: tuple, kwargs: dict, what: str
@@ -137,7 +193,7 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         """The forward pass whose logits are the iteration's prediction: labels checked against them,
         ``output[PRED]`` set, ``FORWARD_COMPLETED`` fired."""
         pred = self._logits(engine, x, *args, **kwargs)
-        check_label_range(targets, pred.shape[1], what)
+        self._check_targets(targets, pred, what)
         engine.state.output[Keys.PRED] = pred
         engine.fire_event(IterationEvents.FORWARD_COMPLETED)
         return pred
@@ -163,7 +219,9 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     Each iteration takes one labeled batch ``(x_l, y_l)`` (from ``train_data_loader``, which defines the
     epoch) and one unlabeled batch ``x_u`` (from ``unlabeled_data_loader``, cycled independently):
 
-    1. pseudo-labels ``y_u = argmax f(x_u)`` from the current network (``pseudo_labels="online"``), a
+    1. pseudo-labels ``y_u = argmax f(x_u)`` (per voxel for a segmentation network: argmax masks
+       ``(B, 1, *spatial)``, the label maps the attack and the consistency term take) from the current
+       network (``pseudo_labels="online"``), a
        frozen teacher (``"teacher"``) or an exponential moving average of the network's weights
        (``"ema"``, the mean teacher of Tarvainen & Valpola 2017), in eval mode and without gradient;
        their max-softmax is the confidence, and items below ``confidence_threshold`` are left out of
@@ -215,9 +273,10 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             starts; the attack is skipped meanwhile.
         rampup_epochs: epochs over which the unlabeled weight then rises to ``unlabeled_weight``
             along ``exp(-5 (1 - t)^2)``; 0 starts it at full weight.
-        hidden_label_key: monitoring only: the key of true labels in dict unlabeled batches (for
-            experiments on data whose labels are hidden from the trainer). They are never used in
-            the loss; they give ``pseudo_label_accuracy`` in the output.
+        hidden_label_key: monitoring only: the key of true labels (or label maps) in dict unlabeled
+            batches (for experiments on data whose labels are hidden from the trainer). They are never
+            used in the loss; they give ``pseudo_label_accuracy`` in the output (per voxel for label
+            maps).
         consistency: ``"ce"`` (hard pseudo-labels) or ``"kl"``.
         confidence_threshold: in ``[0, 1)``; pseudo-labels with a lower max-softmax are ignored.
         labeled_attack: optional attack on the labeled batch, for an adversarial labeled term.
@@ -338,7 +397,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             and isinstance(batch, Mapping)
             and self.hidden_label_key in batch
         ):
-            hidden = torch.as_tensor(batch[self.hidden_label_key]).reshape(-1).long().to(like.device)
+            hidden = plain_tensor(batch[self.hidden_label_key]).to(like.device)
         return self._unlabeled_images(engine, batch, like), hidden
 
     def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
@@ -371,22 +430,33 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         # 1. pseudo-labels, without gradient, in eval mode
         source = {"teacher": self.teacher_network, "ema": self.ema_network}.get(self.pseudo_labels) or trained
         with torch.no_grad(), eval_mode(source), self._autocast(engine):
-            pseudo_logits = check_logits(self.network_output_transform(source(x_u)), x_u.shape[0]).float()
+            pseudo_logits = self._check_logits(
+                self.network_output_transform(source(x_u)), x_u.shape[0]
+            ).float()
         probs = pseudo_logits.softmax(dim=1)
         confidence, y_u = probs.max(dim=1)
+        # the attack's labels: one class per item, or the argmax masks (B, 1, *spatial) of a dense output
+        y_attack = y_u[:, None] if self._dense else y_u
         keep = (confidence >= self.confidence_threshold).to(probs.dtype)
         engine.state.output[K.PSEUDO_CONFIDENCE] = confidence.mean().item()
         engine.state.output[K.PSEUDO_KEPT] = keep.mean().item()
         engine.state.output[K.PSEUDO_HISTOGRAM] = (
-            torch.bincount(y_u, minlength=probs.shape[1]).float() / y_u.numel()
+            torch.bincount(y_u.reshape(-1), minlength=probs.shape[1]).float() / y_u.numel()
         ).cpu()
         if hidden is not None:
-            engine.state.output[K.PSEUDO_ACCURACY] = (y_u == hidden).float().mean().item()
+            truth = dense_indices(hidden, probs.shape[1], "hidden labels") if self._dense else hidden
+            if truth.numel() != y_u.numel():
+                raise ValueError(
+                    f"hidden labels of shape {tuple(hidden.shape)} do not fit the pseudo-labels {tuple(y_u.shape)}."
+                )
+            engine.state.output[K.PSEUDO_ACCURACY] = (
+                (y_u.reshape(-1) == truth.reshape(-1)).float().mean().item()
+            )
         engine.fire_event(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)
 
         # 2. the attacks (eval mode inside, parameters' gradients untouched); none in the warm-up
         unlabeled_on = weight > 0
-        x_u_adv = self.attack(x_u, y_u) if unlabeled_on else None
+        x_u_adv = self.attack(x_u, y_attack) if unlabeled_on else None
         engine.state.output[K.ATTACK_EPS] = _current_eps(self.attack) if unlabeled_on else 0.0
         x_l_adv = self.labeled_attack(inputs, targets) if self.labeled_attack is not None else None
         engine.fire_event(AdversarialTrainingEvents.ATTACK_COMPLETED)
@@ -420,9 +490,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.state.output[K.LOSS_LABELED] = loss_l.item()
         engine.state.output[K.LOSS_UNLABELED] = loss_u.item()
         if unlabeled_on:
-            engine.state.output[K.ATTACK_SUCCESS] = (
-                (adv_logits.detach().argmax(1) != y_u).float().mean().item()
-            )
+            engine.state.output[K.ATTACK_SUCCESS] = _wrong_share(adv_logits, y_attack)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
         if self.ema_network is not None:
@@ -540,9 +608,7 @@ class SupervisedAdversarialTrainer(_AdversarialTrainerBase):
         with self._autocast(engine):
             loss, adv_logits = self._loss(engine, inputs, x_adv, targets, args, kwargs)
         engine.state.output[Keys.LOSS] = loss
-        engine.state.output[AdvTrainingKeys.ATTACK_SUCCESS] = (
-            (adv_logits.detach().argmax(1) != targets).float().mean().item()
-        )
+        engine.state.output[AdvTrainingKeys.ATTACK_SUCCESS] = _wrong_share(adv_logits, targets)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
@@ -580,9 +646,10 @@ class TradesAdversarialTrainer(SupervisedAdversarialTrainer):
 
     def _iteration_attack(self, engine, trained, inputs):
         with torch.no_grad(), eval_mode(trained), self._autocast(engine):
-            clean_eval = check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
+            clean_eval = self._check_logits(self.network_output_transform(trained(inputs)), inputs.shape[0])
         attack = copy.copy(self.attack)
-        attack.loss = kl_attack_loss(clean_eval.float())
+        # per sample: for a dense output, the mean of the per-voxel KL
+        attack.loss = _voxel_mean_loss(kl_attack_loss(clean_eval.float()))
         return attack
 
     def _loss(self, engine, inputs, x_adv, targets, args, kwargs):

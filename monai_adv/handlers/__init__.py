@@ -1,15 +1,18 @@
-"""Ignite handlers: unsupervised adversarial detection, the adversarial-risk metric, the robustness report."""
+"""Ignite handlers: unsupervised adversarial detection, the adversarial-risk metric, the robustness reports
+(classification and segmentation)."""
 
 from monai_adv.handlers.detection import AdversarialDetectionHandler
 from monai_adv.handlers.keys import RobustKeys
 from monai_adv.handlers.report import RobustnessReport
 from monai_adv.handlers.risk import AdversarialRisk, gather_output, risk_output_transform
+from monai_adv.handlers.segmentation_report import SegmentationRobustnessReport
 
 __all__ = [
     "RobustKeys",
     "AdversarialDetectionHandler",
     "AdversarialRisk",
     "RobustnessReport",
+    "SegmentationRobustnessReport",
     "gather_output",
     "risk_output_transform",
 ]

@@ -1,4 +1,5 @@
-"""Metrics: per-class quality, detection quality (AUROC, TPR at a threshold) and the system adversarial risk."""
+"""Metrics: per-class quality, detection quality (AUROC, TPR at a threshold), the system adversarial risk,
+and segmentation quality per class (Dice, Hausdorff distance)."""
 
 from monai_adv.metrics.classification import (
     DEGENERATE_FRACTION,
@@ -8,6 +9,13 @@ from monai_adv.metrics.classification import (
 )
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve, tpr_at_fpr, tpr_at_threshold
 from monai_adv.metrics.risk import RISK_KEYS, AdversarialRiskMetric, compute_adversarial_risk, risk_inputs
+from monai_adv.metrics.segmentation import (
+    SegmentationDiceMetric,
+    SegmentationHausdorffMetric,
+    SegmentationOutputTransform,
+    dense_indices,
+    one_hot_masks,
+)
 
 __all__ = [
     "AdversarialRiskMetric",
@@ -22,4 +30,9 @@ __all__ = [
     "confusion_matrix",
     "per_class_recall",
     "DEGENERATE_FRACTION",
+    "SegmentationDiceMetric",
+    "SegmentationHausdorffMetric",
+    "SegmentationOutputTransform",
+    "dense_indices",
+    "one_hot_masks",
 ]

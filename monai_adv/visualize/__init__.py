@@ -1,4 +1,5 @@
-"""Plots: accuracy against eps, detection ROC curves, adversarial risk."""
+"""Plots: accuracy against eps, detection ROC curves, adversarial risk; Dice against eps and segmentation
+overlay galleries."""
 
 from monai_adv.visualize.plots import (
     plot_accuracy_vs_eps,
@@ -7,5 +8,15 @@ from monai_adv.visualize.plots import (
     plot_roc_curves,
     save_figure,
 )
+from monai_adv.visualize.segmentation import label_colors, plot_dice_vs_eps, plot_segmentation_gallery
 
-__all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "plot_confusion_matrix", "save_figure"]
+__all__ = [
+    "plot_accuracy_vs_eps",
+    "plot_roc_curves",
+    "plot_risk",
+    "plot_confusion_matrix",
+    "save_figure",
+    "plot_dice_vs_eps",
+    "plot_segmentation_gallery",
+    "label_colors",
+]
