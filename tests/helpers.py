@@ -8,7 +8,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ["LinearClassifier", "SmallCNN", "toy_dataset", "trained_cnn", "accuracy", "write_oct_dicom"]
+__all__ = [
+    "LinearClassifier",
+    "SmallCNN",
+    "toy_dataset",
+    "trained_cnn",
+    "accuracy",
+    "write_oct_dicom",
+    "two_region_dataset",
+    "trained_segmenter",
+    "mean_dice",
+]
 
 
 class LinearClassifier(nn.Module):
@@ -127,3 +137,64 @@ def write_oct_dicom(path, frames, bits: int = 8, photometric: str = "MONOCHROME2
     ds.PixelData = np.ascontiguousarray(frames).tobytes()
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def two_region_dataset(
+    n: int, size: int = 16, spatial_dims: int = 2, seed: int = 0, contrast: float = 0.1, noise: float = 0.1
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A two-class segmentation task: a random plane splits each image, the label-1 side is brighter.
+
+    Per-voxel contrast equals the noise, so the network has to pool a neighbourhood to segment well.
+
+    Returns:
+        images ``(n, 1, *spatial)`` in [0, 1] and labels ``(n, 1, *spatial)`` (``torch.long``, 0 or 1).
+    """
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.stack(
+        torch.meshgrid(
+            *[torch.arange(size, dtype=torch.float32) - (size - 1) / 2] * spatial_dims, indexing="ij"
+        )
+    )  # (d, *spatial)
+    normal = torch.randn(n, spatial_dims, generator=g)
+    normal = normal / normal.norm(dim=1, keepdim=True)
+    offset = (torch.rand(n, generator=g) - 0.5) * size / 2
+    side = torch.einsum("nd,d...->n...", normal, coords) > offset.reshape(n, *([1] * spatial_dims))
+    y = side.long().unsqueeze(1)
+    x = 0.3 + contrast * y + noise * torch.randn(y.shape, generator=g)
+    return x.clamp(0, 1), y
+
+
+@functools.lru_cache(maxsize=2)
+def trained_segmenter(
+    spatial_dims: int = 2, size: int = 16, seed: int = 0
+) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A small MONAI UNet trained for a few seconds on :func:`two_region_dataset`; returns (network, test x, test y)."""
+    from monai.networks.nets import UNet
+
+    torch.manual_seed(seed)
+    x, y = two_region_dataset(256, size, spatial_dims, seed)
+    xt, yt = two_region_dataset(32, size, spatial_dims, seed + 1)
+    net = UNet(spatial_dims, 1, 2, channels=(8, 16, 32), strides=(2, 2), num_res_units=0, norm=None)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(seed)
+    net.train()
+    for _ in range(300):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        opt.zero_grad()
+        F.cross_entropy(net(x[idx]), y[idx, 0]).backward()
+        opt.step()
+    net.eval()
+    for p in net.parameters():
+        p.grad = None
+    return net, xt, yt
+
+
+def mean_dice(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Mean Dice over the samples and both classes (MONAI's ``DiceMetric``) of ``net``'s argmax prediction."""
+    from monai.metrics import DiceMetric
+
+    with torch.no_grad():
+        pred = net(x).argmax(1)
+    k = 2
+    onehot = lambda t: F.one_hot(t, k).movedim(-1, 1)  # noqa: E731
+    return float(DiceMetric(include_background=True)(onehot(pred), onehot(y[:, 0])).nanmean())

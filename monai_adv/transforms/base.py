@@ -728,10 +728,14 @@ class AdversarialAttack(Randomizable, Transform):
         return g
 
     def _finalize(self, x_adv: torch.Tensor, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Re-apply mask and value range in the caller's dtype (guards against rounding on the way back)."""
+        """Re-apply mask and value range in the caller's dtype (guards against rounding on the way back).
+
+        The mask selects voxels (``torch.where``) rather than scaling the difference: ``x + (x_adv - x)``
+        rounds, and would move a voxel that an eps-ball attack inside (an ensemble member, say) put
+        exactly on the ball's surface just outside it.
+        """
         if mask is not None:
-            m = mask.to(device=x.device, dtype=x.dtype)
-            x_adv = x + (x_adv - x) * m
+            x_adv = torch.where(mask.to(device=x.device) != 0, x_adv, x)
         return self.clip_to_range(x_adv)
 
     def with_network(self, network: nn.Module | Callable[[torch.Tensor], Any]) -> AdversarialAttack:
