@@ -70,3 +70,19 @@ def test_every_local_link_and_figure_exists():
             if not path.exists():
                 missing.append(f"{page.relative_to(repo)} -> {target}")
     assert not missing, missing
+
+
+def test_segmentation_examples_run():
+    code = _block("### Segmentation (dense outputs)")
+    # shrink the sizes and budgets for the test; the calls stay the README's
+    code = code.replace("128, 128", "32, 32").replace("160, 160, 96", "32, 32, 16")
+    code = code.replace("(96, 96, 64)", "(16, 16, 8)").replace("steps=10", "steps=2")
+    namespace = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    out, ct = namespace["out"], namespace["ct"]
+    assert set(out) >= {"image", "label", "image_segpgd", "image_cospgd"}
+    for key in ("image_segpgd", "image_cospgd"):
+        assert out[key].shape == (1, 32, 32) and (out[key] - out["image"]).abs().max() <= 4 / 255 + 1e-6
+    for key in ("ct_segpgd", "ct_worst"):
+        assert namespace[key].shape == ct.shape == (1, 1, 32, 32, 16)
+        assert 0 < (namespace[key] - ct).abs().max() <= 20.0 + 1e-3
