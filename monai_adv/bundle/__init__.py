@@ -1,4 +1,5 @@
-"""Small helpers the OCT bundle's configs call (``bundles/oct_robust_classification``).
+"""Small helpers the OCT bundles' configs call (``bundles/oct_robust_classification``,
+``bundles/oct_layer_segmentation``).
 
 They glue the package's components together for ``python -m monai.bundle run``: make sure the data
 set exists (generating the embedded synthetic OCT set on the first run), divide it into labeled,
@@ -16,10 +17,22 @@ from monai_adv.bundle.components import (
     require_file,
 )
 from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
-from monai_adv.bundle.demo import compare_reports, main, run_demo
+from monai_adv.bundle.demo import (
+    compare_reports,
+    compare_segmentation_reports,
+    main,
+    run_demo,
+    run_layer_demo,
+)
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.bundle.inference import readable_datalist
-from monai_adv.bundle.locate import copy_bundle, packaged_bundle_dir, resolve_bundle_dir
+from monai_adv.bundle.locate import BUNDLE_NAMES, copy_bundle, packaged_bundle_dir, resolve_bundle_dir
+from monai_adv.bundle.segmentation import (
+    MaskWriter,
+    oct_layer_datalists,
+    prepare_oct_layer_dataset,
+    segmentation_dice_metric,
+)
 from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundle_report
 from monai_adv.distributed import is_main_process, rank
 
@@ -43,8 +56,15 @@ __all__ = [
     "bundle_report",
     "compare_reports",
     "run_demo",
+    "compare_segmentation_reports",
+    "run_layer_demo",
     "packaged_bundle_dir",
     "copy_bundle",
     "resolve_bundle_dir",
+    "BUNDLE_NAMES",
+    "prepare_oct_layer_dataset",
+    "oct_layer_datalists",
+    "segmentation_dice_metric",
+    "MaskWriter",
     "main",
 ]

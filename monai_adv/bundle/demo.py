@@ -1,4 +1,5 @@
-"""Compare the bundle's reports, and run the whole comparison (``make demo``) in one command."""
+"""Compare the bundles' reports, and run the whole comparison (``make demo``; ``layers`` for the segmentation
+bundle) in one command."""
 
 from __future__ import annotations
 
@@ -10,9 +11,26 @@ from pathlib import Path
 from typing import Any
 
 from monai_adv.bundle.components import require_file
-from monai_adv.bundle.locate import copy_bundle, resolve_bundle_dir
+from monai_adv.bundle.locate import (
+    BUNDLE_NAME,
+    BUNDLE_NAMES,
+    LAYER_BUNDLE_NAME,
+    copy_bundle,
+    resolve_bundle_dir,
+)
 
-__all__ = ["compare_reports", "run_demo", "method_configs", "RECIPES", "DEMO_METHODS", "main"]
+__all__ = [
+    "compare_reports",
+    "compare_segmentation_reports",
+    "run_demo",
+    "run_layer_demo",
+    "method_configs",
+    "RECIPES",
+    "LAYER_RECIPES",
+    "DEMO_METHODS",
+    "LAYER_DEMO_METHODS",
+    "main",
+]
 
 
 def _num(v: Any, digits: int = 3) -> str:
@@ -91,6 +109,55 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
     return "\n".join(lines) + "\n"
 
 
+def _is_segmentation_report(r: Mapping[str, Any]) -> bool:
+    return isinstance(r.get("clean"), Mapping) and "mean_dice" in r["clean"]
+
+
+def compare_segmentation_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]) -> str:
+    """A Markdown table comparing the segmentation bundle's ``report.json`` of several systems.
+
+    One row per attack (clean first), one mean-Dice column and one mean-HD95 column per system.
+
+    Args:
+        reports: ``{system name: report.json path or its loaded dict}``
+            (:class:`~monai_adv.handlers.SegmentationRobustnessReport`'s layout).
+
+    Raises:
+        FileNotFoundError: for a missing report file.
+        ValueError: for a file that is not a segmentation report.
+    """
+    loaded: dict[str, Mapping[str, Any]] = {}
+    for name, r in reports.items():
+        if not isinstance(r, Mapping):
+            path = require_file(r, "report", "run configs/evaluate.json first")
+            with open(path) as f:
+                r = json.load(f)
+            if not _is_segmentation_report(r) or not isinstance(r.get("attacks"), Mapping):
+                raise ValueError(f"{path!r} is not a segmentation report (no clean mean_dice / attacks).")
+        loaded[name] = r
+    names = list(loaded)
+    hd = next(
+        (r["metrics"]["hausdorff"] for r in loaded.values() if (r.get("metrics") or {}).get("hausdorff")),
+        None,
+    )
+    head = " | ".join(f"{n}: mean Dice" + (f" | {n}: mean {hd.upper()}" if hd else "") for n in names)
+    lines = [f"| attack | eps | {head} |", "|" + "---|" * (2 + len(names) * (2 if hd else 1))]
+    order: list[str] = []
+    for n in names:
+        order += [a for a in loaded[n]["attacks"] if a not in order]
+    for atk in ["clean"] + order:
+        cells, eps = [], 0.0 if atk == "clean" else None
+        for n in names:
+            a = loaded[n]["clean"] if atk == "clean" else loaded[n]["attacks"].get(atk)
+            if a is None:
+                cells.append("- | -" if hd else "-")
+                continue
+            eps = a.get("eps") if eps is None else eps
+            cells.append(_num(a.get("mean_dice")) + (f" | {_num(a.get('mean_' + hd), 2)}" if hd else ""))
+        lines.append(f"| {atk} | {eps if eps is not None else '-'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 #: what each demo system is: the training recipe, said in the demo's output and in the README
 RECIPES: dict[str, str] = {
     "supervised": "undefended baseline: labeled part only, 40 epochs, one-cycle LR",
@@ -106,6 +173,17 @@ RECIPES: dict[str, str] = {
 
 #: the demo's systems, in training order (the SSAT systems start from the supervised model)
 DEMO_METHODS = ("supervised", "ssat", "ssat_robust")
+
+#: the segmentation bundle's systems (``bundles/oct_layer_segmentation``): the training recipes
+LAYER_RECIPES: dict[str, str] = {
+    "supervised": "undefended baseline: the labeled part only (DiceCE loss), one-cycle LR",
+    "ssat": "SSAT carried over to segmentation: online pseudo-label masks of the unlabeled B-scans, FGSM "
+    "eps~U(0.001, 0.003) against them, voxel-wise CE, weight 3 after a labeled-only warm-up and a ramp-up",
+    "madry": "Madry PGD-AT on the label maps (PGD-3, eps 0.004) on the labeled part",
+}
+
+#: the segmentation demo's systems, in training order
+LAYER_DEMO_METHODS = ("supervised", "ssat")
 
 
 def method_configs(method: str) -> list[str]:
@@ -181,18 +259,84 @@ def run_demo(
     return table
 
 
+def run_layer_demo(
+    bundle_dir: str | os.PathLike | None = None,
+    quick: bool = False,
+    methods: Sequence[str] = LAYER_DEMO_METHODS,
+    overrides: Mapping[str, Any] | None = None,
+) -> str:
+    """Train and evaluate each method with the OCT layer segmentation bundle, then compare them.
+
+    Runs, in this process, what the segmentation bundle README's commands run: for each method
+    ``train.json`` with its override (none for ``ssat``, the default), then ``evaluate.json``; finally
+    prints :func:`compare_segmentation_reports` of the ``eval/<method>/report.json`` files and each
+    system's recipe. Returns the table.
+
+    Args:
+        bundle_dir: the bundle folder; None: a working copy of the packaged bundle,
+            ``./oct_layer_segmentation``.
+        quick: append ``configs/quick.json`` (smoke size, under ``<bundle>/quick/``).
+        methods: systems from :data:`LAYER_RECIPES`, in training order.
+        overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
+
+    Raises:
+        FileNotFoundError: when there is no bundle folder.
+        ValueError: for a method the bundle has no config for.
+    """
+    from monai.bundle import run as bundle_run
+
+    root = resolve_bundle_dir(bundle_dir, name=LAYER_BUNDLE_NAME)
+    known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
+    unknown = [m for m in methods if m not in known]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
+    extra = ["configs/quick.json"] if quick else []
+    work = root / "quick" if quick else root
+    cwd = os.getcwd()
+    os.chdir(root)
+    reports = {}
+    try:
+        for method in methods:
+            train = ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
+            for step in ([], ["configs/evaluate.json"]):
+                files = train + step + extra
+                print(f"\n=== {method}: {' + '.join(os.path.basename(f) for f in files)} ===", flush=True)
+                bundle_run(
+                    config_file=files,
+                    meta_file="configs/metadata.json",
+                    logging_file="configs/logging.conf",
+                    **dict(overrides or {}),
+                )
+            reports[method] = str(work / "eval" / method / "report.json")
+    finally:
+        os.chdir(cwd)
+    table = compare_segmentation_reports(reports)
+    print("\nOCT layer segmentation: mean Dice (and HD95, pixels) clean and per attack\n")
+    print(table)
+    print("Systems:")
+    for m in methods:
+        print(f"- {m}: {LAYER_RECIPES.get(m, m)}")
+    for m in methods:
+        print(f"{m}: per-class tables, plots and the overlay gallery in {work / 'eval' / m}")
+    return table
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m monai_adv.bundle compare A=eval/a/report.json B=...``, ``... demo`` or ``... init DIR``."""
+    """``python -m monai_adv.bundle compare A=eval/a/report.json B=...``, ``... demo``, ``... layers`` or
+    ``... init DIR [--bundle NAME]``."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m monai_adv.bundle", description=main.__doc__)
     sub = parser.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("compare", help="compare bundle report.json files")
+    c = sub.add_parser("compare", help="compare bundle report.json files (classification or segmentation)")
     c.add_argument("reports", nargs="+", help="NAME=PATH or PATH (named after its folder)")
     i = sub.add_parser(
         "init", help="copy the bundle shipped with the package to a folder, for monai.bundle run"
     )
-    i.add_argument("dir", nargs="?", default="oct_robust_classification", help="the new bundle folder")
+    i.add_argument("dir", nargs="?", default=None, help="the new bundle folder (default: ./<bundle name>)")
+    i.add_argument(
+        "--bundle", default=BUNDLE_NAME, choices=BUNDLE_NAMES, help="which bundle (default: %(default)s)"
+    )
     d = sub.add_parser(
         "demo", help="train, fit the detector and evaluate the baseline and two SSAT systems, then compare"
     )
@@ -208,18 +352,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     d.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
     d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+    s = sub.add_parser(
+        "layers",
+        help="the OCT layer segmentation bundle: train and evaluate the baseline and SSAT, then compare",
+    )
+    s.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
+    s.add_argument("--methods", nargs="+", default=list(LAYER_DEMO_METHODS))
+    s.add_argument("--no-amp", action="store_true", help="fp32 (default: bf16 autocast on CPU)")
+    s.add_argument("--bundle-dir", default=None, help="the bundle folder (default: ./oct_layer_segmentation)")
+    s.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
     args = parser.parse_args(argv)
     if args.cmd == "compare":
         reports = {}
         for r in args.reports:
             name, _, path = r.rpartition("=") if "=" in r else (Path(r).parent.name, "", r)
             reports[name] = path
-        print(compare_reports(reports))
+        first = require_file(next(iter(reports.values())), "report", "run configs/evaluate.json first")
+        with open(first) as f:
+            segmentation = _is_segmentation_report(json.load(f))
+        print(compare_segmentation_reports(reports) if segmentation else compare_reports(reports))
     elif args.cmd == "init":
         try:
-            print(f"OCT bundle copied to {copy_bundle(args.dir)}")
+            print(f"OCT bundle copied to {copy_bundle(args.dir or args.bundle, name=args.bundle)}")
         except (FileNotFoundError, FileExistsError) as e:
             parser.exit(2, f"error: {e}\n")
+    elif args.cmd == "layers":
+        try:
+            bundle_dir = resolve_bundle_dir(args.bundle_dir, name=LAYER_BUNDLE_NAME)
+        except FileNotFoundError as e:
+            parser.exit(2, f"error: {e}\n")
+        overrides = {"amp": not args.no_amp, "seed": args.seed}
+        if args.threads > 0:
+            overrides["num_threads"] = args.threads
+        run_layer_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
     else:
         try:
             bundle_dir = resolve_bundle_dir(args.bundle_dir)

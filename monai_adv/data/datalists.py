@@ -494,7 +494,7 @@ def segmentation_datalist(
     Raises:
         FileNotFoundError: when ``root``, the split or its ``images/`` folder does not exist.
         ValueError: for an empty split, a label map with no image of its name, two label maps for one
-            image, or a label fraction outside (0, 1].
+            image, a label map in a lossy format (JPEG), or a label fraction outside (0, 1].
         OSError: naming the file, for a corrupt image or label map when ``check_files``.
     """
     frac = _fraction(label_fraction)
@@ -517,6 +517,11 @@ def segmentation_datalist(
     if labels_dir.is_dir():
         for p in sorted(labels_dir.iterdir()):
             if not _is_image(p, LABEL_MAP_EXTENSIONS):
+                if _is_image(p, IMAGE_EXTENSIONS):  # JPEG: its compression changes class indices
+                    raise ValueError(
+                        f"label map {str(p)!r} is in a lossy format; save label maps as "
+                        f"{LABEL_MAP_EXTENSIONS} (class indices must survive the file)."
+                    )
                 continue
             stem = _stem(p)
             if stem not in by_stem:

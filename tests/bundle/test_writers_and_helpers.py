@@ -155,12 +155,12 @@ def test_bundle_location(tmp_path, monkeypatch):
     # no bundle given: a working copy in the folder, made from the packaged bundle, reused after
     import monai_adv.bundle.locate as locate
 
-    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda: None)
+    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda name=BUNDLE_NAME: None)
     with pytest.raises(FileNotFoundError, match="pass --bundle-dir"):
         resolve_bundle_dir(work_dir=tmp_path / "w")
     with pytest.raises(FileNotFoundError, match="ships none"):
         copy_bundle(tmp_path / "c")
-    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda: BUNDLE)
+    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda name=BUNDLE_NAME: BUNDLE)
     work = resolve_bundle_dir(work_dir=tmp_path / "w")
     assert work == tmp_path / "w" / BUNDLE_NAME and is_bundle_dir(work)
     (work / "models" / "keep.txt").write_text("x")

@@ -226,6 +226,10 @@ def test_segmentation_datalist_errors(tmp_path):
     with pytest.raises(ValueError, match="two label maps"):
         segmentation_datalist(root)
     (root / "train" / "labels" / "a.tif").unlink()
+    (root / "train" / "labels" / "a.jpeg").write_bytes(b"x")
+    with pytest.raises(ValueError, match="lossy format"):
+        segmentation_datalist(root)
+    (root / "train" / "labels" / "a.jpeg").unlink()
     (root / "train" / "images" / "a.png").write_bytes(b"not a png")
     with pytest.raises(OSError, match="a.png"):
         segmentation_datalist(root, check_files=True)
