@@ -1,38 +1,49 @@
-"""What SSAT buys, measured: standard training, Madry PGD-AT, TRADES, the paper's SSAT and SSAT variants.
+"""Does unlabeled data buy robustness? SSAT against labeled-only adversarial training, at a scale where classifiers work.
 
-With a fraction of the training labels, every method trains the same small CNN for the same number of
-iterations; each is then evaluated on a held-out test set: clean accuracy, accuracy under FGSM on the
-paper's grid (eps up to 0.002, images in [0, 1]), and under PGD-20 and APGD-CE at larger eps. One JSON
-line per (data, label fraction, seed, method) goes to ``--results``; ``--report`` turns them into the
-markdown tables (mean and standard deviation over seeds) and an accuracy-versus-eps plot.
+One resumable command runs the whole experiment (``python benchmarks/ssat_experiment.py``): every
+finished training run and every finished evaluation appends one JSON line to ``--results``, and a
+rerun skips what is already there (model weights are kept in ``--runs``, so an evaluation can run in a
+later session than its training). ``--report`` turns the lines into ``benchmarks/ssat_results.md``'s
+tables (mean and standard deviation over seeds) and the plot.
 
-Data:
+Settings:
 
-- ``--data synthetic``: ``monai_adv.data.SyntheticOCTGenerator`` images (CNV, DME, DRUSEN, NORMAL),
-  rendered once and cached; a training pool and a test set from different generator seeds. The
-  labeled part of the pool is a stratified random ``--label-fraction`` (per seed); the rest of the
-  pool is the unlabeled set (its labels are never used).
-- ``--data kermany --root DIR``: real OCT in the Kermany layout, one split folder (e.g. the 400 images
-  of ``../shared/data/kermany-oct-sample``, split ``test``), divided by patient into a test part
-  (``--test-fraction``) and a training pool, of which ``--label-fraction`` is labeled (by patient).
-  ``--init-from PATH_PATTERN`` starts every method from synthetic-trained weights.
+- ``synthetic``: a pool of 20,000 ``SyntheticOCTGenerator`` B-scans (5,000 per class, 64 px, generator
+  seed 1000), rendered once and cached, and a test set of 250 per class from seed 2000. The labeled
+  part is a stratified random 1% or 10% of the pool, drawn per seed (the same for every method); the
+  rest is the unlabeled pool, whose labels no method sees. Label fraction 1.0 is the all-labels upper
+  bound (standard and Madry).
+- ``kermany``: the real B-scans of ``../shared/data/kermany-oct-sample`` and ``kermany-oct-pool``, one
+  set of patients split by patient: 25% of the images to the test set (the same for every seed and
+  method), and 10% or 25% of the rest labeled (by patient, per seed). Every method starts from the
+  synthetic standard model of its seed trained on all synthetic labels (the analogue of the paper's
+  ImageNet start); the rows say so.
 
-Methods (``--methods``):
+Methods (the same labeled subset per seed; every run has the same number of iterations):
 
-- ``standard``: cross-entropy on the labeled part only.
-- ``madry``: Madry PGD-AT (PGD-``--train-steps`` at ``--train-eps``) on the labeled part.
-- ``trades``: TRADES (beta 6, PGD-``--train-steps`` at ``--train-eps``) on the labeled part.
+- ``standard``: cross-entropy on the labeled part.
+- ``madry``: Madry PGD-AT on the labeled part (PGD-``--train-steps`` at ``--train-eps``).
+- ``trades``: TRADES (beta 6) on the labeled part.
 - ``ssat``: the paper's SSAT exactly (online pseudo-labels, FGSM eps ~ U(0.001, 0.003), CE, weight 3),
-  from scratch.
-- ``ssat_warm``: the same recipe started from the ``standard`` model of the same seed.
-- ``ssat_teacher``: pseudo-labels from the frozen ``standard`` model of the same seed (UAT-FT / RST
-  style), started from it.
-- ``ssat_kl``: KL consistency (UAT-OT style), started from the ``standard`` model.
+  from scratch (kermany: from the synthetic start).
+- ``ssat_robust``: the demo's stable SSAT variant: started from the ``standard`` model of the same
+  seed, pseudo-labels from that frozen model, PGD at ``--train-eps`` on the unlabeled and the labeled
+  batch, weight 1.
+- ``rst``: Carmon et al. 2019's robust self-training: pseudo-labels for the whole unlabeled pool from
+  the ``standard`` model, then TRADES from scratch on batches of half labeled, half pseudo-labeled.
+- ``madry`` at label fraction 1.0: every label of the pool, the upper bound.
 
-Usage (the commands behind benchmarks/ssat_results.md are listed there)::
+Evaluation (at the training eps and around it): on the whole test set, clean accuracy, per-class
+recall, FGSM on the paper's grid (eps 0.0002 i, i = 1..10) and PGD-20 at 1/255, 2/255 and 4/255; on a
+fixed, seeded, stratified subset (100 per class; the whole real test set), AutoAttack's standard
+suite (APGD-CE, APGD-T, FAB-T, Square 5,000 queries; ``monai_adv.transforms.autoattack(...,
+version="standard")``), per-sample worst case, at 1/255 and 2/255.
 
-    nice python benchmarks/ssat_experiment.py --data synthetic --label-fraction 0.1 --seeds 0 1 2
-    python benchmarks/ssat_experiment.py --report --results benchmarks/ssat_results.jsonl
+Usage::
+
+    nice python benchmarks/ssat_experiment.py --stage train     # every training run + the cheap evaluation
+    nice python benchmarks/ssat_experiment.py --stage suite     # AutoAttack's standard suite on every trained model
+    python benchmarks/ssat_experiment.py --report --plot docs/ssat_experiment.png > /dev/null
 """
 
 from __future__ import annotations
@@ -40,419 +51,608 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import math
 import os
 import platform
 import statistics
 import sys
 import time
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-from ignite.contrib.handlers import ProgressBar
-from monai.engines import SupervisedTrainer
-from monai.handlers import TensorBoardStatsHandler
+from monai.handlers import LrScheduleHandler
 
-from monai_adv.engines import create_trainer, training_stats
-from monai_adv.transforms import APGD, FGSM, PGD
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ssat_small_scale import generator_version, make_network, stratified_labeled_mask  # noqa: E402
 
-ALL_METHODS = ["standard", "madry", "trades", "ssat", "ssat_warm", "ssat_teacher", "ssat_kl"]
-NEEDS_STANDARD = {"ssat_warm", "ssat_teacher", "ssat_kl"}
+from monai_adv.engines import (  # noqa: E402
+    AutocastSupervisedTrainer,
+    SemiSupervisedAdversarialTrainer,
+    create_trainer,
+    one_cycle_schedule,
+)
+from monai_adv.metrics.classification import confusion_matrix, per_class_recall  # noqa: E402
+from monai_adv.transforms import FGSM, PGD  # noqa: E402
+
+METHODS = ["standard", "madry", "trades", "ssat", "ssat_robust", "rst"]
+ALL_LABEL_METHODS = ["standard", "madry"]
+NEEDS_TEACHER = {"ssat_robust", "rst"}
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+FGSM_GRID = [round(0.0002 * i, 4) for i in range(1, 11)]
+PGD_EPS = [1 / 255, 2 / 255, 4 / 255]
+SUITE_EPS = [1 / 255, 2 / 255]
+HERE = Path(__file__).resolve().parent
 
 
-def make_network(num_classes: int = 4, width: int = 16) -> nn.Module:
-    """A small CNN for 1-channel 64x64 B-scans (four conv blocks with batch norm, global pooling)."""
-
-    def block(cin: int, cout: int) -> list[nn.Module]:
-        return [
-            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-            nn.BatchNorm2d(cout),
-            nn.ReLU(),
-            nn.MaxPool2d(2),
-        ]
-
-    w = width
-    return nn.Sequential(
-        *block(1, w),
-        *block(w, 2 * w),
-        *block(2 * w, 4 * w),
-        *block(4 * w, 4 * w),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Dropout(0.2),
-        nn.Linear(4 * w, num_classes),
-    )
+def eps_name(eps: float) -> str:
+    """``2/255`` for multiples of 1/255, else the number."""
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 # ----------------------------------------------------------------------------------------------
 # data
 # ----------------------------------------------------------------------------------------------
-def generator_version() -> str:
-    """A short hash of the synthetic generator's source, every module of it (recorded with every synthetic result)."""
-    import hashlib
-
-    import monai_adv.data.synthetic as synthetic
-
-    h = hashlib.sha1()
-    for f in sorted(Path(synthetic.__file__).parent.glob("*.py")):
-        h.update(f.read_bytes())
-    return h.hexdigest()[:10]
-
-
-def synthetic_data(size: int, n_train: int, n_test: int, cache: Path) -> dict[str, torch.Tensor]:
-    """Training pool and test set from the synthetic OCT generator (cached as .npz)."""
+def synthetic_pool(cache: Path, size: int = 64, n_pool: int = 5000, n_test: int = 250) -> dict:
+    """The synthetic pool and test set (rendered once, cached as .npz with the generator version)."""
     from monai_adv.data import SyntheticOCTGenerator
 
-    # the cache name records the generator's version, so a changed generator renders afresh
-    path = cache / f"synthetic_oct_{size}px_{n_train}_{n_test}_{generator_version()}.npz"
+    path = cache / f"synthetic_oct_{size}px_pool{n_pool}_test{n_test}.npz"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
-        xtr, ytr = SyntheticOCTGenerator(image_size=size, seed=1000).generate(n_train, shuffle=True)
-        xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(n_test, shuffle=True)
+        version = generator_version()
+        xtr, ytr = SyntheticOCTGenerator(image_size=size, seed=1000).generate(n_pool, shuffle=True, num_workers=2)
+        xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(n_test, shuffle=True, num_workers=2)
         tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
+        np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, generator=np.array(version))
         os.replace(tmp, path)
-        print(
-            f"rendered {len(xtr) + len(xte)} synthetic images in {time.time() - t0:.0f}s -> {path}",
-            flush=True,
-        )
+        print(f"rendered {len(xtr) + len(xte)} images in {time.time() - t0:.0f}s -> {path}", flush=True)
     d = np.load(path)
     return {
         "x_pool": torch.from_numpy(d["xtr"]).float().unsqueeze(1),
         "y_pool": torch.from_numpy(d["ytr"]).long(),
         "x_test": torch.from_numpy(d["xte"]).float().unsqueeze(1),
         "y_test": torch.from_numpy(d["yte"]).long(),
+        "generator": str(d["generator"]),
     }
 
 
-def stratified_labeled_mask(y: torch.Tensor, fraction: float, seed: int) -> torch.Tensor:
-    """A boolean mask choosing about ``fraction`` of every class (at least one item per class)."""
-    if not 0 < fraction <= 1:
-        raise ValueError(f"label fraction must lie in (0, 1], got {fraction}.")
-    g = torch.Generator().manual_seed(seed)
-    mask = torch.zeros(len(y), dtype=torch.bool)
-    for c in y.unique():
-        idx = (y == c).nonzero().flatten()
-        idx = idx[torch.randperm(len(idx), generator=g)]
-        mask[idx[: max(1, round(fraction * len(idx)))]] = True
-    return mask
+_KERMANY: dict = {}
 
 
-def kermany_data(root: str, split: str, size: int, test_fraction: float, label_fraction: float, seed: int):
-    """Real OCT in the Kermany layout, split by patient into test / labeled / unlabeled."""
-    from monai_adv.data import kermany_datalist, oct_eval_transforms, split_by_patient
+def kermany_items(roots: list[str], size: int) -> tuple[list[dict], torch.Tensor, torch.Tensor]:
+    """Every real B-scan of ``roots`` (Kermany layout, any split folder), loaded once at ``size`` px."""
+    key = (tuple(roots), size)
+    if key not in _KERMANY:
+        from monai_adv.data import kermany_datalist, oct_eval_transforms
 
-    items, _ = kermany_datalist(root, split=split, label_fraction=1.0, seed=seed)
-    test, pool = split_by_patient(items, test_fraction, seed=seed)
-    labeled, unlabeled = split_by_patient(pool, label_fraction, seed=seed + 1)
-    tf = oct_eval_transforms(image_size=size)
-
-    def load(lst):
-        out = [tf(dict(it)) for it in lst]
+        items = []
+        for root in roots:
+            for split in sorted(p.name for p in Path(root).iterdir() if p.is_dir()):
+                lst, _ = kermany_datalist(root, split=split, label_fraction=1.0, seed=0)
+                items += lst
+        tf = oct_eval_transforms(image_size=size)
+        out = [tf(dict(it)) for it in items]
         x = torch.stack([torch.as_tensor(o["image"]).float() for o in out])
         y = torch.tensor([int(o["label"]) for o in out])
-        return x, y
-
-    xl, yl = load(labeled)
-    xu, yu = load(unlabeled)
-    xt, yt = load(test)
-    return {"x_l": xl, "y_l": yl, "x_u": xu, "y_u_hidden": yu, "x_test": xt, "y_test": yt}
+        _KERMANY[key] = (items, x, y)
+    return _KERMANY[key]
 
 
-class _EpochShuffled:
-    """A loader whose every pass is a fresh permutation (seeded), of dict or tensor batches."""
+def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -> dict:
+    """Labeled, unlabeled and test tensors of one (data, label fraction, seed)."""
+    if data == "synthetic":
+        pool = synthetic_pool(Path(a.cache), a.size, a.n_pool, a.n_test)
+        m = stratified_labeled_mask(pool["y_pool"], fraction, seed) if fraction < 1 else torch.ones_like(
+            pool["y_pool"], dtype=torch.bool
+        )
+        return {
+            "x_l": pool["x_pool"][m],
+            "y_l": pool["y_pool"][m],
+            "x_u": pool["x_pool"][~m],
+            "y_u_hidden": pool["y_pool"][~m],
+            "x_test": pool["x_test"],
+            "y_test": pool["y_test"],
+            "generator": pool["generator"],
+        }
+    from monai_adv.data import split_by_patient
 
-    def __init__(self, x, y, batch, seed):
-        self.x, self.y, self.batch = x, y, min(batch, len(x))
+    items, x, y = kermany_items(a.kermany_roots, a.size)
+    for i, it in enumerate(items):
+        it["_index"] = i
+    test, pool = split_by_patient(items, a.kermany_test_fraction, seed=0)  # one test set for every seed
+    if fraction < 1:
+        labeled, unlabeled = split_by_patient(pool, fraction, seed=seed + 1)
+    else:
+        labeled, unlabeled = pool, []
+
+    def idx(lst):
+        return torch.tensor([it["_index"] for it in lst], dtype=torch.long)
+
+    il, iu, it_ = idx(labeled), idx(unlabeled), idx(test)
+    return {
+        "x_l": x[il],
+        "y_l": y[il],
+        "x_u": x[iu],
+        "y_u_hidden": y[iu],
+        "x_test": x[it_],
+        "y_test": y[it_],
+        "generator": None,
+    }
+
+
+class CyclingLoader:
+    """Batches of a tensor data set, reshuffled (seeded) at every pass, endlessly, with random left-right flips.
+
+    ``len()`` is one pass; the trainers run ``epoch_length`` iterations regardless, so a short labeled
+    set and a long unlabeled pool are both cycled as often as the run needs. A B-scan mirrored
+    left-right is still a B-scan of the same class (the flip is the only augmentation).
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None, batch: int, seed: int, flip: bool = True):
+        if len(x) == 0:
+            raise ValueError("an empty data set cannot be cycled.")
+        self.x, self.y, self.batch, self.flip = x, y, min(batch, len(x)), flip
         self.g = torch.Generator().manual_seed(seed)
 
-    def __len__(self):
-        return len(self.x) // self.batch
+    def __len__(self) -> int:
+        return max(1, len(self.x) // self.batch)
 
-    def __iter__(self):
-        perm = torch.randperm(len(self.x), generator=self.g)
-        for i in range(len(self)):
-            idx = perm[i * self.batch : (i + 1) * self.batch]
-            yield {"image": self.x[idx], "label": self.y[idx]} if self.y is not None else self.x[idx]
+    def __iter__(self) -> Iterator:
+        while True:
+            perm = torch.randperm(len(self.x), generator=self.g)
+            for i in range(len(self)):
+                j = perm[i * self.batch : (i + 1) * self.batch]
+                xb = self.x[j]
+                if self.flip:
+                    f = torch.rand(len(j), generator=self.g) < 0.5
+                    xb = torch.where(f.view(-1, 1, 1, 1), xb.flip(-1), xb)
+                xb = xb.contiguous(memory_format=torch.channels_last)
+                yield xb if self.y is None else {"image": xb, "label": self.y[j]}
+
+
+class MixedLoader:
+    """RST's batches: ``batch`` labeled items and ``batch`` pseudo-labeled items, concatenated."""
+
+    def __init__(self, labeled: CyclingLoader, pseudo: CyclingLoader):
+        self.labeled, self.pseudo = labeled, pseudo
+
+    def __len__(self) -> int:
+        return len(self.labeled)
+
+    def __iter__(self) -> Iterator:
+        for a, b in zip(self.labeled, self.pseudo):
+            yield {"image": torch.cat([a["image"], b["image"]]), "label": torch.cat([a["label"], b["label"]])}
 
 
 # ----------------------------------------------------------------------------------------------
-# training and evaluation
+# training
 # ----------------------------------------------------------------------------------------------
-def train(
-    method: str, data: dict, a: argparse.Namespace, seed: int, standard: nn.Module | None, init: dict | None
-):
+def new_network(a: argparse.Namespace) -> nn.Module:
+    """The 4-block CNN (``--network cnn``) or MONAI's full-width 2D ResNet-18 (``--network resnet18``)."""
+    if a.network == "resnet18":
+        from monai.networks.nets import resnet18
+
+        net = resnet18(spatial_dims=2, n_input_channels=1, num_classes=len(CLASSES))
+    else:
+        net = make_network(width=a.width)
+    return net.to(a.device).to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
+    net.eval()
+    device = next(net.parameters()).device
+    out = []
+    for i in range(0, len(x), batch):
+        xb = x[i : i + batch].to(device).contiguous(memory_format=torch.channels_last)
+        out.append(net(xb).argmax(1).cpu())
+    return torch.cat(out)
+
+
+def train(method: str, d: dict, seed: int, a: argparse.Namespace, teacher: nn.Module | None, init: dict | None):
+    """Train one method; returns the network (eval mode), CPU seconds and a description of the recipe."""
     torch.manual_seed(seed)
-    net = make_network()
+    net = new_network(a)
+    start = "scratch"
     if init is not None:
         net.load_state_dict(init)
-    if method in NEEDS_STANDARD:
-        net.load_state_dict(standard.state_dict())
-    lab = _EpochShuffled(data["x_l"], data["y_l"], a.batch, seed)
-    unl = _EpochShuffled(data["x_u"], None, a.batch, seed + 1)
-    epochs = max(1, math.ceil(a.iterations / len(lab)))
-    lr = a.lr if method not in NEEDS_STANDARD else a.lr * a.finetune_lr_scale
-    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=1e-4)
-    loss = nn.CrossEntropyLoss()
-    common = dict(decollate=False)
-    if method == "standard":
-        tr = SupervisedTrainer("cpu", epochs, lab, net, opt, loss, **common)
-    elif method in ("madry", "trades"):
-        tr = create_trainer(
-            method, "cpu", epochs, lab, net, opt, loss, eps=a.train_eps, steps=a.train_steps, **common
-        )
+        start = "synthetic standard (all labels)"
+    if method == "ssat_robust":
+        net.load_state_dict(teacher.state_dict())
+        start = "standard model of this seed"
+    batch = a.batch[d["data"]]
+    iters = a.iterations[d["data"]] if not a.epochs else a.epochs * max(1, len(d["x_l"]) // batch)
+    lab = CyclingLoader(d["x_l"], d["y_l"], batch, seed)
+    lr = a.lr * (a.finetune_lr_scale if method == "ssat_robust" else 1.0)
+    if a.optimizer == "sgd":  # the paper's optimizer, constant LR
+        opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=a.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     else:
-        preset = {"ssat": "ssat", "ssat_warm": "ssat", "ssat_teacher": "ssat_teacher", "ssat_kl": "ssat_kl"}[
-            method
-        ]
-        kw = {}
-        if method == "ssat_teacher":
-            teacher = copy.deepcopy(standard).eval()
-            kw["teacher_network"] = teacher
-        tr = create_trainer(
-            preset, "cpu", epochs, lab, net, opt, loss, unlabeled_data_loader=unl, **kw, **common
+        opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=a.weight_decay)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle_schedule(iters))
+    loss = nn.CrossEntropyLoss()
+    common = dict(epoch_length=iters, decollate=False, amp=not a.no_amp)
+    pgd = dict(eps=a.train_eps, steps=a.train_steps)
+    if method == "standard":
+        tr = AutocastSupervisedTrainer(a.device, 1, lab, net, opt, loss, **common)
+    elif method in ("madry", "trades"):
+        tr = create_trainer(method, a.device, 1, lab, net, opt, loss, **pgd, **common)
+    elif method == "ssat":
+        unl = CyclingLoader(d["x_u"], None, batch, seed + 1)
+        tr = create_trainer("ssat", a.device, 1, lab, net, opt, loss, unlabeled_data_loader=unl, **common)
+    elif method == "ssat_robust":
+        unl = CyclingLoader(d["x_u"], None, batch, seed + 1)
+        attack = create_trainer("madry", a.device, 1, lab, net, opt, loss, **pgd).attack
+        tr = SemiSupervisedAdversarialTrainer(
+            a.device,
+            1,
+            lab,
+            unl,
+            net,
+            opt,
+            loss,
+            attack=attack,
+            unlabeled_weight=1.0,
+            pseudo_labels="teacher",
+            teacher_network=copy.deepcopy(teacher).eval(),
+            labeled_attack=attack,
+            **common,
         )
+    elif method == "rst":
+        pseudo = predict(teacher, d["x_u"])
+        mixed = MixedLoader(lab, CyclingLoader(d["x_u"], pseudo, batch, seed + 1))
+        tr = create_trainer("trades", a.device, 1, mixed, net, opt, loss, **pgd, **common)
+    else:
+        raise ValueError(f"unknown method {method!r}")
+    if hasattr(tr, "attack"):
         tr.attack.set_random_state(seed)
-    if a.progress:
-        ProgressBar(persist=False).attach(tr, output_transform=training_stats)
-    if a.tensorboard:
-        TensorBoardStatsHandler(
-            log_dir=f"{a.tensorboard}/{a.data}_{a.label_fraction:g}_{method}_seed{seed}",
-            output_transform=training_stats,
-        ).attach(tr)
-    t0 = time.process_time()
+    LrScheduleHandler(sched, print_lr=False, epoch_level=False).attach(tr)
+    t0, c0 = time.time(), time.process_time()
     tr.run()
-    return net.eval(), time.process_time() - t0, tr.state.iteration
+    return net.eval(), time.process_time() - c0, time.time() - t0, start, iters
 
 
-def accuracy_under(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch: int = 100) -> float:
-    correct = 0
+# ----------------------------------------------------------------------------------------------
+# evaluation
+# ----------------------------------------------------------------------------------------------
+def accuracy_and_predictions(net, x, y, attack=None, batch: int = 250) -> tuple[float, torch.Tensor]:
+    preds = []
+    device = next(net.parameters()).device
     for i in range(0, len(x), batch):
-        xb, yb = x[i : i + batch], y[i : i + batch]
+        xb, yb = x[i : i + batch].to(device), y[i : i + batch].to(device)
         xa = xb if attack is None else attack(xb, yb)
-        with torch.no_grad():
-            correct += int((net(xa).argmax(1) == yb).sum())
-    return correct / len(x)
+        preds.append(predict(net, xa))
+    p = torch.cat(preds)
+    return float((p == y).float().mean()), p
 
 
-def evaluate(net: nn.Module, x: torch.Tensor, y: torch.Tensor, a: argparse.Namespace, seed: int) -> dict:
-    res = {"clean": accuracy_under(net, x, y, None)}
-    for eps in a.fgsm_eps:
-        res[f"fgsm@{eps:g}"] = accuracy_under(net, x, y, FGSM(net, eps=eps))
-    for eps in a.pgd_eps:
-        pgd = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20)
-        pgd.set_random_state(seed)
-        res[f"pgd20@{eps:g}"] = accuracy_under(net, x, y, pgd)
-        apgd = APGD(net, eps=eps, steps=a.apgd_steps)
-        apgd.set_random_state(seed)
-        res[f"apgd@{eps:g}"] = accuracy_under(net, x, y, apgd)
+def recalls(y: torch.Tensor, p: torch.Tensor) -> list:
+    return [None if r is None else round(float(r), 4) for r in per_class_recall(confusion_matrix(y, p, len(CLASSES)))]
+
+
+def cheap_evaluation(net: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, a: argparse.Namespace) -> dict:
+    clean, p = accuracy_and_predictions(net, x, y)
+    res = {"clean": clean, "recall_clean": recalls(y, p), "pred_classes": int(p.unique().numel())}
+    for eps in FGSM_GRID:
+        res[f"fgsm@{eps:g}"] = accuracy_and_predictions(net, x, y, FGSM(net, eps=eps, amp=not a.no_amp))[0]
+    for eps in PGD_EPS:
+        atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=not a.no_amp)
+        atk.set_random_state(seed)
+        res[f"pgd20@{eps_name(eps)}"] = accuracy_and_predictions(net, x, y, atk)[0]
     return res
+
+
+def suite_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
+    """A fixed (seed 0), stratified subset of ``per_class`` test items per class (all of a smaller class)."""
+    g = torch.Generator().manual_seed(0)
+    keep = []
+    for c in range(len(CLASSES)):
+        idx = (y == c).nonzero().flatten()
+        keep.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(keep).sort().values
+
+
+def suite_evaluation(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, a) -> dict:
+    from monai_adv.transforms import autoattack
+
+    suite = autoattack(net, eps, version="standard", amp=not a.no_amp)
+    suite.set_random_state(seed)
+    t0 = time.time()
+    acc, p = accuracy_and_predictions(net, x, y, suite, batch=a.suite_batch)
+    return {
+        "robust": acc,
+        "recall_robust": recalls(y, p),
+        "suite_s": round(time.time() - t0, 1),
+        "last_success": dict(getattr(suite, "last_success", {}) or {}),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan
+# ----------------------------------------------------------------------------------------------
+def plan(a: argparse.Namespace) -> list[tuple[str, float, int, str]]:
+    """Every (data, label fraction, seed, method), in the order that answers the question soonest."""
+    jobs = []
+    for seed in a.seeds:
+        for data in a.data:
+            fracs = a.synthetic_fractions if data == "synthetic" else a.kermany_fractions
+            for frac in fracs:
+                jobs += [(data, frac, seed, m) for m in a.methods]
+            jobs += [(data, 1.0, seed, m) for m in ALL_LABEL_METHODS if m in a.methods or m == "standard"]
+    # the synthetic all-labels standard model is the start of every real-data run of its seed
+    first = []
+    for seed in a.seeds:
+        if "kermany" in a.data:
+            first.append(("synthetic", 1.0, seed, "standard"))
+    return list(dict.fromkeys(first + jobs))
+
+
+def run_key(data: str, frac: float, seed: int, method: str) -> str:
+    return f"{data}_{frac:g}_seed{seed}_{method}"
+
+
+def load_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(path: Path, rec: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(rec) + "\n")
+    print(json.dumps(rec), flush=True)
+
+
+def weights_path(a, key: str) -> Path:
+    return Path(a.runs) / f"{key}.pt"
+
+
+def ensure_trained(job, a, results: Path, done: set) -> nn.Module:
+    """The trained network of ``job``: loaded from ``--runs``, or trained (and its row appended)."""
+    data, frac, seed, method = job
+    key = run_key(*job)
+    path = weights_path(a, key)
+    if path.exists() and key in done:
+        net = new_network(a)
+        net.load_state_dict(torch.load(path, map_location=a.device, weights_only=True))
+        return net.eval()
+    d = setting_data(data, frac, seed, a)
+    d["data"] = data
+    teacher = ensure_trained((data, frac, seed, "standard"), a, results, done) if method in NEEDS_TEACHER else None
+    init = None
+    if data == "kermany":
+        ensure_trained(("synthetic", 1.0, seed, "standard"), a, results, done)
+        init = torch.load(
+            weights_path(a, run_key("synthetic", 1.0, seed, "standard")), map_location=a.device, weights_only=True
+        )
+    print(f"--- training {key}: {len(d['x_l'])} labeled, {len(d['x_u'])} unlabeled", flush=True)
+    net, cpu_s, wall_s, start, iters = train(method, d, seed, a, teacher, init)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(net.state_dict(), tmp)
+    os.replace(tmp, path)
+    rec = dict(
+        kind="train",
+        key=key,
+        data=data,
+        label_fraction=frac,
+        seed=seed,
+        method=method,
+        start=start,
+        n_labeled=len(d["x_l"]),
+        n_unlabeled=len(d["x_u"]),
+        n_test=len(d["x_test"]),
+        iterations=iters,
+        batch=a.batch[data],
+        train_cpu_s=round(cpu_s, 1),
+        train_wall_s=round(wall_s, 1),
+        threads=torch.get_num_threads(),
+        size=a.size,
+        network=a.network,
+        width=a.width if a.network == "cnn" else None,
+        optimizer=a.optimizer,
+        device=str(a.device),
+        train_eps=a.train_eps,
+        train_steps=a.train_steps,
+        lr=a.lr,
+        amp=not a.no_amp,
+        generator=d["generator"],
+        **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
+    )
+    append(results, rec)
+    done.add(key)
+    return net
 
 
 def run(a: argparse.Namespace) -> None:
     torch.set_num_threads(a.threads)
     results = Path(a.results)
-    results.parent.mkdir(parents=True, exist_ok=True)
-    done = set()
-    if results.exists():
-        for line in results.read_text().splitlines():
-            r = json.loads(line)
-            done.add((r["data"], r["label_fraction"], r["seed"], r["method"], r.get("init", "scratch")))
-    init_tag = "scratch" if not a.init_from else "synthetic"
-    for seed in a.seeds:
-        if a.data == "synthetic":
-            pool = synthetic_data(a.size, a.n_train, a.n_test, Path(a.cache))
-            m = stratified_labeled_mask(pool["y_pool"], a.label_fraction, seed)
-            data = {
-                "x_l": pool["x_pool"][m],
-                "y_l": pool["y_pool"][m],
-                "x_u": pool["x_pool"][~m],
-                "x_test": pool["x_test"],
-                "y_test": pool["y_test"],
-            }
-        else:
-            data = kermany_data(a.root, a.split, a.size, a.test_fraction, a.label_fraction, seed)
-        init = None
-        if a.init_from:
-            init = torch.load(a.init_from.format(seed=seed), map_location="cpu", weights_only=True)
-        pending = [m for m in a.methods if (a.data, a.label_fraction, seed, m, init_tag) not in done]
-        if not pending:
-            continue
-        need_std = any(m in NEEDS_STANDARD for m in pending)
-        order = (["standard"] if need_std or "standard" in pending else []) + [
-            m for m in pending if m != "standard"
-        ]
-        standard = None
-        for method in order:
-            key = (a.data, a.label_fraction, seed, method, init_tag)
-            net, cpu_s, iters = train(method, data, a, seed, standard, init)
-            if method == "standard":
-                standard = net
-                if a.save_standard:
-                    out = Path(a.save_standard.format(seed=seed))
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    torch.save(net.state_dict(), out)
-            if key in done:
+    rows = load_results(results)
+    trained = {r["key"] for r in rows if r.get("kind") == "train"}
+    suited = {(r["key"], r["eps"]) for r in rows if r.get("kind") == "suite"}
+    for job in plan(a):
+        key = run_key(*job)
+        if a.stage in ("train", "all"):
+            net = ensure_trained(job, a, results, trained)
+        if a.stage in ("suite", "all"):
+            if key not in trained or not weights_path(a, key).exists():
+                print(f"--- {key}: not trained yet, no suite", flush=True)
                 continue
-            metrics = evaluate(net, data["x_test"], data["y_test"], a, seed)
-            rec = dict(
-                data=a.data,
-                label_fraction=a.label_fraction,
-                seed=seed,
-                method=method,
-                init=init_tag,
-                n_labeled=len(data["x_l"]),
-                n_unlabeled=len(data["x_u"]),
-                n_test=len(data["x_test"]),
-                iterations=iters,
-                train_cpu_s=round(cpu_s, 1),
-                size=a.size,
-                train_eps=a.train_eps,
-                train_steps=a.train_steps,
-                lr=a.lr,
-                generator=generator_version() if a.data == "synthetic" or a.init_from else None,
-                **metrics,
-            )
-            with open(results, "a") as f:
-                f.write(json.dumps(rec) + "\n")
-            print(json.dumps(rec), flush=True)
+            data, frac, seed, method = job
+            d = setting_data(data, frac, seed, a)
+            sub = suite_subset(d["y_test"], a.suite_per_class)
+            net = ensure_trained(job, a, results, trained)
+            for eps in SUITE_EPS:
+                if (key, eps_name(eps)) in suited:
+                    continue
+                print(f"--- AutoAttack standard on {key} at eps {eps_name(eps)} ({len(sub)} images)", flush=True)
+                res = suite_evaluation(net, d["x_test"][sub], d["y_test"][sub], eps, seed, a)
+                append(
+                    results,
+                    dict(kind="suite", key=key, data=data, label_fraction=frac, seed=seed, method=method,
+                         eps=eps_name(eps), n=len(sub), amp=not a.no_amp, **res),
+                )
+                suited.add((key, eps_name(eps)))
 
 
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
-def report(a: argparse.Namespace) -> None:
-    rows, seen = [], set()
-    for line in Path(a.results).read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            key = (r["data"], r["label_fraction"], r["seed"], r["method"], r.get("init", "scratch"))
-            if key not in seen:  # a run repeated by two concurrent invocations counts once
-                seen.add(key)
-                rows.append(r)
+def mean_sd(v: list[float]) -> str:
+    if not v:
+        return ""
+    sd = statistics.stdev(v) if len(v) > 1 else 0.0
+    return f"{statistics.mean(v):.1f} ± {sd:.1f}"
+
+
+def report(a: argparse.Namespace) -> str:
+    rows = load_results(Path(a.results))
+    train_rows = {r["key"]: r for r in rows if r.get("kind") == "train"}
+    suite_rows: dict = defaultdict(dict)
+    for r in rows:
+        if r.get("kind") == "suite":
+            suite_rows[r["key"]][r["eps"]] = r
     groups: dict = defaultdict(list)
-    for r in rows:
-        groups[(r["data"], r.get("init", "scratch"), r["label_fraction"], r["method"])].append(r)
-    metric_keys = [k for k in rows[0] if k == "clean" or "@" in k]
-    for r in rows:
-        for k in r:
-            if ("@" in k) and k not in metric_keys:
-                metric_keys.append(k)
-    lines = []
-    for data, init, frac in sorted({k[:3] for k in groups}):
-        first = next(r for k, rs in groups.items() if k[:3] == (data, init, frac) for r in rs)
-        lines.append(
-            f"\n### {data} ({init}), {frac:.0%} labels: {first['n_labeled']} labeled, {first['n_unlabeled']} "
-            f"unlabeled, {first['n_test']} test images ({first['size']} px), {first['iterations']} iterations\n"
+    for r in train_rows.values():
+        groups[(r["data"], r["label_fraction"])].append(r)
+    cols = ["clean", "min recall", "FGSM@0.002"] + [f"PGD-20@{eps_name(e)}" for e in PGD_EPS]
+    cols += [f"**AA@{eps_name(e)}**" for e in SUITE_EPS] + ["train CPU min"]
+    out = []
+    for data, frac in sorted(groups, key=lambda k: (k[0] != "synthetic", k[1])):
+        rs = groups[(data, frac)]
+        r0 = rs[0]
+        out.append(
+            f"\n### {data}, {frac:.0%} labels: {r0['n_labeled']} labeled, {r0['n_unlabeled']} unlabeled, "
+            f"{r0['n_test']} test images; {r0['iterations']} iterations of batch {r0['batch']}\n"
         )
-        lines.append("| method | n seeds | " + " | ".join(metric_keys) + " | train CPU s |")
-        lines.append("|---" * (len(metric_keys) + 3) + "|")
-        for method in ALL_METHODS:
-            rs = groups.get((data, init, frac, method))
-            if not rs:
+        out.append("| method | start | seeds | " + " | ".join(cols) + " |")
+        out.append("|---" * (len(cols) + 3) + "|")
+        for method in METHODS:
+            mrs = sorted((r for r in rs if r["method"] == method), key=lambda r: r["seed"])
+            if not mrs:
                 continue
-            cells = []
-            for k in metric_keys:
-                v = [100 * r[k] for r in rs if k in r]
-                if not v:
-                    cells.append("")
-                    continue
-                sd = statistics.stdev(v) if len(v) > 1 else 0.0
-                cells.append(f"{statistics.mean(v):.1f} ± {sd:.1f}")
-            cpu = statistics.mean(r["train_cpu_s"] for r in rs)
-            lines.append(f"| {method} | {len(rs)} | " + " | ".join(cells) + f" | {cpu:.0f} |")
-    text = "\n".join(lines)
+            cells = [mean_sd([100 * r["clean"] for r in mrs])]
+            cells.append(mean_sd([100 * min(x for x in r["recall_clean"] if x is not None) for r in mrs]))
+            cells.append(mean_sd([100 * r["fgsm@0.002"] for r in mrs]))
+            cells += [mean_sd([100 * r[f"pgd20@{eps_name(e)}"] for r in mrs]) for e in PGD_EPS]
+            for e in SUITE_EPS:
+                v = [100 * suite_rows[r["key"]][eps_name(e)]["robust"] for r in mrs if eps_name(e) in suite_rows[r["key"]]]
+                cells.append(f"**{mean_sd(v)}**" + (f" ({len(v)})" if v and len(v) != len(mrs) else "") if v else "")
+            cpu = [r["train_cpu_s"] for r in mrs]
+            if method in NEEDS_TEACHER:  # the teacher's training is part of the method's cost
+                cpu = [c + train_rows.get(run_key(data, frac, r["seed"], "standard"), {}).get("train_cpu_s", 0) for c, r in zip(cpu, mrs)]
+            cells.append(f"{statistics.mean(cpu) / 60:.1f}")
+            out.append(f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | " + " | ".join(cells) + " |")
+    text = "\n".join(out)
     print(text)
     if a.plot:
-        plot(groups, a.plot)
+        plot(train_rows, suite_rows, a.plot)
+    return text
 
 
-def plot(groups: dict, path: str) -> None:
+def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    # one panel per setting that compares methods (a setting with a single method, e.g. the all-labels
-    # standard models the real-data runs start from, has its numbers in the tables only)
-    settings = {k[:3] for k in groups}
-    panels = sorted(
-        (s for s in settings if sum(k[:3] == s for k in groups) > 1),
-        key=lambda k: (k[0] != "synthetic", k[1], k[2]),
-    )
-    cols = math.ceil(math.sqrt(len(panels)))
-    rows_ = math.ceil(len(panels) / cols)
-    fig, axes = plt.subplots(rows_, cols, figsize=(5 * cols, 4 * rows_), squeeze=False)
-    for ax in axes.flat[len(panels) :]:
-        ax.set_visible(False)
-    for ax, (data, init, frac) in zip(axes.flat, panels):
-        for method in ALL_METHODS:
-            rs = groups.get((data, init, frac, method))
-            if not rs:
+    settings = sorted({(r["data"], r["label_fraction"]) for r in train_rows.values() if r["label_fraction"] < 1},
+                      key=lambda k: (k[0] != "synthetic", k[1]))
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 7.5), squeeze=False)
+    for j, (data, frac) in enumerate(settings):
+        for i, method in enumerate(METHODS):
+            mrs = [r for r in train_rows.values() if (r["data"], r["label_fraction"], r["method"]) == (data, frac, method)]
+            if not mrs:
                 continue
-            keys = ["clean"] + sorted((k for k in rs[0] if k.startswith("fgsm@")), key=lambda k: float(k[5:]))
-            eps = [0.0] + [float(k[5:]) for k in keys[1:]]
-            mean = [100 * statistics.mean(r[k] for r in rs) for k in keys]
-            sd = [100 * (statistics.stdev([r[k] for r in rs]) if len(rs) > 1 else 0) for k in keys]
-            color = f"C{ALL_METHODS.index(method)}"  # the same colour for a method in every panel
-            ax.errorbar(eps, mean, yerr=sd, marker="o", capsize=3, label=method, color=color)
-        ax.axhline(25, color="grey", lw=0.8, ls=":", label="chance (4 classes)")
-        ax.set_xticks(eps, [f"{e:g}" for e in eps], fontsize=8)
-        ax.set_title(f"{data} ({init}), {frac:.0%} labels")
-        ax.set_xlabel("FGSM eps (images in [0, 1])")
-        ax.set_ylabel("test accuracy (%)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+            keys = ["clean"] + [f"fgsm@{e:g}" for e in FGSM_GRID]
+            xs = [0.0] + FGSM_GRID
+            m = [100 * statistics.mean(r[k] for r in mrs) for k in keys]
+            axes[0, j].plot(xs, m, marker=".", color=f"C{i}", label=method)
+            ys, es = [], []
+            for e in SUITE_EPS:
+                v = [100 * suite_rows[r["key"]][eps_name(e)]["robust"] for r in mrs if eps_name(e) in suite_rows[r["key"]]]
+                ys.append(statistics.mean(v) if v else float("nan"))
+                es.append(statistics.stdev(v) if len(v) > 1 else 0.0)
+            xc = [0.0] + [e * 255 for e in SUITE_EPS]
+            yc = [100 * statistics.mean(r["clean"] for r in mrs)] + ys
+            axes[1, j].errorbar(xc, yc, yerr=[0.0] + es, marker="o", capsize=3, color=f"C{i}", label=method)
+        axes[0, j].set_title(f"{data}, {frac:.0%} labels")
+        axes[0, j].set_xlabel("FGSM eps (paper's grid)")
+        axes[1, j].set_xlabel("eps x 255 (AutoAttack standard, worst case)")
+        for ax in axes[:, j]:
+            ax.axhline(25, color="grey", lw=0.8, ls=":")
+            ax.set_ylim(0, 100)
+            ax.grid(alpha=0.3)
+    axes[0, 0].set_ylabel("test accuracy (%)")
+    axes[1, 0].set_ylabel("robust accuracy (%)")
+    axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    print(f"wrote {path}")
-
-
-def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """The data options shared with ``uad_experiment.py``: synthetic or Kermany, split and label fraction."""
-    p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
-    p.add_argument("--root", default="../shared/data/kermany-oct-sample")
-    p.add_argument("--split", default="test")
-    p.add_argument("--test-fraction", type=float, default=0.25)
-    p.add_argument("--label-fraction", type=float, default=0.1)
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_data_arguments(p)
+    p.add_argument("--stage", choices=["train", "suite", "all"], default="all")
+    p.add_argument("--data", nargs="+", choices=["synthetic", "kermany"], default=["synthetic", "kermany"])
+    p.add_argument("--synthetic-fractions", type=float, nargs="+", default=[0.1, 0.01])
+    p.add_argument("--kermany-fractions", type=float, nargs="+", default=[0.1, 0.25])
+    p.add_argument("--kermany-roots", nargs="+",
+                   default=[str(HERE.parent.parent / "shared/data/kermany-oct-sample"), str(HERE.parent.parent / "shared/data/kermany-oct-pool")])
+    p.add_argument("--kermany-test-fraction", type=float, default=0.25)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument(
-        "--methods", nargs="+", default=["standard", "madry", "trades", "ssat", "ssat_warm", "ssat_teacher"]
-    )
+    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--size", type=int, default=64)
-    p.add_argument("--n-train", type=int, default=150, help="synthetic training pool images per class")
-    p.add_argument("--n-test", type=int, default=75, help="synthetic test images per class")
-    p.add_argument("--iterations", type=int, default=300)
-    p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--finetune-lr-scale", type=float, default=0.5)
-    p.add_argument("--train-eps", type=float, default=0.005, help="Madry / TRADES training eps")
-    p.add_argument("--train-steps", type=int, default=5, help="Madry / TRADES PGD steps")
-    p.add_argument("--fgsm-eps", type=float, nargs="+", default=[0.0005, 0.001, 0.0015, 0.002])
-    p.add_argument("--pgd-eps", type=float, nargs="+", default=[0.005])
-    p.add_argument("--apgd-steps", type=int, default=20)
-    p.add_argument("--init-from", default=None, help="weights to start from, '{seed}' filled in")
-    p.add_argument("--save-standard", default=None, help="save the standard model, '{seed}' filled in")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--progress", action="store_true", help="ignite progress bar per training run")
-    p.add_argument("--tensorboard", default=None, help="TensorBoard log folder for the training values")
-    p.add_argument("--cache", default=os.path.expanduser("~/.cache/monai_adv"))
-    p.add_argument("--results", default="benchmarks/ssat_results.jsonl")
+    p.add_argument("--n-pool", type=int, default=5000, help="synthetic training pool images per class")
+    p.add_argument("--n-test", type=int, default=250, help="synthetic test images per class")
+    p.add_argument("--network", choices=["cnn", "resnet18"], default="cnn")
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--epochs", type=int, default=0, help="epochs over the labeled part (0: use the iterations)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument(
+        "--paper-scale",
+        action="store_true",
+        help="the paper's own scale, for a GPU: 224 px, full-width ResNet-18, batch 64 + 64, SGD lr 1e-3, "
+        "momentum 0.9, 10 epochs, on cuda (results to ssat_results_paper_scale.jsonl)",
+    )
+    p.add_argument("--width", type=int, default=16, help="width of the 4-block CNN")
+    p.add_argument("--synthetic-iterations", type=int, default=1200)
+    p.add_argument("--kermany-iterations", type=int, default=500)
+    p.add_argument("--synthetic-batch", type=int, default=64)
+    p.add_argument("--kermany-batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--finetune-lr-scale", type=float, default=0.3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--train-eps", type=float, default=2 / 255)
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--suite-per-class", type=int, default=100)
+    p.add_argument("--suite-batch", type=int, default=400)
+    p.add_argument("--no-amp", action="store_true", help="train and attack in float32 (default: bf16 autocast)")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--cache", default=str(HERE / ".cache"))
+    p.add_argument("--runs", default=str(HERE / "ssat_runs" / "experiment"))
+    p.add_argument("--results", default=str(HERE / "ssat_results.jsonl"))
     p.add_argument("--report", action="store_true")
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)
+    if a.paper_scale:
+        a.size, a.network, a.optimizer, a.lr, a.weight_decay, a.epochs = 224, "resnet18", "sgd", 1e-3, 0.0, 10
+        a.synthetic_batch = a.kermany_batch = 64
+        a.device = "cuda" if a.device == "cpu" else a.device
+        a.results = str(HERE / "ssat_results_paper_scale.jsonl")
+        a.runs = str(HERE / "ssat_runs" / "paper_scale")
+    a.iterations = {"synthetic": a.synthetic_iterations, "kermany": a.kermany_iterations}
+    a.batch = {"synthetic": a.synthetic_batch, "kermany": a.kermany_batch}
+    if a.report:
+        report(a)
+        return
     print(f"# {platform.platform()} torch {torch.__version__} {' '.join(sys.argv)}", flush=True)
-    report(a) if a.report else run(a)
+    run(a)
 
 
 if __name__ == "__main__":

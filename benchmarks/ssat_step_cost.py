@@ -37,7 +37,7 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssat_experiment import make_network  # noqa: E402
+from ssat_small_scale import make_network  # noqa: E402
 
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer  # noqa: E402
 
