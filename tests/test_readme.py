@@ -49,6 +49,7 @@ def test_attack_examples_run():
     code = code.replace("steps=100", "steps=2").replace("n_queries=1000", "n_queries=3")
     code = code.replace("CarliniWagnerL2(net)", "CarliniWagnerL2(net, steps=2, binary_search_steps=1)")
     code = code.replace("autoattack(net, eps=8 / 255)", "autoattack(net, eps=8 / 255, steps=2, n_queries=3)")
+    code = code.replace('version="standard")', 'version="standard", steps=2, n_queries=3)')
     code = code.replace("32, 32, 32", "16, 16, 16").replace("8:24", "4:12")
     namespace = {}
     exec(compile(code, "README.md", "exec"), namespace)

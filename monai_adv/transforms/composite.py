@@ -14,7 +14,7 @@ from monai_adv.transforms.base import AdversarialAttack, EpsType
 from monai_adv.transforms.fab import FAB
 from monai_adv.transforms.square import SquareAttack
 
-__all__ = ["TransferAttack", "WorstCaseEnsemble", "autoattack", "AUTOATTACK_VERSIONS"]
+__all__ = ["TransferAttack", "WorstCaseEnsemble", "autoattack"]
 
 #: the suites :func:`autoattack` builds
 AUTOATTACK_VERSIONS = ("fast", "standard")
@@ -229,10 +229,8 @@ def autoattack(
       DLR loss, ``steps`` iterations towards each of the ``n_target_classes`` strongest other
       classes, 1 restart), then FAB-T (``steps`` iterations per target class, 1 restart), then Square
       (``n_queries`` queries, ``p_init=0.8``, the margin loss, the square-size schedule followed
-      query by query). With ``K`` classes, at most ``K - 1`` targets are tried. APGD-T needs at least
-      4 classes. Square has no L2 version here, so for ``norm="l2"`` the suite stops after FAB-T
-      (AutoAttack's L2 suite ends with an L2 Square Attack, which rarely changes the result of the
-      gradient attacks on a network whose gradients are not masked).
+      query by query; for ``norm="l2"`` the L2 Square Attack). With ``K`` classes, at most ``K - 1``
+      targets are tried. APGD-T needs at least 4 classes.
     - ``version="fast"`` (the default, and what this function built before the standard version
       existed): APGD-CE, then the untargeted APGD-DLR, then Square (Linf only), with the same
       budgets. Cheaper (no target classes, no FAB); comparable in spirit, not identical.
@@ -282,10 +280,16 @@ def autoattack(
         APGD(network, eps, steps=steps, norm=norm, loss="dlr", n_restarts=1, **targets, **kwargs),
         FAB(network, eps, steps=steps, norm=norm, n_restarts=1, **targets, **kwargs),
     ]
-    if str(norm).lower() == "linf":
-        members.append(
-            SquareAttack(
-                network, eps, n_queries=n_queries, p_init=0.8, loss="margin", rescale_schedule=False, **kwargs
-            )
+    members.append(
+        SquareAttack(
+            network,
+            eps,
+            norm=norm,
+            n_queries=n_queries,
+            p_init=0.8,
+            loss="margin",
+            rescale_schedule=False,
+            **kwargs,
         )
+    )
     return WorstCaseEnsemble(network, members, **kwargs)

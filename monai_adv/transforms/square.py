@@ -1,4 +1,4 @@
-"""Square Attack (Andriushchenko et al., ECCV 2020): a score-based, gradient-free L-infinity attack."""
+"""Square Attack (Andriushchenko et al., ECCV 2020): a score-based, gradient-free L-infinity and L2 attack."""
 
 from __future__ import annotations
 
@@ -29,13 +29,18 @@ _P_SCHEDULE = (
 
 
 class SquareAttack(NormBoundedAttack):
-    """Square Attack, L-infinity (Andriushchenko et al., ECCV 2020, Alg. 1 and 2).
+    """Square Attack, L-infinity and L2 (Andriushchenko et al., ECCV 2020, Alg. 1, 2 and 3).
 
     Random search that needs only the network's scores, never its gradients, so it also breaks
-    defences that mask or obfuscate gradients. It starts from vertical stripes of +-eps and, at each
-    query, proposes to set a random square (a cube for 3D volumes) of side ``s`` to +-eps per
-    channel, keeping the proposal if it lowers the margin loss. ``s`` shrinks on the paper's schedule
-    from a fraction ``p_init`` of the image. Each sample stops once it is fooled.
+    defences that mask or obfuscate gradients. L-infinity: it starts from vertical stripes of +-eps
+    and, at each query, proposes to set a random square (a cube for 3D volumes) of side ``s`` to
+    +-eps per channel, keeping the proposal if it lowers the margin loss. L2 (``norm="l2"``): it
+    starts from a grid of blocks, each holding the paper's centred pattern (nested squares weighted
+    ``1 / (k + 1)^2``, positive in one half and negative in the other) with a random sign, scaled to
+    L2 norm eps; each query moves the perturbation's mass in one random square and a second random
+    square into a new pattern in the first, keeping the total norm at eps (AutoAttack's L2 Square).
+    ``s`` shrinks on the paper's schedule from a fraction ``p_init`` of the image (AutoAttack uses
+    0.8 for both norms). Each sample stops once it is fooled.
 
     Dense outputs (segmentation): the margin loss is the per-voxel margin ``max(z_y - max_{j != y}
     z_j, 0)`` averaged over the voxels (how far the voxels not yet fooled are from flipping), and a
@@ -51,7 +56,8 @@ class SquareAttack(NormBoundedAttack):
             (``resc_schedule=False``).
         loss: ``"margin"`` (``z_y - max_{j != y} z_j``, the paper's default), ``"ce"``, or a callable
             ``loss(logits, labels) -> (B,)`` that the search increases (decreases when targeted).
-        kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (``norm`` must be "linf").
+        kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (``norm``: ``"linf"`` or
+            ``"l2"``).
 
     Raises:
         ValueError: for n_queries < 1, p_init outside (0, 1], or an unknown loss.
@@ -61,7 +67,7 @@ class SquareAttack(NormBoundedAttack):
     """
 
     uses_gradients = False
-    supported_norms = ("linf",)
+    supported_norms = ("linf", "l2")
 
     def __init__(
         self,
@@ -113,6 +119,8 @@ class SquareAttack(NormBoundedAttack):
         return m, m
 
     def _attack(self, x, y, mask, generator):
+        if self.norm == "l2":
+            return self._attack_l2(x, y, mask, generator)
         eps = self.current_eps
         b, c, *spatial = x.shape
         d = len(spatial)
@@ -155,6 +163,115 @@ class SquareAttack(NormBoundedAttack):
             x_best[idx] = x_new[better]
         self.last_queries = queries.cpu()
         return x_best
+
+    def _attack_l2(self, x, y, mask, generator):
+        """Alg. 3 of the paper, as AutoAttack's L2 Square runs it, for 2D images and 3D volumes."""
+        eps = self.current_eps
+        b, c, *spatial = x.shape
+        d = len(spatial)
+        keep = mask if mask is not None else torch.ones((1,) * x.ndim, device=x.device, dtype=x.dtype)
+        spatial_axes = tuple(range(2, x.ndim))
+
+        def rand_sign(shape):
+            return torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
+
+        def channel_norm(t):
+            return t.square().sum(spatial_axes, keepdim=True).sqrt()
+
+        def in_ball(x0, delta, keep_):
+            """``x0 + delta`` with delta (inside the mask) scaled to L2 norm eps, then projected."""
+            delta = delta * keep_
+            delta = delta * (eps / self.per_sample_norm(delta).clamp_min(1e-12))
+            return self.project(x0 + delta, x0, eps, None if mask is None else keep_.expand_as(x0))
+
+        # initialisation: a grid of blocks of side min(spatial) // 5, each a pattern with a random sign
+        s = max(min(spatial) // 5, 1)
+        delta = torch.zeros_like(x)
+        starts = [(size - s * (size // s)) // 2 for size in spatial]
+        for corner in (
+            torch.cartesian_prod(*[torch.arange(size // s) for size in spatial]).reshape(-1, d).tolist()
+        ):
+            block = tuple(slice(st + k * s, st + (k + 1) * s) for st, k in zip(starts, corner))
+            delta[(slice(None), slice(None), *block)] = self._l2_pattern(s, d, generator, x) * rand_sign(
+                (b, c, *([1] * d))
+            )
+        x_best = in_ball(x, delta, keep)
+        margin_best, loss_best = self._margin_and_loss(x_best, y)
+        queries = torch.ones(b, device=x.device)
+        n_features = c * math.prod(spatial)
+
+        for it in range(self.n_queries - 1):
+            active = (~self.succeeded(margin_best)).nonzero()[:, 0]
+            if active.numel() == 0:
+                break
+            n = active.numel()
+            xa, ya = x[active], y[active]
+            keep_a = keep[active] if keep.shape[0] > 1 else keep
+            delta = x_best[active] - xa
+            side = max(int(round((self.square_fraction(it) * n_features / c) ** (1.0 / d))), 3)
+            side = min(side + 1 - side % 2, min(spatial))  # odd, as in the paper, and inside the image
+            w1 = self._random_window(n, spatial, side, generator, x.device).to(x.dtype)
+            w2 = self._random_window(n, spatial, side, generator, x.device).to(x.dtype)
+            # a new pattern in square 1 takes over the mass of both squares, per channel:
+            # sqrt((eps^2 - ||delta||^2) / c + ||delta in the squares||^2)
+            budget = (
+                (eps**2 - self.per_sample_norm(delta).square()).clamp_min(0) / c
+                + channel_norm(delta * torch.maximum(w1, w2)).square()
+            ).sqrt()
+            old = delta * w1 / (channel_norm(delta * w1) + 1e-12)
+            pattern = self._l2_pattern(side, d, generator, x) * rand_sign((n, c, *([1] * d)))
+            new = (self._place(pattern, w1) + old) * keep_a
+            new = new / (channel_norm(new) + 1e-12) * budget
+            x_new = in_ball(xa, delta * (1 - w1) * (1 - w2) + new, keep_a)
+            margin_new, loss_new = self._margin_and_loss(x_new, ya)
+            queries[active] += 1
+            better = (loss_new < loss_best[active]) | self.succeeded(margin_new)
+            idx = active[better]
+            loss_best[idx] = torch.minimum(loss_new[better], loss_best[idx])
+            margin_best[idx] = margin_new[better]
+            x_best[idx] = x_new[better]
+        self.last_queries = queries.cpu()
+        return x_best
+
+    @staticmethod
+    def _l2_pattern(side: int, d: int, generator: torch.Generator, like: torch.Tensor) -> torch.Tensor:
+        """The paper's L2 pattern on a square (cube) of the given side, with unit L2 norm.
+
+        Two halves along a random axis, each holding centred nested boxes (box ``k`` spans ``k``
+        voxels either side of the centre) weighted ``1 / (k + 1)^2`` and normalised, the first half
+        positive and the second negative.
+        """
+        axis = int(torch.randint(0, d, (1,), generator=generator, device=like.device))
+        half = side // 2
+        parts = []
+        for sign, size in ((1.0, half), (-1.0, side - half)):
+            shape = [side] * d
+            shape[axis] = size
+            if size == 0:
+                parts.append(torch.zeros(shape, device=like.device, dtype=like.dtype))
+                continue
+            # a voxel whose Chebyshev distance to the centre is r lies in boxes r, r + 1, ...
+            ring = torch.zeros(shape, device=like.device, dtype=torch.long)
+            for ax, n_ax in enumerate(shape):
+                view = [1] * d
+                view[ax] = n_ax
+                ring = torch.maximum(
+                    ring, (torch.arange(n_ax, device=like.device) - n_ax // 2).abs().reshape(view)
+                )
+            n_boxes = max(n_ax // 2 + 1 for n_ax in shape)
+            weights = 1.0 / (torch.arange(n_boxes, device=like.device, dtype=like.dtype) + 1) ** 2
+            part = weights.flip(0).cumsum(0).flip(0)[ring]  # sum over the boxes k >= r
+            parts.append(sign * part / part.square().sum().sqrt())
+        pattern = torch.cat(parts, dim=axis)
+        return pattern / pattern.square().sum().sqrt().clamp_min(1e-12)
+
+    @staticmethod
+    def _place(pattern: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+        """Put a ``(n, c, side, ...)`` pattern where each sample's 0/1 ``window (n, 1, *spatial)`` is 1."""
+        out = torch.zeros(pattern.shape[:2] + window.shape[2:], device=pattern.device, dtype=pattern.dtype)
+        # every window holds side^d voxels per channel, selected in row-major order like the pattern's
+        out[window.expand(out.shape).bool()] = pattern.reshape(-1)
+        return out
 
     @staticmethod
     def _random_window(

@@ -7,7 +7,6 @@ from helpers import LinearClassifier, accuracy, trained_cnn
 
 from monai_adv.transforms import (
     APGD,
-    AUTOATTACK_VERSIONS,
     FAB,
     APGDd,
     SquareAttack,
@@ -15,6 +14,7 @@ from monai_adv.transforms import (
     autoattack,
     top_target_classes,
 )
+from monai_adv.transforms.composite import AUTOATTACK_VERSIONS
 
 EPS = 0.015  # where APGD-CE leaves about 70% of the toy classifier's test set correct
 
@@ -102,11 +102,17 @@ def test_standard_suite_is_autoattacks_standard_version():
     assert square.n_queries == 5000 and square.p_init == 0.8 and square.loss_name == "margin"
     assert not square.rescale_schedule and square.square_fraction(11) == 0.4  # AutoAttack's raw schedule
     assert not aa.label_is_target
-    # L2: the same gradient attacks in L2 (no L2 Square here)
+    # L2: the same attacks in L2, Square included
     l2 = autoattack(net, 0.5, norm="l2", version="standard", steps=7)
-    assert [a.describe()["name"] for a in l2.attacks] == ["APGD-7", "APGD-T-7", "FAB-T-7"]
+    assert [a.describe()["name"] for a in l2.attacks] == [
+        "APGD-7",
+        "APGD-T-7",
+        "FAB-T-7",
+        "SquareAttack-5000",
+    ]
     assert all(a.norm == "l2" for a in l2.attacks)
-    # the default is still the cheaper suite this function built before
+    # the default is still the cheaper suite this function built before (no Square for L2)
+    assert len(autoattack(net, 0.5, norm="l2").attacks) == 2
     fast = autoattack(net, 8 / 255)
     assert [a.describe()["name"] for a in fast.attacks] == ["APGD-100", "APGD-100", "SquareAttack-5000"]
     assert [a.loss_name for a in fast.attacks[:2]] == ["ce", "dlr"] and fast.attacks[2].rescale_schedule
@@ -163,3 +169,45 @@ def test_bad_arguments_for_the_standard_suite():
     # an APGD-T member with a targeted-label attack cannot be mixed in one ensemble
     with pytest.raises(ValueError, match="takes the"):
         WorstCaseEnsemble(net, [APGD(net, 0.1), APGD(net, 0.1, targeted=True)])
+
+
+def _reference_l2_pattern(s):
+    """The paper's pattern written out with loops over the nested boxes, as the reference code does."""
+
+    def boxes(rows, cols):
+        out = torch.zeros(rows, cols)
+        for k in range(max(rows // 2 + 1, cols // 2 + 1)):
+            r0, c0 = rows // 2 - k, cols // 2 - k
+            out[max(r0, 0) : min(r0 + 2 * k + 1, rows), max(c0, 0) : min(c0 + 2 * k + 1, cols)] += (
+                1 / (k + 1) ** 2
+            )
+        return out / out.norm()
+
+    pattern = torch.cat([boxes(s // 2, s), -boxes(s - s // 2, s)])
+    return pattern / pattern.norm()
+
+
+@pytest.mark.parametrize("side", [3, 4, 7])
+def test_square_l2_pattern_is_the_papers(side):
+    g = torch.Generator().manual_seed(0)
+    ref = _reference_l2_pattern(side)
+    seen = set()
+    for _ in range(8):  # split along either axis at random
+        p = SquareAttack._l2_pattern(side, 2, g, torch.zeros(1))
+        transposed = torch.allclose(p, ref.T, atol=1e-6)
+        assert torch.allclose(p, ref, atol=1e-6) or transposed
+        seen.add(transposed)
+    assert seen == {False, True}
+    cube = SquareAttack._l2_pattern(side, 3, g, torch.zeros(1))
+    assert cube.shape == (side,) * 3 and abs(float(cube.norm()) - 1) < 1e-6
+    assert abs(float(cube.sum())) < float(cube.abs().sum())  # a positive and a negative half
+
+
+def test_square_l2_needs_no_gradients_and_spends_exactly_eps(model):
+    net, x, y = model
+    atk = SquareAttack(net, 0.5, norm="l2", n_queries=300, rescale_schedule=False).set_random_state(0)
+    x_adv = atk(x, y)
+    norms = (x_adv - x).flatten(1).norm(dim=1)
+    assert (norms <= 0.5 * (1 + 1e-5)).all() and norms.min() > 0.45  # the whole budget, up to clipping
+    assert accuracy(net, x_adv, y) < 0.5
+    assert atk.last_queries.max() <= 300

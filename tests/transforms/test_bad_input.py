@@ -40,7 +40,7 @@ def x():
         (lambda n: PGD(n, 0.1, steps=2.5), "steps must be an integer >= 1"),
         (lambda n: PGD(n, 0.1, alpha=0.0), "alpha must be > 0"),
         (lambda n: PGD(n, 0.1, norm="l1"), "norm must be one of"),
-        (lambda n: SquareAttack(n, 0.1, norm="l2"), "norm must be one of"),
+        (lambda n: SquareAttack(n, 0.1, norm="l1"), "norm must be one of"),
         (lambda n: SquareAttack(n, 0.1, n_queries=0), "n_queries"),
         (lambda n: SquareAttack(n, 0.1, p_init=1.5), "p_init"),
         (lambda n: MIFGSM(n, 0.1, decay=-1), "decay must be >= 0"),

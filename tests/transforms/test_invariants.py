@@ -61,7 +61,7 @@ def problems(draw, attack_names=("fgsm", "pgd", "mifgsm", "apgd", "square"), all
     name = draw(st.sampled_from(attack_names))
     norm = (
         draw(st.sampled_from(["linf", "l2"]))
-        if allow_l2 and name in ("pgd", "apgd", "fgsm", "mifgsm", "fab", "fab_t", "apgd_t")
+        if allow_l2 and name in ("pgd", "apgd", "fgsm", "mifgsm", "fab", "fab_t", "apgd_t", "square")
         else "linf"
     )
     unit = scale if norm == "linf" else scale * np.sqrt(np.prod(spatial) * c)
@@ -99,7 +99,7 @@ def build(p):
         "pgd": lambda: PGD(net, eps, steps=3, norm=norm, **common),
         "mifgsm": lambda: MIFGSM(net, eps, steps=3, norm=norm, **common),
         "apgd": lambda: APGD(net, eps, steps=5, norm=norm, loss="dlr", n_restarts=2, **common),
-        "square": lambda: SquareAttack(net, eps, n_queries=8, **common),
+        "square": lambda: SquareAttack(net, eps, n_queries=8, norm=norm, **common),
         # AutoAttack's standard members: APGD-T and FAB-T over chosen targets, FAB with a random restart
         "apgd_t": lambda: APGD(
             net, eps, steps=3, norm=norm, loss="dlr", targeted=True, n_target_classes=2, **common
