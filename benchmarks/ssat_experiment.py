@@ -105,8 +105,12 @@ def synthetic_pool(cache: Path, size: int = 64, n_pool: int = 5000, n_test: int 
         cache.mkdir(parents=True, exist_ok=True)
         t0 = time.time()
         version = generator_version()
-        xtr, ytr = SyntheticOCTGenerator(image_size=size, seed=1000).generate(n_pool, shuffle=True, num_workers=2)
-        xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(n_test, shuffle=True, num_workers=2)
+        xtr, ytr = SyntheticOCTGenerator(image_size=size, seed=1000).generate(
+            n_pool, shuffle=True, num_workers=2
+        )
+        xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(
+            n_test, shuffle=True, num_workers=2
+        )
         tmp = path.with_suffix(".tmp.npz")
         np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, generator=np.array(version))
         os.replace(tmp, path)
@@ -147,8 +151,10 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
     """Labeled, unlabeled and test tensors of one (data, label fraction, seed)."""
     if data == "synthetic":
         pool = synthetic_pool(Path(a.cache), a.size, a.n_pool, a.n_test)
-        m = stratified_labeled_mask(pool["y_pool"], fraction, seed) if fraction < 1 else torch.ones_like(
-            pool["y_pool"], dtype=torch.bool
+        m = (
+            stratified_labeled_mask(pool["y_pool"], fraction, seed)
+            if fraction < 1
+            else torch.ones_like(pool["y_pool"], dtype=torch.bool)
         )
         return {
             "x_l": pool["x_pool"][m],
@@ -254,7 +260,9 @@ def predict(net: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat(out)
 
 
-def train(method: str, d: dict, seed: int, a: argparse.Namespace, teacher: nn.Module | None, init: dict | None):
+def train(
+    method: str, d: dict, seed: int, a: argparse.Namespace, teacher: nn.Module | None, init: dict | None
+):
     """Train one method; returns the network (eval mode), CPU seconds and a description of the recipe."""
     torch.manual_seed(seed)
     net = new_network(a)
@@ -332,10 +340,15 @@ def accuracy_and_predictions(net, x, y, attack=None, batch: int = 250) -> tuple[
 
 
 def recalls(y: torch.Tensor, p: torch.Tensor) -> list:
-    return [None if r is None else round(float(r), 4) for r in per_class_recall(confusion_matrix(y, p, len(CLASSES)))]
+    return [
+        None if r is None else round(float(r), 4)
+        for r in per_class_recall(confusion_matrix(y, p, len(CLASSES)))
+    ]
 
 
-def cheap_evaluation(net: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, a: argparse.Namespace) -> dict:
+def cheap_evaluation(
+    net: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int, a: argparse.Namespace
+) -> dict:
     clean, p = accuracy_and_predictions(net, x, y)
     res = {"clean": clean, "recall_clean": recalls(y, p), "pred_classes": int(p.unique().numel())}
     for eps in FGSM_GRID:
@@ -360,11 +373,15 @@ def suite_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
 def suite_evaluation(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, seed: int, a) -> dict:
     from monai_adv.transforms import autoattack
 
-    suite = autoattack(net, eps, version="standard", amp=not a.no_amp)
+    suite = autoattack(
+        net, eps, version="standard", steps=a.suite_steps, n_queries=a.suite_queries, amp=not a.no_amp
+    )
     suite.set_random_state(seed)
+    clean = accuracy_and_predictions(net, x, y)[0]
     t0 = time.time()
     acc, p = accuracy_and_predictions(net, x, y, suite, batch=a.suite_batch)
     return {
+        "clean_subset": clean,
         "robust": acc,
         "recall_robust": recalls(y, p),
         "suite_s": round(time.time() - t0, 1),
@@ -423,12 +440,16 @@ def ensure_trained(job, a, results: Path, done: set) -> nn.Module:
         return net.eval()
     d = setting_data(data, frac, seed, a)
     d["data"] = data
-    teacher = ensure_trained((data, frac, seed, "standard"), a, results, done) if method in NEEDS_TEACHER else None
+    teacher = (
+        ensure_trained((data, frac, seed, "standard"), a, results, done) if method in NEEDS_TEACHER else None
+    )
     init = None
     if data == "kermany":
         ensure_trained(("synthetic", 1.0, seed, "standard"), a, results, done)
         init = torch.load(
-            weights_path(a, run_key("synthetic", 1.0, seed, "standard")), map_location=a.device, weights_only=True
+            weights_path(a, run_key("synthetic", 1.0, seed, "standard")),
+            map_location=a.device,
+            weights_only=True,
         )
     print(f"--- training {key}: {len(d['x_l'])} labeled, {len(d['x_u'])} unlabeled", flush=True)
     net, cpu_s, wall_s, start, iters = train(method, d, seed, a, teacher, init)
@@ -490,12 +511,24 @@ def run(a: argparse.Namespace) -> None:
             for eps in SUITE_EPS:
                 if (key, eps_name(eps)) in suited:
                     continue
-                print(f"--- AutoAttack standard on {key} at eps {eps_name(eps)} ({len(sub)} images)", flush=True)
+                print(
+                    f"--- AutoAttack standard on {key} at eps {eps_name(eps)} ({len(sub)} images)", flush=True
+                )
                 res = suite_evaluation(net, d["x_test"][sub], d["y_test"][sub], eps, seed, a)
                 append(
                     results,
-                    dict(kind="suite", key=key, data=data, label_fraction=frac, seed=seed, method=method,
-                         eps=eps_name(eps), n=len(sub), amp=not a.no_amp, **res),
+                    dict(
+                        kind="suite",
+                        key=key,
+                        data=data,
+                        label_fraction=frac,
+                        seed=seed,
+                        method=method,
+                        eps=eps_name(eps),
+                        n=len(sub),
+                        amp=not a.no_amp,
+                        **res,
+                    ),
                 )
                 suited.add((key, eps_name(eps)))
 
@@ -541,13 +574,26 @@ def report(a: argparse.Namespace) -> str:
             cells.append(mean_sd([100 * r["fgsm@0.002"] for r in mrs]))
             cells += [mean_sd([100 * r[f"pgd20@{eps_name(e)}"] for r in mrs]) for e in PGD_EPS]
             for e in SUITE_EPS:
-                v = [100 * suite_rows[r["key"]][eps_name(e)]["robust"] for r in mrs if eps_name(e) in suite_rows[r["key"]]]
-                cells.append(f"**{mean_sd(v)}**" + (f" ({len(v)})" if v and len(v) != len(mrs) else "") if v else "")
+                v = [
+                    100 * suite_rows[r["key"]][eps_name(e)]["robust"]
+                    for r in mrs
+                    if eps_name(e) in suite_rows[r["key"]]
+                ]
+                cells.append(
+                    f"**{mean_sd(v)}**" + (f" ({len(v)})" if v and len(v) != len(mrs) else "") if v else ""
+                )
             cpu = [r["train_cpu_s"] for r in mrs]
             if method in NEEDS_TEACHER:  # the teacher's training is part of the method's cost
-                cpu = [c + train_rows.get(run_key(data, frac, r["seed"], "standard"), {}).get("train_cpu_s", 0) for c, r in zip(cpu, mrs)]
+                cpu = [
+                    c + train_rows.get(run_key(data, frac, r["seed"], "standard"), {}).get("train_cpu_s", 0)
+                    for c, r in zip(cpu, mrs)
+                ]
             cells.append(f"{statistics.mean(cpu) / 60:.1f}")
-            out.append(f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | " + " | ".join(cells) + " |")
+            out.append(
+                f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | "
+                + " | ".join(cells)
+                + " |"
+            )
     text = "\n".join(out)
     print(text)
     if a.plot:
@@ -561,12 +607,18 @@ def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    settings = sorted({(r["data"], r["label_fraction"]) for r in train_rows.values() if r["label_fraction"] < 1},
-                      key=lambda k: (k[0] != "synthetic", k[1]))
+    settings = sorted(
+        {(r["data"], r["label_fraction"]) for r in train_rows.values() if r["label_fraction"] < 1},
+        key=lambda k: (k[0] != "synthetic", k[1]),
+    )
     fig, axes = plt.subplots(2, len(settings), figsize=(4.2 * len(settings), 7.5), squeeze=False)
     for j, (data, frac) in enumerate(settings):
         for i, method in enumerate(METHODS):
-            mrs = [r for r in train_rows.values() if (r["data"], r["label_fraction"], r["method"]) == (data, frac, method)]
+            mrs = [
+                r
+                for r in train_rows.values()
+                if (r["data"], r["label_fraction"], r["method"]) == (data, frac, method)
+            ]
             if not mrs:
                 continue
             keys = ["clean"] + [f"fgsm@{e:g}" for e in FGSM_GRID]
@@ -575,7 +627,11 @@ def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
             axes[0, j].plot(xs, m, marker=".", color=f"C{i}", label=method)
             ys, es = [], []
             for e in SUITE_EPS:
-                v = [100 * suite_rows[r["key"]][eps_name(e)]["robust"] for r in mrs if eps_name(e) in suite_rows[r["key"]]]
+                v = [
+                    100 * suite_rows[r["key"]][eps_name(e)]["robust"]
+                    for r in mrs
+                    if eps_name(e) in suite_rows[r["key"]]
+                ]
                 ys.append(statistics.mean(v) if v else float("nan"))
                 es.append(statistics.stdev(v) if len(v) > 1 else 0.0)
             xc = [0.0] + [e * 255 for e in SUITE_EPS]
@@ -602,8 +658,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--data", nargs="+", choices=["synthetic", "kermany"], default=["synthetic", "kermany"])
     p.add_argument("--synthetic-fractions", type=float, nargs="+", default=[0.1, 0.01])
     p.add_argument("--kermany-fractions", type=float, nargs="+", default=[0.1, 0.25])
-    p.add_argument("--kermany-roots", nargs="+",
-                   default=[str(HERE.parent.parent / "shared/data/kermany-oct-sample"), str(HERE.parent.parent / "shared/data/kermany-oct-pool")])
+    p.add_argument(
+        "--kermany-roots",
+        nargs="+",
+        default=[
+            str(HERE.parent.parent / "shared/data/kermany-oct-sample"),
+            str(HERE.parent.parent / "shared/data/kermany-oct-pool"),
+        ],
+    )
     p.add_argument("--kermany-test-fraction", type=float, default=0.25)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
@@ -612,7 +674,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--n-test", type=int, default=250, help="synthetic test images per class")
     p.add_argument("--network", choices=["cnn", "resnet18"], default="cnn")
     p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--epochs", type=int, default=0, help="epochs over the labeled part (0: use the iterations)")
+    p.add_argument(
+        "--epochs", type=int, default=0, help="epochs over the labeled part (0: use the iterations)"
+    )
     p.add_argument("--device", default="cpu")
     p.add_argument(
         "--paper-scale",
@@ -628,11 +692,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--finetune-lr-scale", type=float, default=0.3)
     p.add_argument("--weight-decay", type=float, default=5e-4)
-    p.add_argument("--train-eps", type=float, default=2 / 255)
+    p.add_argument("--train-eps", type=float, default=1 / 255)
     p.add_argument("--train-steps", type=int, default=3)
     p.add_argument("--suite-per-class", type=int, default=100)
     p.add_argument("--suite-batch", type=int, default=400)
-    p.add_argument("--no-amp", action="store_true", help="train and attack in float32 (default: bf16 autocast)")
+    p.add_argument(
+        "--suite-steps", type=int, default=100, help="AutoAttack's iterations (100: the standard suite)"
+    )
+    p.add_argument(
+        "--suite-queries", type=int, default=5000, help="Square's queries (5000: the standard suite)"
+    )
+    p.add_argument(
+        "--no-amp", action="store_true", help="train and attack in float32 (default: bf16 autocast)"
+    )
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=str(HERE / ".cache"))
     p.add_argument("--runs", default=str(HERE / "ssat_runs" / "experiment"))
