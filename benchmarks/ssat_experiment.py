@@ -429,15 +429,78 @@ def weights_path(a, key: str) -> Path:
     return Path(a.runs) / f"{key}.pt"
 
 
-def ensure_trained(job, a, results: Path, done: set) -> nn.Module:
-    """The trained network of ``job``: loaded from ``--runs``, or trained (and its row appended)."""
+class JobLock:
+    """An exclusive claim on one job (a file holding the owner's pid), so that several copies of the
+    command can share the plan: each skips what another is doing. A claim whose process is gone is
+    taken over."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    os.kill(int(self.path.read_text() or 0), 0)
+                    return False  # its owner is alive
+                except (ProcessLookupError, ValueError, FileNotFoundError):
+                    self.path.unlink(missing_ok=True)  # a stale claim: take it over
+                    continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return True
+        return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def finished_keys(results: Path, kind: str) -> set:
+    """What the results file holds now (other processes may have added rows since this one started)."""
+    return {
+        (r["key"], r["eps"]) if kind == "suite" else r["key"]
+        for r in load_results(results)
+        if r.get("kind") == kind
+    }
+
+
+def load_trained(a, key: str) -> nn.Module:
+    net = new_network(a)
+    net.load_state_dict(torch.load(weights_path(a, key), map_location=a.device, weights_only=True))
+    return net.eval()
+
+
+def ensure_trained(job, a, results: Path, done: set) -> nn.Module | None:
+    """The trained network of ``job``: loaded from ``--runs``, or trained (and its row appended).
+
+    When another process is training it, waits for it if ``job`` is needed now (``done`` is refreshed),
+    else returns None.
+    """
     data, frac, seed, method = job
     key = run_key(*job)
     path = weights_path(a, key)
-    if path.exists() and key in done:
-        net = new_network(a)
-        net.load_state_dict(torch.load(path, map_location=a.device, weights_only=True))
-        return net.eval()
+    lock = JobLock(path.with_suffix(".lock"))
+    while True:
+        done |= finished_keys(results, "train")
+        if path.exists() and key in done:
+            return load_trained(a, key)
+        if lock.acquire():
+            break
+        print(f"--- {key}: another process is training it; waiting", flush=True)
+        time.sleep(20)
+    try:
+        return _train_and_record(job, a, results, done)
+    finally:
+        lock.release()
+
+
+def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
+    data, frac, seed, method = job
+    key = run_key(*job)
+    path = weights_path(a, key)
     d = setting_data(data, frac, seed, a)
     d["data"] = data
     teacher = (
@@ -490,47 +553,61 @@ def ensure_trained(job, a, results: Path, done: set) -> nn.Module:
     return net
 
 
-def run(a: argparse.Namespace) -> None:
-    torch.set_num_threads(a.threads)
-    results = Path(a.results)
-    rows = load_results(results)
-    trained = {r["key"] for r in rows if r.get("kind") == "train"}
-    suited = {(r["key"], r["eps"]) for r in rows if r.get("kind") == "suite"}
-    for job in plan(a):
+def suite_pass(a: argparse.Namespace, jobs: list, results: Path) -> int:
+    """Run the standard suite on every trained model that lacks it; returns how many evaluations are left."""
+    left = 0
+    for job in jobs:
         key = run_key(*job)
-        if a.stage in ("train", "all"):
-            net = ensure_trained(job, a, results, trained)
-        if a.stage in ("suite", "all"):
-            if key not in trained or not weights_path(a, key).exists():
-                print(f"--- {key}: not trained yet, no suite", flush=True)
+        data, frac, seed, method = job
+        pending = [e for e in SUITE_EPS if (key, eps_name(e)) not in finished_keys(results, "suite")]
+        if not pending:
+            continue
+        if key not in finished_keys(results, "train") or not weights_path(a, key).exists():
+            left += len(pending)
+            continue
+        d = setting_data(data, frac, seed, a)
+        sub = suite_subset(d["y_test"], a.suite_per_class)
+        net = load_trained(a, key)
+        for eps in pending:
+            lock = JobLock(weights_path(a, f"{key}_suite{eps * 255:.0f}").with_suffix(".lock"))
+            if (key, eps_name(eps)) in finished_keys(results, "suite") or not lock.acquire():
                 continue
-            data, frac, seed, method = job
-            d = setting_data(data, frac, seed, a)
-            sub = suite_subset(d["y_test"], a.suite_per_class)
-            net = ensure_trained(job, a, results, trained)
-            for eps in SUITE_EPS:
-                if (key, eps_name(eps)) in suited:
-                    continue
+            try:
                 print(
                     f"--- AutoAttack standard on {key} at eps {eps_name(eps)} ({len(sub)} images)", flush=True
                 )
                 res = suite_evaluation(net, d["x_test"][sub], d["y_test"][sub], eps, seed, a)
-                append(
-                    results,
-                    dict(
-                        kind="suite",
-                        key=key,
-                        data=data,
-                        label_fraction=frac,
-                        seed=seed,
-                        method=method,
-                        eps=eps_name(eps),
-                        n=len(sub),
-                        amp=not a.no_amp,
-                        **res,
-                    ),
-                )
-                suited.add((key, eps_name(eps)))
+                rec = dict(kind="suite", key=key, data=data, label_fraction=frac, seed=seed, method=method)
+                rec.update(eps=eps_name(eps), n=len(sub), amp=not a.no_amp, **res)
+                append(results, rec)
+            finally:
+                lock.release()
+    return left
+
+
+def run(a: argparse.Namespace) -> None:
+    torch.set_num_threads(a.threads)
+    results = Path(a.results)
+    jobs = plan(a)
+    if a.stage in ("train", "all"):
+        trained: set = set()
+        for job in jobs:
+            # a job that another copy of this command holds is left to it, so parallel copies share the plan
+            lock = JobLock(weights_path(a, run_key(*job)).with_suffix(".lock"))
+            if run_key(*job) not in finished_keys(results, "train") and lock.path.exists():
+                if not lock.acquire():
+                    continue
+                lock.release()
+            ensure_trained(job, a, results, trained)
+    if a.stage in ("suite", "all"):
+        while True:
+            left = suite_pass(a, jobs, results)
+            if not (a.follow and left):
+                break
+            print(
+                f"--- {left} suite evaluations wait for their models; checking again in a minute", flush=True
+            )
+            time.sleep(60)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -655,6 +732,7 @@ def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=["train", "suite", "all"], default="all")
+    p.add_argument("--follow", action="store_true", help="suite stage: wait for models still being trained")
     p.add_argument("--data", nargs="+", choices=["synthetic", "kermany"], default=["synthetic", "kermany"])
     p.add_argument("--synthetic-fractions", type=float, nargs="+", default=[0.1, 0.01])
     p.add_argument("--kermany-fractions", type=float, nargs="+", default=[0.1, 0.25])
