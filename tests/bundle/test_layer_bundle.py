@@ -139,7 +139,7 @@ def test_evaluate_reports_dice_under_every_attack(trained: Path):
     assert 0.0 <= report["clean"]["mean_dice"] <= 1.0 and set(report["clean"]["dice"]) == set(CLASSES)
     types = {a["type"] for a in report["attacks"].values()}
     assert types == {"FGSM", "PGD", "SegPGD", "CosPGD"}
-    assert {"fgsm_eps0.002", "pgd10_eps0.004", "segpgd10_eps0.004", "cospgd10_eps0.002"} <= set(
+    assert {"fgsm_eps0.016", "pgd10_eps0.008", "segpgd10_eps0.032", "cospgd10_eps0.008"} <= set(
         report["attacks"]
     )
     for a in report["attacks"].values():
@@ -306,7 +306,7 @@ def test_layer_demo_compares_the_systems(trained: Path, capsys):
     table = run_layer_demo(trained, quick=True, methods=["supervised"], overrides={"seed": 1})
     report = json.loads((trained / "quick" / "eval" / "supervised" / "report.json").read_text())
     clean = f"| clean | 0.0 | {report['clean']['mean_dice']:.3f} | {report['clean']['mean_hd95']:.2f} |"
-    assert clean in table and "segpgd10_eps0.004" in table
+    assert clean in table and "segpgd10_eps0.032" in table
     out = capsys.readouterr().out
     assert "| attack | eps | supervised: mean Dice | supervised: mean HD95 |" in out
     assert "undefended baseline" in out
