@@ -117,8 +117,9 @@ class FAB(NormBoundedAttack):
       ``n_target_classes=9, steps=100, n_restarts=1``, which is deterministic.
 
     Samples the network already gets wrong (or, given a target, already classifies as the target) are
-    returned unchanged. FAB attacks classifiers (class logits), not dense (segmentation) outputs. The untargeted attack costs one forward and ``K`` backward passes per
-    iteration, the targeted ones one backward pass, plus one forward pass to check success.
+    returned unchanged. FAB attacks classifiers (class logits), not dense (segmentation) outputs. The
+    untargeted attack costs one forward and ``K`` backward passes per iteration, the targeted ones one
+    backward pass, plus one forward pass to check success.
 
     Args:
         network: the classifier under attack.
@@ -148,7 +149,8 @@ class FAB(NormBoundedAttack):
         fab_t = FAB(net, eps=8 / 255, targeted=True, n_target_classes=9)   # AutoAttack's FAB-T
         x_adv = fab_t(batch, labels)
         fab = FAB(net, eps=1.0, norm="l2")
-        x_adv = fab(batch, labels); fab.last_distance   # minimal L2 distances found
+        x_adv = fab(batch, labels)
+        fab.last_distance   # the smallest L2 distances found, also beyond eps
     """
 
     #: FAB's boundaries are those between class logits: dense (segmentation) labels raise a ValueError
