@@ -85,6 +85,7 @@ FGSM_GRID = [round(0.0002 * i, 4) for i in range(1, 11)]
 PGD_EPS = [1 / 255, 2 / 255, 4 / 255]
 SUITE_EPS = [1 / 255, 2 / 255]
 HERE = Path(__file__).resolve().parent
+TABLES_BEGIN, TABLES_END = "<!-- tables: written by ssat_experiment.py --report -->", "<!-- end of tables -->"
 
 
 def eps_name(eps: float) -> str:
@@ -671,8 +672,21 @@ def report(a: argparse.Namespace) -> str:
                 + " | ".join(cells)
                 + " |"
             )
+    done = {(r["key"], r["eps"]) for rs in suite_rows.values() for r in rs.values()}
+    total = len(plan(a))
+    out.insert(
+        0,
+        f"Rows so far: {len(train_rows)} of {total} training runs and {len(done)} of {total * len(SUITE_EPS)} "
+        f"suite evaluations of the default plan. Mean ± standard deviation over the seeds listed; accuracies "
+        f"in %; AA = AutoAttack's standard suite (worst case per image) on the fixed subset.",
+    )
     text = "\n".join(out)
     print(text)
+    if a.markdown:  # the tables go between the two markers of the results page
+        md = Path(a.markdown).read_text()
+        head, rest = md.split(TABLES_BEGIN, 1)
+        md = head + TABLES_BEGIN + "\n" + text + "\n" + TABLES_END + rest.split(TABLES_END, 1)[1]
+        Path(a.markdown).write_text(md)
     if a.plot:
         plot(train_rows, suite_rows, a.plot)
     return text
@@ -789,6 +803,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", default=str(HERE / "ssat_results.jsonl"))
     p.add_argument("--report", action="store_true")
     p.add_argument("--plot", default=None)
+    p.add_argument(
+        "--markdown", default=None, help="--report: write the tables into this page, between its markers"
+    )
     a = p.parse_args(argv)
     if a.paper_scale:
         a.size, a.network, a.optimizer, a.lr, a.weight_decay, a.epochs = 224, "resnet18", "sgd", 1e-3, 0.0, 10
