@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -222,13 +222,37 @@ def run_demo(
             installation ships none (an editable install: pass the checkout's bundle folder).
         ValueError: for a method the bundle has no config for.
     """
-    from monai.bundle import run as bundle_run
 
     root = resolve_bundle_dir(bundle_dir)
     known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
+    steps = ([], ["configs/fit_detector.json"], ["configs/evaluate.json"])
+    work, reports = _run_methods(root, methods, method_configs, steps, quick, overrides)
+    table = compare_reports(reports)
+    print("\nOCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack\n")
+    print(table)
+    print("Systems:")
+    for m in methods:
+        print(f"- {m}: {RECIPES.get(m, m)}")
+    for m in methods:
+        print(f"{m}: plots and report.md in {work / 'eval' / m}")
+    return table
+
+
+def _run_methods(
+    root: Path,
+    methods: Sequence[str],
+    configs_of: Callable[[str], list[str]],
+    steps: Sequence[list[str]],
+    quick: bool,
+    overrides: Mapping[str, Any] | None,
+) -> tuple[Path, dict[str, str]]:
+    """Run, in ``root``, each method's configs followed by each step's (plus ``quick.json``); returns the
+    work folder and each method's ``eval/<method>/report.json``."""
+    from monai.bundle import run as bundle_run
+
     extra = ["configs/quick.json"] if quick else []
     work = root / "quick" if quick else root
     cwd = os.getcwd()
@@ -236,8 +260,8 @@ def run_demo(
     reports = {}
     try:
         for method in methods:
-            for step in ([], ["configs/fit_detector.json"], ["configs/evaluate.json"]):
-                files = method_configs(method) + step + extra
+            for step in steps:
+                files = configs_of(method) + step + extra
                 print(f"\n=== {method}: {' + '.join(os.path.basename(f) for f in files)} ===", flush=True)
                 bundle_run(
                     config_file=files,
@@ -248,15 +272,7 @@ def run_demo(
             reports[method] = str(work / "eval" / method / "report.json")
     finally:
         os.chdir(cwd)
-    table = compare_reports(reports)
-    print("\nOCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack\n")
-    print(table)
-    print("Systems:")
-    for m in methods:
-        print(f"- {m}: {RECIPES.get(m, m)}")
-    for m in methods:
-        print(f"{m}: plots and report.md in {work / 'eval' / m}")
-    return table
+    return work, reports
 
 
 def run_layer_demo(
@@ -283,33 +299,19 @@ def run_layer_demo(
         FileNotFoundError: when there is no bundle folder.
         ValueError: for a method the bundle has no config for.
     """
-    from monai.bundle import run as bundle_run
 
     root = resolve_bundle_dir(bundle_dir, name=LAYER_BUNDLE_NAME)
     known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
-    extra = ["configs/quick.json"] if quick else []
-    work = root / "quick" if quick else root
-    cwd = os.getcwd()
-    os.chdir(root)
-    reports = {}
-    try:
-        for method in methods:
-            train = ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
-            for step in ([], ["configs/evaluate.json"]):
-                files = train + step + extra
-                print(f"\n=== {method}: {' + '.join(os.path.basename(f) for f in files)} ===", flush=True)
-                bundle_run(
-                    config_file=files,
-                    meta_file="configs/metadata.json",
-                    logging_file="configs/logging.conf",
-                    **dict(overrides or {}),
-                )
-            reports[method] = str(work / "eval" / method / "report.json")
-    finally:
-        os.chdir(cwd)
+
+    def train_configs(method: str) -> list[str]:
+        return ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
+
+    work, reports = _run_methods(
+        root, methods, train_configs, ([], ["configs/evaluate.json"]), quick, overrides
+    )
     table = compare_segmentation_reports(reports)
     print("\nOCT layer segmentation: mean Dice (and HD95, pixels) clean and per attack\n")
     print(table)

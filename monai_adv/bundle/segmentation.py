@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_adv.bundle.data import _same_path
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.data.datalists import segmentation_datalist, split_by_patient
 from monai_adv.data.synthetic import OCT_LAYER_CLASSES, write_synthetic_oct_dataset
@@ -34,12 +35,6 @@ __all__ = [
     "segmentation_dice_metric",
     "MaskWriter",
 ]
-
-
-def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    return os.path.abspath(os.path.expanduser(os.fspath(a))) == os.path.abspath(
-        os.path.expanduser(os.fspath(b))
-    )
 
 
 def prepare_oct_layer_dataset(
