@@ -80,12 +80,28 @@ from monai_adv.transforms import FGSM, PGD  # noqa: E402
 METHODS = ["standard", "madry", "trades", "ssat", "ssat_robust", "rst"]
 ALL_LABEL_METHODS = ["standard", "madry"]
 NEEDS_TEACHER = {"ssat_robust", "rst"}
+LABELED_ONLY_AT = ["madry", "trades"]
+SEMI_SUPERVISED = ["ssat", "ssat_robust", "rst"]
 CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 FGSM_GRID = [round(0.0002 * i, 4) for i in range(1, 11)]
 PGD_EPS = [1 / 255, 2 / 255, 4 / 255]
 SUITE_EPS = [1 / 255, 2 / 255]
 HERE = Path(__file__).resolve().parent
 TABLES_BEGIN, TABLES_END = "<!-- tables: written by ssat_experiment.py --report -->", "<!-- end of tables -->"
+
+
+def parse_eps(text: str) -> float:
+    """``'2/255'`` or ``'0.008'`` as a float (for the command line)."""
+    try:
+        num, _, den = text.partition("/")
+        eps = float(num) / float(den) if den else float(num)
+    except (ValueError, ZeroDivisionError):
+        raise argparse.ArgumentTypeError(
+            f"eps must be a number or a fraction like 2/255, got {text!r}"
+        ) from None
+    if not eps > 0:
+        raise argparse.ArgumentTypeError(f"eps must be positive, got {text!r}")
+    return eps
 
 
 def eps_name(eps: float) -> str:
@@ -560,7 +576,7 @@ def suite_pass(a: argparse.Namespace, jobs: list, results: Path) -> int:
     for job in jobs:
         key = run_key(*job)
         data, frac, seed, method = job
-        pending = [e for e in SUITE_EPS if (key, eps_name(e)) not in finished_keys(results, "suite")]
+        pending = [e for e in a.suite_eps if (key, eps_name(e)) not in finished_keys(results, "suite")]
         if not pending:
             continue
         if key not in finished_keys(results, "train") or not weights_path(a, key).exists():
@@ -621,6 +637,62 @@ def mean_sd(v: list[float]) -> str:
     return f"{statistics.mean(v):.1f} ± {sd:.1f}"
 
 
+def method_cpu_s(train_rows: dict, r: dict) -> float:
+    """A run's training CPU seconds; for a method that needs a teacher, the teacher's training is part of it."""
+    cpu = r["train_cpu_s"]
+    if r["method"] in NEEDS_TEACHER:
+        teacher = train_rows.get(run_key(r["data"], r["label_fraction"], r["seed"], "standard"), {})
+        cpu += teacher.get("train_cpu_s", 0)
+    return cpu
+
+
+def paired_answer(train_rows: dict, suite_rows: dict, eps: str = "1/255") -> list[str]:
+    """The question in one table: each semi-supervised method minus each labeled-only adversarial training,
+    paired by seed (same labeled subset), at equal labels. Differences in percentage points."""
+    out = [
+        "\n### The answer, paired by seed: semi-supervised minus labeled-only adversarial training\n",
+        f"Differences in points, mean ± sd over the seeds where both runs have the row (n; for AA, the "
+        f"number of pairs with both suite rows in brackets). AA = the standard suite at {eps} (the training "
+        f"eps) on the fixed subset. CPU ratio = the method's training CPU time over the baseline's, summed "
+        f"over the same seeds (a teacher's training counted in).\n",
+        f"| setting | method | minus | n | Δ AA@{eps} | Δ PGD-20@{eps} | Δ PGD-20@2/255 | Δ clean | CPU ratio |",
+        "|---" * 9 + "|",
+    ]
+    settings = sorted(
+        {(r["data"], r["label_fraction"]) for r in train_rows.values() if r["label_fraction"] < 1},
+        key=lambda k: (k[0] != "synthetic", k[1]),
+    )
+    for data, frac in settings:
+        for method in SEMI_SUPERVISED:
+            for base in LABELED_ONLY_AT:
+                pairs = [
+                    (train_rows[run_key(data, frac, s, method)], train_rows[run_key(data, frac, s, base)])
+                    for s in sorted({r["seed"] for r in train_rows.values()})
+                    if run_key(data, frac, s, method) in train_rows
+                    and run_key(data, frac, s, base) in train_rows
+                ]
+                if not pairs:
+                    continue
+
+                def diff(field: str, pairs: list = pairs) -> list[float]:
+                    return [100 * (m[field] - b[field]) for m, b in pairs]
+
+                aa = [
+                    100 * (suite_rows[m["key"]][eps]["robust"] - suite_rows[b["key"]][eps]["robust"])
+                    for m, b in pairs
+                    if eps in suite_rows.get(m["key"], {}) and eps in suite_rows.get(b["key"], {})
+                ]
+                base_cpu = sum(method_cpu_s(train_rows, b) for _, b in pairs)
+                ratio = sum(method_cpu_s(train_rows, m) for m, _ in pairs) / base_cpu if base_cpu else None
+                out.append(
+                    f"| {data} {frac:.0%} | {method} | {base} | {len(pairs)} | "
+                    + (f"**{mean_sd(aa)}** ({len(aa)})" if aa else "")
+                    + f" | {mean_sd(diff(f'pgd20@{eps}'))} | {mean_sd(diff('pgd20@2/255'))} | {mean_sd(diff('clean'))}"
+                    + (f" | {ratio:.1f}x |" if ratio is not None else " | |")
+                )
+    return out
+
+
 def report(a: argparse.Namespace) -> str:
     rows = load_results(Path(a.results))
     train_rows = {r["key"]: r for r in rows if r.get("kind") == "train"}
@@ -660,18 +732,13 @@ def report(a: argparse.Namespace) -> str:
                 cells.append(
                     f"**{mean_sd(v)}**" + (f" ({len(v)})" if v and len(v) != len(mrs) else "") if v else ""
                 )
-            cpu = [r["train_cpu_s"] for r in mrs]
-            if method in NEEDS_TEACHER:  # the teacher's training is part of the method's cost
-                cpu = [
-                    c + train_rows.get(run_key(data, frac, r["seed"], "standard"), {}).get("train_cpu_s", 0)
-                    for c, r in zip(cpu, mrs)
-                ]
-            cells.append(f"{statistics.mean(cpu) / 60:.1f}")
+            cells.append(f"{statistics.mean(method_cpu_s(train_rows, r) for r in mrs) / 60:.1f}")
             out.append(
                 f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | "
                 + " | ".join(cells)
                 + " |"
             )
+    out += paired_answer(train_rows, suite_rows)
     done = {(r["key"], r["eps"]) for rs in suite_rows.values() for r in rs.values()}
     total = len(plan(a))
     out.insert(
@@ -786,6 +853,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--weight-decay", type=float, default=5e-4)
     p.add_argument("--train-eps", type=float, default=1 / 255)
     p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument(
+        "--suite-eps",
+        type=parse_eps,
+        nargs="+",
+        default=SUITE_EPS,
+        help="suite stage: the eps to run the standard suite at ('1/255' or a number; default 1/255 2/255)",
+    )
     p.add_argument("--suite-per-class", type=int, default=100)
     p.add_argument("--suite-batch", type=int, default=400)
     p.add_argument(

@@ -59,12 +59,22 @@ def test_toy_experiment_runs_resumes_and_reports(experiment, tmp_path, capsys):
     n = len(rows)
     experiment.main(args)  # everything is done: nothing is trained or evaluated again
     assert len(results.read_text().splitlines()) == n
+    # --suite-eps runs the suite at another eps only (the methods asked for), keeping the rows there are
+    experiment.main(args + ["--stage", "suite", "--methods", "madry", "--suite-eps", "4/255"])
+    new = [json.loads(line) for line in results.read_text().splitlines()[n:]]
+    # the 25% and all-labels Madry, and the all-labels standard (always in the plan, as the upper bound's twin)
+    assert sorted((r["kind"], r["method"], r["label_fraction"], r["eps"]) for r in new) == [
+        ("suite", "madry", 0.25, "4/255"),
+        ("suite", "madry", 1.0, "4/255"),
+        ("suite", "standard", 1.0, "4/255"),
+    ]
 
     capsys.readouterr()
     experiment.main(["--report", "--results", str(results), "--plot", str(tmp_path / "plot.png")])
     out = capsys.readouterr().out
     for m in experiment.METHODS:
         assert f"| {m} |" in out
+    assert "| synthetic 25% | rst | trades | 1 |" in out
     assert (tmp_path / "plot.png").stat().st_size > 0
 
 
@@ -75,3 +85,45 @@ def test_suite_subset_is_stratified_and_fixed(experiment):
     sub = experiment.suite_subset(y, 10)
     assert len(sub) == 40 and torch.bincount(y[sub]).tolist() == [10, 10, 10, 10]
     assert torch.equal(sub, experiment.suite_subset(y, 10))  # fixed: the same subset for every method
+
+
+def test_parse_eps(experiment):
+    import argparse
+
+    assert experiment.parse_eps("2/255") == pytest.approx(2 / 255)
+    assert experiment.parse_eps("0.008") == pytest.approx(0.008)
+    assert experiment.eps_name(experiment.parse_eps("4/255")) == "4/255"
+    for bad in ("two", "1/0", "0", "-1/255"):
+        with pytest.raises(argparse.ArgumentTypeError, match="eps"):
+            experiment.parse_eps(bad)
+
+
+def _row(method: str, seed: int, clean: float, pgd1: float, pgd2: float, cpu: float) -> dict:
+    return dict(
+        key=f"synthetic_0.1_seed{seed}_{method}", data="synthetic", label_fraction=0.1, seed=seed,
+        method=method, clean=clean, train_cpu_s=cpu, **{"pgd20@1/255": pgd1, "pgd20@2/255": pgd2},
+    )  # fmt: skip
+
+
+def test_paired_answer_differences_are_paired_by_seed(experiment):
+    rows = [
+        _row("standard", 0, 0.8, 0.0, 0.0, 10.0),
+        _row("standard", 1, 0.8, 0.0, 0.0, 10.0),
+        _row("trades", 0, 0.80, 0.60, 0.40, 40.0),
+        _row("trades", 1, 0.70, 0.50, 0.30, 40.0),
+        _row("rst", 0, 0.82, 0.65, 0.50, 70.0),  # +5 and +3 points over TRADES of its own seed
+        _row("rst", 1, 0.72, 0.53, 0.40, 70.0),
+        _row("rst", 2, 0.10, 0.10, 0.10, 70.0),  # no TRADES of seed 2: not paired, left out
+    ]
+    train_rows = {r["key"]: r for r in rows}
+    suite = {
+        "synthetic_0.1_seed0_trades": {"1/255": {"robust": 0.55}},
+        "synthetic_0.1_seed0_rst": {"1/255": {"robust": 0.60}},
+        "synthetic_0.1_seed1_rst": {"1/255": {"robust": 0.50}},  # its TRADES has no suite row
+    }
+    lines = experiment.paired_answer(train_rows, suite)
+    (rst,) = [line for line in lines if line.startswith("| synthetic 10% | rst | trades |")]
+    cells = [c.strip() for c in rst.strip("|").split("|")]
+    # n, AA (one pair), PGD-20@1/255 (+5, +3), PGD-20@2/255 (+10, +10), clean (+2, +2), CPU (70+10)/40
+    assert cells[3:] == ["2", "**5.0 ± 0.0** (1)", "4.0 ± 1.4", "10.0 ± 0.0", "2.0 ± 0.0", "2.0x"]
+    assert not any("| madry |" in line for line in lines)  # no Madry rows: nothing to pair
