@@ -37,12 +37,15 @@ Evaluation (at the training eps and around it): on the whole test set, clean acc
 recall, FGSM on the paper's grid (eps 0.0002 i, i = 1..10) and PGD-20 at 1/255, 2/255 and 4/255; on a
 fixed, seeded, stratified subset (100 per class; the whole real test set), AutoAttack's standard
 suite (APGD-CE, APGD-T, FAB-T, Square 5,000 queries; ``monai_adv.transforms.autoattack(...,
-version="standard")``), per-sample worst case, at 1/255 and 2/255.
+version="standard")``), per-sample worst case, at 1/255 and 2/255 (``--suite-eps`` chooses; the suite on
+a robust model costs ~15 CPU-minutes per eps, mostly Square's queries on every image it cannot break).
+``--report`` ends with the answer: each semi-supervised method minus Madry and TRADES, paired by seed.
 
 Usage::
 
     nice python benchmarks/ssat_experiment.py --stage train     # every training run + the cheap evaluation
     nice python benchmarks/ssat_experiment.py --stage suite     # AutoAttack's standard suite on every trained model
+    # copies of either share the plan (pid-file claims in --runs); --follow makes the suite wait for training
     python benchmarks/ssat_experiment.py --report --plot docs/ssat_experiment.png > /dev/null
 """
 
