@@ -119,11 +119,11 @@ def test_paired_answer_differences_are_paired_by_seed(experiment):
     suite = {
         "synthetic_0.1_seed0_trades": {"1/255": {"robust": 0.55}},
         "synthetic_0.1_seed0_rst": {"1/255": {"robust": 0.60}},
-        "synthetic_0.1_seed1_rst": {"1/255": {"robust": 0.50}},  # its TRADES has no suite row
+        "synthetic_0.1_seed1_rst": {"1/255": {"robust": 0.50}, "2/255": {"robust": 0.4}},  # TRADES has none
     }
     lines = experiment.paired_answer(train_rows, suite)
     (rst,) = [line for line in lines if line.startswith("| synthetic 10% | rst | trades |")]
     cells = [c.strip() for c in rst.strip("|").split("|")]
     # n, AA (one pair), PGD-20@1/255 (+5, +3), PGD-20@2/255 (+10, +10), clean (+2, +2), CPU (70+10)/40
-    assert cells[3:] == ["2", "**5.0 ± 0.0** (1)", "4.0 ± 1.4", "10.0 ± 0.0", "2.0 ± 0.0", "2.0x"]
+    assert cells[3:] == ["2", "**5.0 ± 0.0** (1)", "", "4.0 ± 1.4", "10.0 ± 0.0", "2.0 ± 0.0", "2.0x"]
     assert not any("| madry |" in line for line in lines)  # no Madry rows: nothing to pair
