@@ -811,7 +811,11 @@ def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
             ax.grid(alpha=0.3)
     axes[0, 0].set_ylabel("test accuracy (%)")
     axes[1, 0].set_ylabel("robust accuracy (%)")
-    axes[0, 0].legend(fontsize=8)
+    labels = {}  # every method in some panel, each once (the 1% panel may lack some)
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(lab, h)
+    axes[1, 0].legend(labels.values(), labels.keys(), fontsize=8, loc="lower left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     print(f"wrote {path}", file=sys.stderr)
