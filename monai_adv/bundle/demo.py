@@ -224,21 +224,36 @@ def run_demo(
     """
 
     root = resolve_bundle_dir(bundle_dir)
+    _check_methods(root, methods)
+    steps = ([], ["configs/fit_detector.json"], ["configs/evaluate.json"])
+    work, reports = _run_methods(root, methods, method_configs, steps, quick, overrides)
+    table = compare_reports(reports)
+    _print_summary(
+        "OCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack",
+        table, methods, RECIPES, "plots and report.md", work,
+    )  # fmt: skip
+    return table
+
+
+def _check_methods(root: Path, methods: Sequence[str]) -> None:
+    """Raise ValueError for a method the bundle at ``root`` has no training config for."""
     known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
     unknown = [m for m in methods if m not in known]
     if unknown:
         raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
-    steps = ([], ["configs/fit_detector.json"], ["configs/evaluate.json"])
-    work, reports = _run_methods(root, methods, method_configs, steps, quick, overrides)
-    table = compare_reports(reports)
-    print("\nOCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack\n")
+
+
+def _print_summary(
+    title: str, table: str, methods: Sequence[str], recipes: Mapping[str, str], outputs: str, work: Path
+) -> None:
+    """The demo's closing printout: the comparison table, each system's recipe, where its outputs are."""
+    print(f"\n{title}\n")
     print(table)
     print("Systems:")
     for m in methods:
-        print(f"- {m}: {RECIPES.get(m, m)}")
+        print(f"- {m}: {recipes.get(m, m)}")
     for m in methods:
-        print(f"{m}: plots and report.md in {work / 'eval' / m}")
-    return table
+        print(f"{m}: {outputs} in {work / 'eval' / m}")
 
 
 def _run_methods(
@@ -301,10 +316,7 @@ def run_layer_demo(
     """
 
     root = resolve_bundle_dir(bundle_dir, name=LAYER_BUNDLE_NAME)
-    known = ["ssat"] + sorted(f.stem[len("train_") :] for f in (root / "configs").glob("train_*.json"))
-    unknown = [m for m in methods if m not in known]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; the bundle has {known}.")
+    _check_methods(root, methods)
 
     def train_configs(method: str) -> list[str]:
         return ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
@@ -313,13 +325,10 @@ def run_layer_demo(
         root, methods, train_configs, ([], ["configs/evaluate.json"]), quick, overrides
     )
     table = compare_segmentation_reports(reports)
-    print("\nOCT layer segmentation: mean Dice (and HD95, pixels) clean and per attack\n")
-    print(table)
-    print("Systems:")
-    for m in methods:
-        print(f"- {m}: {LAYER_RECIPES.get(m, m)}")
-    for m in methods:
-        print(f"{m}: per-class tables, plots and the overlay gallery in {work / 'eval' / m}")
+    _print_summary(
+        "OCT layer segmentation: mean Dice (and HD95, pixels) clean and per attack",
+        table, methods, LAYER_RECIPES, "per-class tables, plots and the overlay gallery", work,
+    )  # fmt: skip
     return table
 
 
