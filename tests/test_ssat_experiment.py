@@ -75,6 +75,14 @@ def test_toy_experiment_runs_resumes_and_reports(experiment, tmp_path, capsys):
     for m in experiment.METHODS:
         assert f"| {m} |" in out
     assert "| synthetic 25% | rst | trades | 1 |" in out
+    # the last cells before the CPU time: the smallest per-class recall under the suite at 1/255
+    trades_suite = next(
+        s for s in suites if s["method"] == "trades" and s["label_fraction"] == 0.25 and s["eps"] == "1/255"
+    )
+    line = next(line for line in out.splitlines() if line.startswith("| trades | scratch |"))
+    assert "min recall under AA@1/255" in out
+    expected = 100 * min(x for x in trades_suite["recall_robust"] if x is not None)
+    assert line.split("|")[-3].strip() == f"{expected:.1f} ± 0.0"
     assert (tmp_path / "plot.png").stat().st_size > 0
 
 
