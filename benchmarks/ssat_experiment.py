@@ -640,6 +640,11 @@ def mean_sd(v: list[float]) -> str:
     return f"{statistics.mean(v):.1f} ± {sd:.1f}"
 
 
+def min_recall(recalls: list) -> float:
+    """The smallest per-class recall in %, over the classes present (a recall of None: no such images)."""
+    return 100 * min(x for x in recalls if x is not None)
+
+
 def method_cpu_s(train_rows: dict, r: dict) -> float:
     """A run's training CPU seconds; for a method that needs a teacher, the teacher's training is part of it."""
     cpu = r["train_cpu_s"]
@@ -729,25 +734,21 @@ def report(a: argparse.Namespace) -> str:
             if not mrs:
                 continue
             cells = [mean_sd([100 * r["clean"] for r in mrs])]
-            cells.append(mean_sd([100 * min(x for x in r["recall_clean"] if x is not None) for r in mrs]))
+            cells.append(mean_sd([min_recall(r["recall_clean"]) for r in mrs]))
             cells.append(mean_sd([100 * r["fgsm@0.002"] for r in mrs]))
             cells += [mean_sd([100 * r[f"pgd20@{eps_name(e)}"] for r in mrs]) for e in PGD_EPS]
-            for e in SUITE_EPS:
+
+            def suite_cell(e: float, value, fmt: str = "{}", mrs: list = mrs) -> str:
+                """``value`` of the suite rows at ``e``, mean ± sd over seeds (how many, if not every seed)."""
                 v = [
-                    100 * suite_rows[r["key"]][eps_name(e)]["robust"]
+                    value(suite_rows[r["key"]][eps_name(e)])
                     for r in mrs
                     if eps_name(e) in suite_rows[r["key"]]
                 ]
-                cells.append(
-                    f"**{mean_sd(v)}**" + (f" ({len(v)})" if v and len(v) != len(mrs) else "") if v else ""
-                )
-            e = eps_name(SUITE_EPS[0])
-            v = [
-                100 * min(x for x in suite_rows[r["key"]][e]["recall_robust"] if x is not None)
-                for r in mrs
-                if e in suite_rows[r["key"]]
-            ]
-            cells.append(mean_sd(v) + (f" ({len(v)})" if v and len(v) != len(mrs) else ""))
+                return fmt.format(mean_sd(v)) + (f" ({len(v)})" if len(v) != len(mrs) else "") if v else ""
+
+            cells += [suite_cell(e, lambda s: 100 * s["robust"], "**{}**") for e in SUITE_EPS]
+            cells.append(suite_cell(SUITE_EPS[0], lambda s: min_recall(s["recall_robust"])))
             cells.append(f"{statistics.mean(method_cpu_s(train_rows, r) for r in mrs) / 60:.1f}")
             out.append(
                 f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | "
