@@ -60,7 +60,7 @@ import statistics
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -645,6 +645,12 @@ def min_recall(recalls: list) -> float:
     return 100 * min(x for x in recalls if x is not None)
 
 
+def suite_cell(suite_rows: dict, runs: list[dict], eps: float, value: Callable, fmt: str = "{}") -> str:
+    """``value`` of the runs' suite rows at ``eps``, mean ± sd over seeds (how many, if not every run has one)."""
+    v = [value(suite_rows[r["key"]][eps_name(eps)]) for r in runs if eps_name(eps) in suite_rows[r["key"]]]
+    return fmt.format(mean_sd(v)) + (f" ({len(v)})" if len(v) != len(runs) else "") if v else ""
+
+
 def method_cpu_s(train_rows: dict, r: dict) -> float:
     """A run's training CPU seconds; for a method that needs a teacher, the teacher's training is part of it."""
     cpu = r["train_cpu_s"]
@@ -737,18 +743,10 @@ def report(a: argparse.Namespace) -> str:
             cells.append(mean_sd([min_recall(r["recall_clean"]) for r in mrs]))
             cells.append(mean_sd([100 * r["fgsm@0.002"] for r in mrs]))
             cells += [mean_sd([100 * r[f"pgd20@{eps_name(e)}"] for r in mrs]) for e in PGD_EPS]
-
-            def suite_cell(e: float, value, fmt: str = "{}", mrs: list = mrs) -> str:
-                """``value`` of the suite rows at ``e``, mean ± sd over seeds (how many, if not every seed)."""
-                v = [
-                    value(suite_rows[r["key"]][eps_name(e)])
-                    for r in mrs
-                    if eps_name(e) in suite_rows[r["key"]]
-                ]
-                return fmt.format(mean_sd(v)) + (f" ({len(v)})" if len(v) != len(mrs) else "") if v else ""
-
-            cells += [suite_cell(e, lambda s: 100 * s["robust"], "**{}**") for e in SUITE_EPS]
-            cells.append(suite_cell(SUITE_EPS[0], lambda s: min_recall(s["recall_robust"])))
+            cells += [
+                suite_cell(suite_rows, mrs, e, lambda s: 100 * s["robust"], "**{}**") for e in SUITE_EPS
+            ]
+            cells.append(suite_cell(suite_rows, mrs, SUITE_EPS[0], lambda s: min_recall(s["recall_robust"])))
             cells.append(f"{statistics.mean(method_cpu_s(train_rows, r) for r in mrs) / 60:.1f}")
             out.append(
                 f"| {method} | {mrs[0]['start']} | {','.join(str(r['seed']) for r in mrs)} | "
