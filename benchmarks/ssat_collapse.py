@@ -40,6 +40,7 @@ from monai_adv.data import oct_eval_transforms, oct_train_transforms, write_synt
 from monai_adv.engines import AdvTrainingKeys as K
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer
 from monai_adv.metrics import classification_summary
+from monai_adv.precision import precision_record, resolve_precision
 
 CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
 
@@ -90,7 +91,8 @@ def evaluate(net: nn.Module, test) -> dict:
     net.eval()
     x = torch.stack([d["image"].as_tensor() for d in test])
     y = torch.tensor([int(d["label"]) for d in test])
-    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+    precision = resolve_precision("auto", "cpu")
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision.amp):
         pred = net(x).argmax(1)
     return classification_summary(y, pred, CLASSES)
 
@@ -100,7 +102,7 @@ def run(name: str, args, labeled, unlabeled, test) -> dict:
     net = resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=args.width)
     opt = torch.optim.AdamW(net.parameters(), lr=args.lr, weight_decay=1e-4)
     lab = DataLoader(labeled, batch_size=args.batch_size, shuffle=True)
-    common = dict(decollate=False, amp=True)
+    common = dict(decollate=False, amp="auto")
     if name == "supervised":
         trainer = AutocastSupervisedTrainer(
             "cpu", args.epochs, lab, net, opt, nn.CrossEntropyLoss(), **common
@@ -248,7 +250,7 @@ def main() -> None:
             print(f"{name}: done, skipped")
             continue
         print(f"{name}: {len(labeled)} labeled, {len(unlabeled)} unlabeled, {args.epochs} epochs", flush=True)
-        row = run(name, args, labeled, unlabeled, test)
+        row = {**run(name, args, labeled, unlabeled, test), **precision_record("auto", "cpu")}
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         rows.append(row)

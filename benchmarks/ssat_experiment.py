@@ -78,6 +78,7 @@ from monai_adv.engines import (  # noqa: E402
     one_cycle_schedule,
 )
 from monai_adv.metrics.classification import confusion_matrix, per_class_recall  # noqa: E402
+from monai_adv.precision import PRECISION_AMP, add_precision_argument, precision_record  # noqa: E402
 from monai_adv.transforms import FGSM, PGD  # noqa: E402
 
 METHODS = ["standard", "madry", "trades", "ssat", "ssat_robust", "rst"]
@@ -304,7 +305,7 @@ def train(
         opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=a.weight_decay)
         sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle_schedule(iters))
     loss = nn.CrossEntropyLoss()
-    common = dict(epoch_length=iters, decollate=False, amp=not a.no_amp)
+    common = dict(epoch_length=iters, decollate=False, amp=a.amp)
     pgd = dict(eps=a.train_eps, steps=a.train_steps)
     if method == "standard":
         tr = AutocastSupervisedTrainer(a.device, 1, lab, net, opt, loss, **common)
@@ -372,9 +373,9 @@ def cheap_evaluation(
     clean, p = accuracy_and_predictions(net, x, y)
     res = {"clean": clean, "recall_clean": recalls(y, p), "pred_classes": int(p.unique().numel())}
     for eps in FGSM_GRID:
-        res[f"fgsm@{eps:g}"] = accuracy_and_predictions(net, x, y, FGSM(net, eps=eps, amp=not a.no_amp))[0]
+        res[f"fgsm@{eps:g}"] = accuracy_and_predictions(net, x, y, FGSM(net, eps=eps, amp=a.amp))[0]
     for eps in PGD_EPS:
-        atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=not a.no_amp)
+        atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=a.amp)
         atk.set_random_state(seed)
         res[f"pgd20@{eps_name(eps)}"] = accuracy_and_predictions(net, x, y, atk)[0]
     return res
@@ -394,7 +395,7 @@ def suite_evaluation(net: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: floa
     from monai_adv.transforms import autoattack
 
     suite = autoattack(
-        net, eps, version="standard", steps=a.suite_steps, n_queries=a.suite_queries, amp=not a.no_amp
+        net, eps, version="standard", steps=a.suite_steps, n_queries=a.suite_queries, amp=a.amp
     )
     suite.set_random_state(seed)
     clean = accuracy_and_predictions(net, x, y)[0]
@@ -564,7 +565,7 @@ def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
         train_eps=a.train_eps,
         train_steps=a.train_steps,
         lr=a.lr,
-        amp=not a.no_amp,
+        **precision_record(a.amp, a.device),
         generator=d["generator"],
         **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
     )
@@ -598,7 +599,7 @@ def suite_pass(a: argparse.Namespace, jobs: list, results: Path) -> int:
                 )
                 res = suite_evaluation(net, d["x_test"][sub], d["y_test"][sub], eps, seed, a)
                 rec = dict(kind="suite", key=key, data=data, label_fraction=frac, seed=seed, method=method)
-                rec.update(eps=eps_name(eps), n=len(sub), amp=not a.no_amp, **res)
+                rec.update(eps=eps_name(eps), n=len(sub), **precision_record(a.amp, a.device), **res)
                 append(results, rec)
             finally:
                 lock.release()
@@ -887,9 +888,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument(
         "--suite-queries", type=int, default=5000, help="Square's queries (5000: the standard suite)"
     )
-    p.add_argument(
-        "--no-amp", action="store_true", help="train and attack in float32 (default: bf16 autocast)"
-    )
+    add_precision_argument(p)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=str(HERE / ".cache"))
     p.add_argument("--runs", default=str(HERE / "ssat_runs" / "experiment"))
@@ -906,6 +905,7 @@ def main(argv: list[str] | None = None) -> None:
         a.device = "cuda" if a.device == "cpu" else a.device
         a.results = str(HERE / "ssat_results_paper_scale.jsonl")
         a.runs = str(HERE / "ssat_runs" / "paper_scale")
+    a.amp = PRECISION_AMP[a.precision]
     a.iterations = {"synthetic": a.synthetic_iterations, "kermany": a.kermany_iterations}
     a.batch = {"synthetic": a.synthetic_batch, "kermany": a.kermany_batch}
     if a.report:

@@ -57,6 +57,7 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import TensorBoardStatsHandler
 
 from monai_adv.engines import create_trainer, training_stats
+from monai_adv.precision import precision_record
 from monai_adv.transforms import APGD, FGSM, PGD
 
 ALL_METHODS = ["standard", "madry", "trades", "ssat", "ssat_warm", "ssat_teacher", "ssat_kl"]
@@ -316,6 +317,7 @@ def run(a: argparse.Namespace) -> None:
                 train_steps=a.train_steps,
                 lr=a.lr,
                 generator=generator_version() if a.data == "synthetic" or a.init_from else None,
+                **precision_record(False),  # this experiment trains and attacks in fp32
                 **metrics,
             )
             with open(results, "a") as f:

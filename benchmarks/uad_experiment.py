@@ -34,6 +34,7 @@ import ssat_small_scale as ssat  # noqa: E402  (the SSAT work's training recipe,
 from monai_adv.detectors import KNNDetector, MahalanobisDetector  # noqa: E402
 from monai_adv.engines import RobustEvaluator  # noqa: E402
 from monai_adv.handlers import RobustnessReport  # noqa: E402
+from monai_adv.precision import precision_record  # noqa: E402
 from monai_adv.transforms import (  # noqa: E402
     APGD,
     FGSM,
@@ -175,6 +176,7 @@ def run(a: argparse.Namespace) -> None:
                 "n_fit": len(x_fit),
                 "n_cal": len(x_cal),
                 "wall_s": round(time.time() - t0, 1),
+                **precision_record(False),  # trained, attacked and scored in fp32
                 "report": report.report,
             }
             with open(a.results, "a") as f:

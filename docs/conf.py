@@ -97,7 +97,7 @@ _API_PAGES = {
         p: p
         for p in ("transforms", "engines", "detectors", "metrics", "handlers", "data", "visualize", "bundle")
     },
-    **{m: "core" for m in ("utils", "keys", "io", "distributed")},
+    **{m: "core" for m in ("utils", "keys", "io", "distributed", "precision")},
 }
 
 

@@ -18,6 +18,7 @@ from monai_adv.bundle.locate import (
     copy_bundle,
     resolve_bundle_dir,
 )
+from monai_adv.precision import PRECISION_AMP, add_precision_argument
 
 __all__ = [
     "compare_reports",
@@ -353,9 +354,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     d.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
     d.add_argument("--methods", nargs="+", default=list(DEMO_METHODS))
-    d.add_argument(
-        "--no-amp", action="store_true", help="train and evaluate in fp32 (default: bf16 autocast on CPU)"
-    )
+    add_precision_argument(d)
     d.add_argument(
         "--bundle-dir",
         default=None,
@@ -369,7 +368,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     s.add_argument("--quick", action="store_true", help="smoke size (configs/quick.json)")
     s.add_argument("--methods", nargs="+", default=list(LAYER_DEMO_METHODS))
-    s.add_argument("--no-amp", action="store_true", help="fp32 (default: bf16 autocast on CPU)")
+    add_precision_argument(s)
     s.add_argument("--bundle-dir", default=None, help="the bundle folder (default: ./oct_layer_segmentation)")
     s.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
@@ -393,7 +392,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle_dir = resolve_bundle_dir(args.bundle_dir, name=LAYER_BUNDLE_NAME)
         except FileNotFoundError as e:
             parser.exit(2, f"error: {e}\n")
-        overrides = {"amp": not args.no_amp, "seed": args.seed}
+        overrides = {"amp": PRECISION_AMP[args.precision], "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
         run_layer_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
@@ -402,7 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             bundle_dir = resolve_bundle_dir(args.bundle_dir)
         except FileNotFoundError as e:
             parser.exit(2, f"error: {e}\n")
-        overrides = {"amp": not args.no_amp, "seed": args.seed}
+        overrides = {"amp": PRECISION_AMP[args.precision], "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
         run_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)

@@ -71,6 +71,7 @@ def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = 
             "degenerate": bool(report.get("degenerate", False)),
             "detector": report.get("detector"),
             "risk_parameters": report.get("risk_parameters"),
+            "compute": report.get("compute"),
             "attacks": attacks,
         }
     )

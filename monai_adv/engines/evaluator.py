@@ -12,7 +12,12 @@ from monai.engines.utils import IterationEvents
 from monai.handlers import IgniteMetricHandler
 
 from monai_adv.engines.batches import prepare_engine_batch
-from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
+from monai_adv.engines.precision import (
+    attack_in_engine_precision,
+    configure_engine_amp,
+    engine_autocast,
+    pop_engine_precision,
+)
 from monai_adv.keys import RobustKeys
 from monai_adv.metrics.segmentation import (
     SegmentationDiceMetric,
@@ -90,9 +95,11 @@ class RobustEvaluator(SupervisedEvaluator):
                 raise ValueError("the detector is not fitted: fit (and calibrate) it before evaluating.")
             if detector.network is not network:
                 raise ValueError("the detector reads the features of another network than the one evaluated.")
+        precision = pop_engine_precision(device, kwargs, type(self).__name__)
         super().__init__(
             device=torch.device(device), val_data_loader=val_data_loader, network=network, **kwargs
         )
+        self.precision = precision
         configure_engine_amp(self)
         self.attack_amp = attack_amp
         attacks = {name: attack_in_engine_precision(atk, self, attack_amp) for name, atk in attacks.items()}

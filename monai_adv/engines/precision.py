@@ -4,7 +4,9 @@ MONAI's trainers and evaluators hard-wire ``torch.autocast("cuda")`` and ``torch
 ``amp=True`` does nothing on a CPU. The engines of this package read the same ``amp`` / ``amp_kwargs``
 arguments and go through these helpers instead, so that the same config runs in mixed precision on a
 CPU with bfloat16 (no loss scale needed: bfloat16 has float32's exponent range) and on a GPU with
-float16 (loss-scaled) or bfloat16.
+float16 (loss-scaled) or bfloat16. ``amp="auto"`` is resolved for the engine's device by
+:func:`~monai_adv.precision.resolve_precision` (bf16 on a CPU only where it is native) before MONAI's
+constructor sees it (:func:`pop_engine_precision`); the engine keeps the result as ``engine.precision``.
 """
 
 from __future__ import annotations
@@ -15,10 +17,39 @@ from typing import Any
 
 import torch
 
+from monai_adv.precision import Precision, log_precision, resolve_precision
 from monai_adv.transforms.base import AdversarialAttack, default_amp_dtype
 from monai_adv.utils import parse_amp_dtype
 
-__all__ = ["resolve_amp_kwargs", "engine_autocast", "configure_engine_amp", "attack_in_engine_precision"]
+__all__ = [
+    "resolve_amp_kwargs",
+    "engine_autocast",
+    "configure_engine_amp",
+    "attack_in_engine_precision",
+    "pop_engine_precision",
+]
+
+
+def pop_engine_precision(
+    device: torch.device | str, kwargs: dict[str, Any], what: str = "engine"
+) -> Precision:
+    """Resolve ``kwargs["amp"]`` (``"auto"``, True, False) for ``device`` and put the boolean back for MONAI.
+
+    Args:
+        device: the engine's device.
+        kwargs: the engine's keyword arguments (changed in place: ``amp`` becomes a bool).
+        what: the engine's name, for the one log line that says the choice.
+
+    Raises:
+        ValueError: for an ``amp`` that is not ``"auto"``, True or False.
+    """
+    amp_kwargs = kwargs.get("amp_kwargs") or {}
+    precision = resolve_precision(
+        kwargs.get("amp", False), device, amp_kwargs.get("dtype"), channels_last=False
+    )
+    kwargs["amp"] = precision.amp
+    log_precision(precision, what)
+    return precision
 
 
 def resolve_amp_kwargs(device: torch.device | str, amp_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:

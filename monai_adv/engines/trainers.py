@@ -40,7 +40,12 @@ from monai_adv.engines.batches import (
     prepare_engine_batch,
     unlabeled_images,
 )
-from monai_adv.engines.precision import attack_in_engine_precision, configure_engine_amp, engine_autocast
+from monai_adv.engines.precision import (
+    attack_in_engine_precision,
+    configure_engine_amp,
+    engine_autocast,
+    pop_engine_precision,
+)
 from monai_adv.keys import AdvTrainingKeys
 from monai_adv.metrics.segmentation import dense_indices
 from monai_adv.transforms.base import AdversarialAttack
@@ -115,8 +120,10 @@ class _AdversarialTrainerBase(SupervisedTrainer):
 
     ``amp=True`` runs the forward passes, the loss and the attack under ``torch.autocast`` on the
     training device: bfloat16 on CPU by default, float16 on CUDA (with a ``torch.amp.GradScaler``),
-    or the ``dtype`` given in ``amp_kwargs``. ``attack_amp`` overrides the attack's precision (None:
-    the attack follows the trainer).
+    or the ``dtype`` given in ``amp_kwargs``. ``amp="auto"`` decides per machine
+    (:func:`~monai_adv.precision.resolve_precision`: autocast on CUDA, bf16 on a CPU only where it is
+    native, else fp32); the result is ``self.precision``. ``attack_amp`` overrides the attack's
+    precision (None: the attack follows the trainer).
     """
 
     def __init__(
@@ -131,7 +138,10 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         if accumulation_steps != 1:
             raise ValueError(f"{type(self).__name__} does not support accumulation_steps != 1.")
         event_names = list(event_names or []) + [AdversarialTrainingEvents]
+        device = args[0] if args else kwargs.get("device", "cpu")
+        precision = pop_engine_precision(device, kwargs, type(self).__name__)
         super().__init__(*args, event_names=event_names, **kwargs)
+        self.precision = precision
         configure_engine_amp(self)
         self.network_output_transform = network_output_transform
         self.attack_amp = attack_amp

@@ -17,6 +17,7 @@ from monai_adv.keys import RobustKeys
 from monai_adv.metrics.classification import DEGENERATE_FRACTION, classification_summary
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
+from monai_adv.precision import record_of
 from monai_adv.utils import first_output, gather_output, predicted_classes
 
 Events, _ = optional_import("ignite.engine", name="Events")
@@ -171,6 +172,8 @@ class RobustnessReport:
                 "target_fpr": getattr(detector, "fpr", None),
             },
             "risk_parameters": dict(self.risk_parameters),
+            # how the numbers were computed (precision, layout, CPU capability), see monai_adv.precision
+            "compute": record_of(engine),
             "attacks": {},
         }
         zeros = torch.zeros_like(y, dtype=torch.float32)

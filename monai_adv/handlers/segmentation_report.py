@@ -16,6 +16,7 @@ from monai.utils import optional_import
 from monai_adv.io import atomic_write_json, atomic_write_text
 from monai_adv.keys import RobustKeys
 from monai_adv.metrics.segmentation import dense_indices
+from monai_adv.precision import record_of
 from monai_adv.utils import first_output, gather_output, plain_tensor
 
 Events, _ = optional_import("ignite.engine", name="Events")
@@ -183,6 +184,7 @@ class SegmentationRobustnessReport:
                 "include_background": bool(engine.include_background),
             },
             "clean": clean,
+            "compute": record_of(engine),
             "attacks": {},
         }
         for name, entry in results.items():

@@ -26,6 +26,7 @@ import torch.nn as nn
 from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
+from monai_adv.precision import log_precision, parse_amp, resolve_precision
 from monai_adv.transforms.losses import margin, per_sample_cross_entropy, per_sample_dice
 from monai_adv.utils import (
     check_label_range,
@@ -139,17 +140,22 @@ class AdversarialAttack(Randomizable, Transform):
             attack increases (untargeted) or decreases (targeted); default cross-entropy.
         output_transform: maps the network's output to logits; default
             :func:`default_output_transform`.
-        amp: run the network's forward and backward under ``torch.autocast`` (mixed precision). The
-            perturbation, the step, the projection and the result stay in the caller's dtype, so
-            every invariant holds exactly as in full precision; only the gradient is computed in
-            low precision. With float16, the objective is scaled before the backward pass (and the
-            scale halved on overflow) so that small gradients do not underflow.
+        amp: run the network's forward and backward under ``torch.autocast`` (mixed precision): True,
+            False, or ``"auto"`` (resolved on the network's device at each call by
+            :func:`~monai_adv.precision.resolve_precision`: autocast on CUDA; on the CPU bf16 only
+            where the CPU runs it natively, else full precision). The perturbation, the step, the
+            projection and the result stay in the caller's dtype, so every invariant holds exactly as
+            in full precision; only the gradient is computed in low precision. With float16, the
+            objective is scaled before the backward pass (and the scale halved on overflow) so that
+            small gradients do not underflow.
         amp_dtype: the autocast dtype, ``torch.bfloat16`` or ``torch.float16``; None: bfloat16 on
             CPU, float16 on CUDA.
         channels_last: convert the network (in place, as ``module.to(memory_format=...)`` does) and
             the attacked batch to the channels-last layout, which convolutions run faster in on CPU
-            and on tensor cores. A network whose weights are already channels-last gets channels-last
-            inputs without asking.
+            and on tensor cores. ``"auto"``: for 2D images where
+            :func:`~monai_adv.precision.resolve_precision` says it is faster (the CPU; CUDA under
+            autocast). A network whose weights are already channels-last gets channels-last inputs
+            without asking.
         inferer: optional MONAI ``Inferer`` (e.g. ``SlidingWindowInferer``), or any callable
             ``inferer(inputs, network)``, that computes the network output during the attack, with
             gradients through every window: a volume larger than the training patch is attacked
@@ -179,9 +185,9 @@ class AdversarialAttack(Randomizable, Transform):
         targeted: bool = False,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
-        amp: bool = False,
+        amp: bool | str = False,
         amp_dtype: torch.dtype | None = None,
-        channels_last: bool = False,
+        channels_last: bool | str = False,
         inferer: Callable[..., Any] | None = None,
         dense_success: str = "dice",
         dense_threshold: float = 0.5,
@@ -212,9 +218,11 @@ class AdversarialAttack(Randomizable, Transform):
         self.targeted = bool(targeted)
         self.loss = loss
         self.output_transform = output_transform
-        self.amp = bool(amp)
+        #: what was asked for (``"auto"``, True, False); ``amp`` / ``channels_last`` hold the resolution
+        self.amp_request = parse_amp(amp)
+        self.channels_last_request = parse_amp(channels_last, "channels_last")
         self.amp_dtype = amp_dtype
-        self.channels_last = bool(channels_last)
+        self._resolve_precision(network_device(network))
         self.inferer = inferer
         self.dense_success = dense_success
         self.dense_threshold = float(dense_threshold)
@@ -442,9 +450,21 @@ class AdversarialAttack(Randomizable, Transform):
                 return (grad / scale).detach()
             self._grad_scale = scale / 2.0
 
+    def _resolve_precision(self, device: torch.device | str, ndim: int = 4) -> None:
+        """Set ``amp`` and ``channels_last`` from what was asked for, on ``device`` (``"auto"`` resolved there)."""
+        p = resolve_precision(self.amp_request, device, self.amp_dtype, self.channels_last_request)
+        self.precision = p
+        self.amp = p.amp
+        # "auto" layout: 2D only (channels_last_3d is not measured faster on the CPU)
+        self.channels_last = p.channels_last and (self.channels_last_request is True or ndim == 4)
+        if "auto" in (self.amp_request, self.channels_last_request):
+            log_precision(p, f"{type(self).__name__}")
+
     def _prepare_precision(self, device: torch.device, ndim: int) -> None:
-        """Fix the autocast device and the memory layout for this call."""
+        """Fix the autocast device, the precision (``"auto"`` resolved on ``device``) and the memory layout for this call."""
         self._amp_device = device
+        if "auto" in (self.amp_request, self.channels_last_request):
+            self._resolve_precision(device, ndim)
         if self.channels_last and isinstance(self.network, nn.Module) and ndim in (4, 5):
             fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
             if network_memory_format(self.network) != fmt:
@@ -750,14 +770,18 @@ class AdversarialAttack(Randomizable, Transform):
 
         Engines use it to run the attack inside a mixed-precision step in that step's precision.
         """
-        if self.amp == bool(amp) and (not amp or self.amp_dtype == amp_dtype):
+        if self.amp_request != "auto" and self.amp == bool(amp) and (not amp or self.amp_dtype == amp_dtype):
             return self
         clone = copy.copy(self)
-        clone.amp, clone.amp_dtype = bool(amp), amp_dtype
+        clone.amp = clone.amp_request = bool(amp)
+        clone.amp_dtype = amp_dtype
+        clone.precision = resolve_precision(
+            clone.amp, clone.precision.device_type, amp_dtype, clone.channels_last
+        )
         return clone
 
     def __repr__(self) -> str:
-        skip = {"network", "R", "output_transform", "num_classes", "_seed", "inferer"}
+        skip = {"network", "R", "output_transform", "num_classes", "_seed", "inferer", "precision"}
         args = ", ".join(
             f"{k}={v!r}" for k, v in vars(self).items() if k not in skip and not k.startswith("_")
         )

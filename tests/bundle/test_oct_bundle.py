@@ -606,7 +606,14 @@ def test_evaluate_refuses_a_detector_fitted_on_another_network(fitted: Path, tmp
 def test_amp_switch_reads_cli_strings(bundle: Path):
     # from the command line, `--amp false` arrives as the string "false" (fire keeps lowercase words
     # as strings); it must switch mixed precision off, not on
-    for value, expected in (("false", False), ("true", True), (False, False), (True, True)):
+    from monai_adv.precision import parse_amp, resolve_precision
+
+    auto = resolve_precision("auto", "cpu").amp  # the default: bf16 only on a CPU that runs it natively
+    for value, expected in (("false", False), ("true", True), (False, False), (True, True), ("auto", auto)):
         w = workflow(bundle, ["train", "train_supervised"], "train", amp=value)
         w.initialize()
-        assert w.parser.get_parsed_content("train#trainer").amp is expected, value
+        trainer = w.parser.get_parsed_content("train#trainer")
+        assert trainer.amp is expected and trainer.precision.requested == parse_amp(value), value
+    w = workflow(bundle, ["train", "train_supervised"], "train")
+    w.initialize()
+    assert w.parser.get_parsed_content("train#trainer").precision.requested == "auto"
