@@ -223,13 +223,17 @@ class APGD(NormBoundedAttack):
         """One run of Algorithm 1 on a batch: returns (point, its loss, fooled) per sample.
 
         ``target``: APGD-T's target classes ``(B,)`` for this run (``y`` is then the true class).
+
+        In full precision a sample leaves the batch as soon as it is fooled: its result, the first
+        adversarial point, is final, and no other sample's iterations depend on it (the loss
+        returned for it is its best loss until then). Under autocast every sample runs to the end,
+        since a point that only low precision calls adversarial falls back to the run's best point.
         """
         b = x.shape[0]
         checkpoints = set(self.checkpoints())
         x_adv = self.sample_in_ball(x, eps, mask, generator)
         grad, loss, logits = self._grad(x_adv, y, target)
         fooled = self.is_adversarial(logits, y)
-        x_best_adv = x_adv.clone()
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         step = per_sample_view(torch.full((b,), 2.0 * eps, device=x.device, dtype=x.dtype), x.ndim)
         x_prev = x_adv.clone()
@@ -238,39 +242,82 @@ class APGD(NormBoundedAttack):
         n_increases = torch.zeros(b, device=x.device)
         last_check = 0
         loss_prev = loss.clone()
-        for k in range(self.steps):
+        if self.amp:
+            x_best_adv = x_adv.clone()
+        else:
+            # the running samples are rows `rows` of the batch; the results of those that left
+            rows = torch.arange(b, device=x.device)
+            out_x, out_loss, out_fooled = x_adv.clone(), loss_best.clone(), fooled.clone()
+        k = 0
+        while True:
+            if not self.amp and fooled.any():
+                # the samples fooled just now leave with their first adversarial point
+                out_x[rows[fooled]], out_loss[rows[fooled]] = x_adv[fooled], loss_best[fooled]
+                out_fooled[rows[fooled]] = True
+                keep = ~fooled
+                rows, x, y, mask, target, x_adv, x_prev, grad, loss, x_best, loss_best, grad_best, step = (
+                    None if t is None else t[keep]
+                    for t in (
+                        rows,
+                        x,
+                        y,
+                        mask,
+                        target,
+                        x_adv,
+                        x_prev,
+                        grad,
+                        loss,
+                        x_best,
+                        loss_best,
+                        grad_best,
+                        step,
+                    )
+                )
+                loss_at_last_check, reduced_at_last_check = (
+                    loss_at_last_check[keep],
+                    reduced_at_last_check[keep],
+                )
+                n_increases, loss_prev, fooled = n_increases[keep], loss_prev[keep], fooled[keep]
+                if rows.numel() == 0:
+                    break
+            if k > 0:
+                n_increases += (loss > loss_prev).float()
+                loss_prev = loss
+                improved = loss > loss_best
+                x_best[improved], grad_best[improved], loss_best[improved] = (
+                    x_adv[improved],
+                    grad[improved],
+                    loss[improved],
+                )
+                if k in checkpoints:
+                    since = k - last_check
+                    oscillating = n_increases <= self.rho * since
+                    stalled = ~reduced_at_last_check & (loss_at_last_check >= loss_best)
+                    reduce = oscillating | stalled
+                    reduced_at_last_check = reduce
+                    loss_at_last_check = loss_best.clone()
+                    if reduce.any():
+                        step[reduce] /= 2.0
+                        x_adv[reduce] = x_best[reduce]
+                        grad[reduce] = grad_best[reduce]
+                    n_increases.zero_()
+                    last_check = k
+            if k == self.steps:
+                break
             # gradient step, projected, then the momentum combination (alpha = 0.75), projected again
             z = self.project(x_adv + step * self.steepest_direction(grad, mask), x, eps, mask)
             a = 0.75 if k > 0 else 1.0
             x_next = self.project(x_adv + a * (z - x_adv) + (1 - a) * (x_adv - x_prev), x, eps, mask)
             x_prev, x_adv = x_adv, x_next
+            k += 1
 
             grad, loss, logits = self._grad(x_adv, y, target)
             now_fooled = self.is_adversarial(logits, y)
-            x_best_adv[now_fooled & ~fooled] = x_adv[now_fooled & ~fooled]
-            fooled |= now_fooled
-            n_increases += (loss > loss_prev).float()
-            loss_prev = loss
-            improved = loss > loss_best
-            x_best[improved], grad_best[improved], loss_best[improved] = (
-                x_adv[improved],
-                grad[improved],
-                loss[improved],
-            )
-
-            if k + 1 in checkpoints:
-                since = k + 1 - last_check
-                oscillating = n_increases <= self.rho * since
-                stalled = ~reduced_at_last_check & (loss_at_last_check >= loss_best)
-                reduce = oscillating | stalled
-                reduced_at_last_check = reduce
-                loss_at_last_check = loss_best.clone()
-                if reduce.any():
-                    step[reduce] /= 2.0
-                    x_adv[reduce] = x_best[reduce]
-                    grad[reduce] = grad_best[reduce]
-                n_increases.zero_()
-                last_check = k + 1
+            if self.amp:
+                x_best_adv[now_fooled & ~fooled] = x_adv[now_fooled & ~fooled]
+                fooled |= now_fooled
+            else:
+                fooled = now_fooled
         if self.amp:
             # success was judged on low-precision logits, and the first point that crossed the boundary
             # is kept: confirm both candidates in full precision, so that a point only bf16 called
@@ -284,8 +331,9 @@ class APGD(NormBoundedAttack):
                 loss_best,
                 adv_ok | best_ok,
             )
-        x_final = torch.where(per_sample_view(fooled, x.ndim), x_best_adv, x_best)
-        return x_final, loss_best, fooled
+        # the samples never fooled: their highest-loss point
+        out_x[rows], out_loss[rows] = x_best, loss_best
+        return out_x, out_loss, out_fooled
 
     def _grad(
         self, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None

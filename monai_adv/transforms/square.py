@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -124,43 +125,82 @@ class SquareAttack(NormBoundedAttack):
         eps = self.current_eps
         b, c, *spatial = x.shape
         d = len(spatial)
-        keep = mask if mask is not None else torch.ones((1,) * x.ndim, device=x.device, dtype=x.dtype)
+        n_voxels = math.prod(spatial)
+        n_features = c * n_voxels
 
         def rand_sign(shape):
             return torch.randint(0, 2, shape, generator=generator, device=x.device).to(x.dtype) * 2 - 1
 
         # initialisation: vertical stripes of +-eps (one sign per channel and column)
+        keep = mask if mask is not None else torch.ones((1,) * x.ndim, device=x.device, dtype=x.dtype)
         delta_best = eps * rand_sign((b, c, *([1] * (d - 1)), spatial[-1])).expand_as(x) * keep
         x_best = self.clip_to_range(x + delta_best)
         margin_best, loss_best = self._margin_and_loss(x_best, y)
+        # A query changes the best perturbation in one square only, so it is computed there only: the
+        # queried point is `base` (the projection of the best perturbation, which the query leaves
+        # as it is outside its square) with the projected square written in. The queries run on a
+        # working set of the samples not yet fooled, gathered once and shrunk when one is fooled.
+        work = _WorkingSet(
+            (~self.succeeded(margin_best)).nonzero()[:, 0],
+            x=x,
+            y=y,
+            mask=mask,
+            delta=delta_best,
+            base=self.project(x + delta_best, x, eps, mask),
+            x_best=x_best,
+            margin=margin_best,
+            loss=loss_best,
+        )
         queries = torch.ones(b, device=x.device)
-        n_features = c * math.prod(spatial)
+        offsets = torch.arange(n_voxels, device=x.device)
 
         for it in range(self.n_queries - 1):
-            active = (~self.succeeded(margin_best)).nonzero()[:, 0]
-            if active.numel() == 0:
+            if work.size == 0:
                 break
-            xa, ya, da = x[active], y[active], delta_best[active]
+            n = work.size
+            xa, ya, da, ma, base = work["x"], work["y"], work["delta"], work["mask"], work["base"]
             side = max(int(round((self.square_fraction(it) * n_features / c) ** (1.0 / d))), 1)
             side = min(side, max(min(spatial) - 1, 1))
-            window = self._random_window(active.numel(), spatial, side, generator, x.device)
-            signs = eps * rand_sign((active.numel(), c, *([1] * d)))
-            window_keep = window * (keep[active] if keep.shape[0] > 1 else keep)
-            proposal = torch.where(window_keep.bool(), signs.expand_as(xa), da)
-            # a proposal that changes nothing wastes a query: flip its signs instead
-            unchanged = ((proposal - da).abs().flatten(1).amax(1) == 0) & (window_keep.flatten(1).amax(1) > 0)
-            if unchanged.any():
-                flip = per_sample_view(unchanged, x.ndim)
-                proposal = torch.where(window_keep.bool() & flip, -signs.expand_as(xa), proposal)
-            x_new = self.project(xa + proposal, xa, eps, mask[active] if mask is not None else None)
+            # the square of each sample, as flat voxel indices (n, c, side^d) in row-major order
+            flat = torch.zeros((n, 1), dtype=torch.long, device=x.device)
+            for size in spatial:
+                start = torch.randint(0, size - side + 1, (n,), generator=generator, device=x.device)
+                coord = start[:, None] + offsets[:side]
+                flat = (flat[:, :, None] * size + coord[:, None, :]).reshape(n, -1)
+            window = flat[:, None, :].expand(n, c, flat.shape[1])
+            signs = (eps * rand_sign((n, c, 1))).expand(window.shape)
+            d_win = da.reshape(n, c, n_voxels).gather(2, window)
+            same = d_win == signs
+            if ma is None:
+                m_win = None
+                # a proposal that changes nothing wastes a query: flip its signs instead
+                unchanged = same.flatten(1).all(1)
+                proposal = torch.where(per_sample_view(unchanged, 3), -signs, signs)
+            else:
+                m_win = ma.reshape(n, c, n_voxels).gather(2, window)
+                inside = m_win != 0
+                unchanged = (same | ~inside).flatten(1).all(1) & inside.flatten(1).any(1)
+                proposal = torch.where(
+                    inside, torch.where(per_sample_view(unchanged, 3), -signs, signs), d_win
+                )
+            x_win = xa.reshape(n, c, n_voxels).gather(2, window)
+            x_new = base.clone(memory_format=torch.contiguous_format)
+            x_new.view(n, c, n_voxels).scatter_(2, window, self.project(x_win + proposal, x_win, eps, m_win))
             margin_new, loss_new = self._margin_and_loss(x_new, ya)
-            queries[active] += 1
-            better = (loss_new < loss_best[active]) | self.succeeded(margin_new)
-            idx = active[better]
-            loss_best[idx] = torch.minimum(loss_new[better], loss_best[idx])
-            margin_best[idx] = margin_new[better]
-            delta_best[idx] = x_new[better] - xa[better]
-            x_best[idx] = x_new[better]
+            done = self.succeeded(margin_new)
+            better = (loss_new < work["loss"]) | done
+            if better.any():
+                i = better.nonzero()[:, 0]
+                work["loss"][i] = torch.minimum(loss_new[i], work["loss"][i])
+                work["margin"][i] = margin_new[i]
+                da[i] = x_new[i] - xa[i]
+                work["x_best"][i] = x_new[i]
+                base[i] = self.project(xa[i] + da[i], xa[i], eps, None if ma is None else ma[i])
+            if done.any():
+                queries[work.index[done]] = it + 2
+                work.retire(done, x_best=x_best)
+        queries[work.index] = float(self.n_queries)  # the samples never fooled spent the whole budget
+        work.retire(None, x_best=x_best)
         self.last_queries = queries.cpu()
         return x_best
 
@@ -169,7 +209,6 @@ class SquareAttack(NormBoundedAttack):
         eps = self.current_eps
         b, c, *spatial = x.shape
         d = len(spatial)
-        keep = mask if mask is not None else torch.ones((1,) * x.ndim, device=x.device, dtype=x.dtype)
         spatial_axes = tuple(range(2, x.ndim))
 
         def rand_sign(shape):
@@ -179,10 +218,11 @@ class SquareAttack(NormBoundedAttack):
             return t.square().sum(spatial_axes, keepdim=True).sqrt()
 
         def in_ball(x0, delta, keep_):
-            """``x0 + delta`` with delta (inside the mask) scaled to L2 norm eps, then projected."""
-            delta = delta * keep_
+            """``x0 + delta`` with delta (inside the mask, when one is given) scaled to L2 norm eps, then projected."""
+            if keep_ is not None:
+                delta = delta * keep_
             delta = delta * (eps / self.per_sample_norm(delta).clamp_min(1e-12))
-            return self.project(x0 + delta, x0, eps, None if mask is None else keep_.expand_as(x0))
+            return self.project(x0 + delta, x0, eps, None if keep_ is None else keep_.expand_as(x0))
 
         # initialisation: a grid of blocks of side min(spatial) // 5, each a pattern with a random sign
         s = max(min(spatial) // 5, 1)
@@ -195,23 +235,31 @@ class SquareAttack(NormBoundedAttack):
             delta[(slice(None), slice(None), *block)] = self._l2_pattern(s, d, generator, x) * rand_sign(
                 (b, c, *([1] * d))
             )
-        x_best = in_ball(x, delta, keep)
+        x_best = in_ball(x, delta, mask)
         margin_best, loss_best = self._margin_and_loss(x_best, y)
-        queries = torch.ones(b, device=x.device)
         n_features = c * math.prod(spatial)
+        # the samples not yet fooled, gathered once and shrunk only when one is fooled (see _attack)
+        work = _WorkingSet(
+            (~self.succeeded(margin_best)).nonzero()[:, 0],
+            x=x,
+            y=y,
+            mask=mask,
+            x_best=x_best,
+            margin=margin_best,
+            loss=loss_best,
+        )
+        queries = torch.ones(b, device=x.device)
 
         for it in range(self.n_queries - 1):
-            active = (~self.succeeded(margin_best)).nonzero()[:, 0]
-            if active.numel() == 0:
+            if work.size == 0:
                 break
-            n = active.numel()
-            xa, ya = x[active], y[active]
-            keep_a = keep[active] if keep.shape[0] > 1 else keep
-            delta = x_best[active] - xa
+            n = work.size
+            xa, ya, keep_a = work["x"], work["y"], work["mask"]
+            delta = work["x_best"] - xa
             side = max(int(round((self.square_fraction(it) * n_features / c) ** (1.0 / d))), 3)
             side = min(side + 1 - side % 2, min(spatial))  # odd, as in the paper, and inside the image
-            w1 = self._random_window(n, spatial, side, generator, x.device).to(x.dtype)
-            w2 = self._random_window(n, spatial, side, generator, x.device).to(x.dtype)
+            w1 = self._random_window_mask(n, spatial, side, generator, x.device).to(x.dtype)
+            w2 = self._random_window_mask(n, spatial, side, generator, x.device).to(x.dtype)
             # a new pattern in square 1 takes over the mass of both squares, per channel:
             # sqrt((eps^2 - ||delta||^2) / c + ||delta in the squares||^2)
             budget = (
@@ -220,16 +268,24 @@ class SquareAttack(NormBoundedAttack):
             ).sqrt()
             old = delta * w1 / (channel_norm(delta * w1) + 1e-12)
             pattern = self._l2_pattern(side, d, generator, x) * rand_sign((n, c, *([1] * d)))
-            new = (self._place(pattern, w1) + old) * keep_a
+            new = self._place(pattern, w1) + old
+            if keep_a is not None:
+                new = new * keep_a
             new = new / (channel_norm(new) + 1e-12) * budget
             x_new = in_ball(xa, delta * (1 - w1) * (1 - w2) + new, keep_a)
             margin_new, loss_new = self._margin_and_loss(x_new, ya)
-            queries[active] += 1
-            better = (loss_new < loss_best[active]) | self.succeeded(margin_new)
-            idx = active[better]
-            loss_best[idx] = torch.minimum(loss_new[better], loss_best[idx])
-            margin_best[idx] = margin_new[better]
-            x_best[idx] = x_new[better]
+            done = self.succeeded(margin_new)
+            better = (loss_new < work["loss"]) | done
+            if better.any():
+                i = better.nonzero()[:, 0]
+                work["loss"][i] = torch.minimum(loss_new[i], work["loss"][i])
+                work["margin"][i] = margin_new[i]
+                work["x_best"][i] = x_new[i]
+            if done.any():
+                queries[work.index[done]] = it + 2
+                work.retire(done, x_best=x_best)
+        queries[work.index] = float(self.n_queries)  # the samples never fooled spent the whole budget
+        work.retire(None, x_best=x_best)
         self.last_queries = queries.cpu()
         return x_best
 
@@ -242,28 +298,7 @@ class SquareAttack(NormBoundedAttack):
         positive and the second negative.
         """
         axis = int(torch.randint(0, d, (1,), generator=generator, device=like.device))
-        half = side // 2
-        parts = []
-        for sign, size in ((1.0, half), (-1.0, side - half)):
-            shape = [side] * d
-            shape[axis] = size
-            if size == 0:
-                parts.append(torch.zeros(shape, device=like.device, dtype=like.dtype))
-                continue
-            # a voxel whose Chebyshev distance to the centre is r lies in boxes r, r + 1, ...
-            ring = torch.zeros(shape, device=like.device, dtype=torch.long)
-            for ax, n_ax in enumerate(shape):
-                view = [1] * d
-                view[ax] = n_ax
-                ring = torch.maximum(
-                    ring, (torch.arange(n_ax, device=like.device) - n_ax // 2).abs().reshape(view)
-                )
-            n_boxes = max(n_ax // 2 + 1 for n_ax in shape)
-            weights = 1.0 / (torch.arange(n_boxes, device=like.device, dtype=like.dtype) + 1) ** 2
-            part = weights.flip(0).cumsum(0).flip(0)[ring]  # sum over the boxes k >= r
-            parts.append(sign * part / part.square().sum().sqrt())
-        pattern = torch.cat(parts, dim=axis)
-        return pattern / pattern.square().sum().sqrt().clamp_min(1e-12)
+        return _l2_pattern_on_axis(side, d, axis, like.dtype, like.device)
 
     @staticmethod
     def _place(pattern: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
@@ -274,16 +309,84 @@ class SquareAttack(NormBoundedAttack):
         return out
 
     @staticmethod
+    def _random_window_mask(
+        n: int, spatial: list[int], side: int, generator: torch.Generator, device: torch.device
+    ) -> torch.Tensor:
+        """A boolean ``(n, 1, *spatial)`` with one random square (cube) of the given side per sample."""
+        window = None
+        for axis, size in enumerate(spatial):
+            start = torch.randint(0, size - side + 1, (n,), generator=generator, device=device)[:, None]
+            pos = torch.arange(size, device=device)
+            inside = ((pos >= start) & (pos < start + side)).reshape(
+                n, 1, *[size if a == axis else 1 for a in range(len(spatial))]
+            )
+            window = inside if window is None else window & inside
+        return window
+
+    @staticmethod
     def _random_window(
         n: int, spatial: list[int], side: int, generator: torch.Generator, device: torch.device
     ) -> torch.Tensor:
-        """A 0/1 tensor ``(n, 1, *spatial)`` with one random square (cube) of the given side per sample."""
-        window = torch.ones((n, 1, *spatial), device=device)
-        for axis, size in enumerate(spatial):
-            start = torch.randint(0, size - side + 1, (n,), generator=generator, device=device)
-            pos = torch.arange(size, device=device)
-            inside = (pos[None] >= start[:, None]) & (pos[None] < start[:, None] + side)
-            shape = [n, 1] + [1] * len(spatial)
-            shape[2 + axis] = size
-            window = window * inside.reshape(shape)
-        return window
+        """A 0/1 float tensor ``(n, 1, *spatial)`` with one random square (cube) of the given side per sample."""
+        return SquareAttack._random_window_mask(n, spatial, side, generator, device).float()
+
+
+class _WorkingSet:
+    """The per-sample state of the samples a query loop still attacks, gathered from the batch once.
+
+    ``work[name]`` is the state of the samples at ``work.index`` (rows of the batch), in batch order;
+    :meth:`retire` writes finished samples' results back to the batch and drops them, so a query
+    touches only the samples still attacked and the batch is gathered again only when one finishes.
+    """
+
+    def __init__(self, index: torch.Tensor, **state: torch.Tensor | None) -> None:
+        self.index = index
+        self.state = {k: None if v is None else v[index] for k, v in state.items()}
+
+    @property
+    def size(self) -> int:
+        return self.index.numel()
+
+    def __getitem__(self, name: str) -> torch.Tensor | None:
+        return self.state[name]
+
+    def retire(self, finished: torch.Tensor | None, **targets: torch.Tensor) -> None:
+        """Write ``finished`` samples' state (all when None) into the batch tensors given by name, and drop them."""
+        rows = self.index if finished is None else self.index[finished]
+        for name, target in targets.items():
+            target[rows] = self.state[name] if finished is None else self.state[name][finished]
+        if finished is None:
+            finished = torch.ones(self.size, dtype=torch.bool, device=self.index.device)
+        keep = ~finished
+        self.index = self.index[keep]
+        self.state = {k: None if v is None else v[keep] for k, v in self.state.items()}
+
+
+@functools.lru_cache(maxsize=256)
+def _l2_pattern_on_axis(
+    side: int, d: int, axis: int, dtype: torch.dtype, device: torch.device
+) -> torch.Tensor:
+    """:meth:`SquareAttack._l2_pattern` split along ``axis`` (deterministic, so computed once per shape).
+
+    The result is shared between calls: callers must not modify it in place.
+    """
+    half = side // 2
+    parts = []
+    for sign, size in ((1.0, half), (-1.0, side - half)):
+        shape = [side] * d
+        shape[axis] = size
+        if size == 0:
+            parts.append(torch.zeros(shape, device=device, dtype=dtype))
+            continue
+        # a voxel whose Chebyshev distance to the centre is r lies in boxes r, r + 1, ...
+        ring = torch.zeros(shape, device=device, dtype=torch.long)
+        for ax, n_ax in enumerate(shape):
+            view = [1] * d
+            view[ax] = n_ax
+            ring = torch.maximum(ring, (torch.arange(n_ax, device=device) - n_ax // 2).abs().reshape(view))
+        n_boxes = max(n_ax // 2 + 1 for n_ax in shape)
+        weights = 1.0 / (torch.arange(n_boxes, device=device, dtype=dtype) + 1) ** 2
+        part = weights.flip(0).cumsum(0).flip(0)[ring]  # sum over the boxes k >= r
+        parts.append(sign * part / part.square().sum().sqrt())
+    pattern = torch.cat(parts, dim=axis)
+    return pattern / pattern.square().sum().sqrt().clamp_min(1e-12)
