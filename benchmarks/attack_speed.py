@@ -6,10 +6,18 @@ side in one run and interleaved (so load on the machine hits all alike):
 
 - PGD-10, PGD-10 (L2), MI-FGSM-10, APGD-10 and FGSM in fp32 against bare fp32 forward+backward
   passes of the same network on the same batch (1.00 is the limit);
-- PGD-10 with ``amp=True, channels_last=True`` against ten bare passes in the same precision and
-  layout (bf16 autocast + channels-last on CPU: "the bf16 limit"), and against ten bare fp32 passes;
+- PGD-10 with ``amp="auto", channels_last="auto"`` (what the bundles, demos and experiments run:
+  bf16 autocast only where the CPU runs it natively, else fp32, with channels-last; see
+  :mod:`monai_adv.precision`) against ten bare passes in the precision and layout it chose, and
+  against ten bare fp32 passes;
+- PGD-10 forced to ``amp=True, channels_last=True`` (bf16 autocast on the CPU) against ten bare
+  passes in bf16 and channels-last: run by default where bf16 is native or on CUDA (fp16 and bf16
+  there), with ``--forced-bf16`` on a CPU that emulates it (slow: 5-15x fp32);
 - the same PGD-10 against torchattacks' ``PGD`` (fp32, the only precision it has) when torchattacks
-  is installed (``pip install --no-deps torchattacks``; ``make bench`` does it);
+  is installed (``pip install --no-deps torchattacks``; ``make bench`` does it).
+
+The header names the CPU (its torch capability, whether bf16 is native) and the precision ``auto``
+chose, so that each table can be filed under its kind of CPU in ``benchmarks/RESULTS.md``.
 
 and peak memory: PGD-10's peak resident memory above the idle process against that of one bare
 forward+backward.
@@ -43,6 +51,7 @@ import torch
 import torch.nn.functional as F
 from monai.networks.nets import resnet18
 
+from monai_adv.precision import cpu_capability, cpu_has_native_bf16, resolve_precision
 from monai_adv.transforms import APGD, FGSM, MIFGSM, PGD
 
 try:  # the reference implementation, compared side by side when installed
@@ -97,20 +106,32 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(case: str, repeats: int, clock=time.process_time, device: str = "cpu") -> dict[str, float]:
+def time_case(
+    case: str, repeats: int, clock=time.process_time, device: str = "cpu", forced_low: bool | None = None
+) -> dict[str, float]:
     net, x, y, d = build(case)
     dev = torch.device(device)
     net, x, y = net.to(dev), x.to(dev), y.to(dev)
-    # a second copy of the network in the channels-last layout: the attack converts the network it
-    # is given, and the fp32 rows must keep the default layout
+    # separate copies of the network for the other layouts: an attack converts the network it is
+    # given, and the fp32 rows must keep the default layout
+    auto = resolve_precision("auto", dev)
+    net_auto = copy.deepcopy(net)
+    x_auto = _layout(x, d) if auto.channels_last else x
+    if auto.channels_last:
+        net_auto = _layout(net_auto, d)
     net_cl = _layout(copy.deepcopy(net), d)
     x_cl = _layout(x, d)
-    low = [torch.bfloat16] if dev.type == "cpu" else [torch.float16, torch.bfloat16]
+    if forced_low is None:  # bf16 emulated on this CPU costs 5-15x fp32: only on request
+        forced_low = dev.type != "cpu" or bool(cpu_has_native_bf16())
+    low = ([torch.bfloat16] if dev.type == "cpu" else [torch.float16, torch.bfloat16]) if forced_low else []
     runs = {
         "bare x10": lambda: bare_forward_backward(net, x, y, STEPS),
         "bare x1": lambda: bare_forward_backward(net, x, y, 1),
     }
     runs.update({name: (lambda a=a: a(x, y)) for name, a in attacks(net, d).items()})
+    runs["bare x10 auto"] = lambda: bare_forward_backward(net_auto, x_auto, y, STEPS, auto.dtype)
+    atk_auto = PGD(net_auto, 8 / 255, steps=STEPS, spatial_dims=d, amp="auto", channels_last="auto")
+    runs["PGD-10 auto"] = lambda: atk_auto(x, y)
     for dt in low:
         tag = str(dt).replace("torch.", "")
         runs[f"bare x10 {tag}+cl"] = lambda dt=dt: bare_forward_backward(net_cl, x_cl, y, STEPS, dt)
@@ -181,20 +202,29 @@ def main() -> None:
     parser.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     parser.add_argument("--cases", nargs="*", default=list(CASES))
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--forced-bf16",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also time PGD-10 forced to bf16 autocast (default: only where bf16 is native, and on CUDA)",
+    )
     parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.child:
         _peak_rss_child(*args.child)
         return
+    native = {True: "native", False: "emulated", None: "unknown"}[cpu_has_native_bf16()]
     print(
         f"# attack speed: torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{args.threads} thread(s), {args.clock if args.device == 'cpu' else 'wall'} time, median of "
-        f"{args.repeats} interleaved repeats, device {args.device}"
+        f"CPU capability {cpu_capability()}, bf16 {native} on this CPU, amp='auto' -> "
+        f"{resolve_precision('auto', args.device)}; {args.threads} thread(s), "
+        f"{args.clock if args.device == 'cpu' else 'wall'} time, median of {args.repeats} interleaved "
+        f"repeats, device {args.device}"
     )
     clock = time.process_time if args.clock == "cpu" and args.device == "cpu" else time.perf_counter
     for case in args.cases:
-        t = time_case(case, args.repeats, clock, args.device)
+        t = time_case(case, args.repeats, clock, args.device, args.forced_bf16)
         print(f"\n## {case} {CASES[case]['shape']}")
         print(
             f"one bare forward+backward: {t['bare x1'] * 1000:.1f} ms fp32; ten: {t['bare x10'] * 1000:.1f} ms"
@@ -202,31 +232,39 @@ def main() -> None:
         print("| attack (fp32) | time / its forward+backward limit |")
         print("|---|---|")
         for name in t:
-            if name.startswith("bare") or "amp" in name or name.startswith("torchattacks"):
+            if name.startswith("bare") or "amp" in name or "auto" in name or name.startswith("torchattacks"):
                 continue
             limit = t["bare x1"] if name == "FGSM" else t["bare x10"]
             print(f"| {name} | {t[name] / limit:.3f} |")
         ta = t.get("torchattacks PGD-10 fp32")
         print(
-            "\n| mixed precision | ms | / its own limit (ten bare passes, same precision) | / ten fp32 passes "
+            "\n| precision | ms | / its own limit (ten bare passes, same precision and layout) | / ten fp32 passes "
             "| / torchattacks PGD-10 fp32 |"
         )
         print("|---|---|---|---|---|")
         pgd = t["PGD-10 (linf)"]
-        vs_ta = "-" if ta is None else f"{pgd / ta:.3f}"
-        print(
-            f"| PGD-10 fp32 (ours) | {pgd * 1000:.0f} | {pgd / t['bare x10']:.3f} | {pgd / t['bare x10']:.3f} | {vs_ta} |"
-        )
-        for name in [n for n in t if "amp" in n]:
-            tag = name.split("amp ", 1)[1]
-            limit = t[f"bare x10 {tag}"]
+
+        def row(label: str, value: float, limit: float, t: dict = t, ta: float | None = ta) -> None:
+            vs_ta = "-" if ta is None else f"{value / ta:.3f}"
             print(
-                f"| {name} | {t[name] * 1000:.0f} | {t[name] / limit:.3f} | {t[name] / t['bare x10']:.3f} | "
-                f"{'-' if ta is None else f'{t[name] / ta:.3f}'} |"
+                f"| {label} | {value * 1000:.0f} | {value / limit:.3f} | {value / t['bare x10']:.3f} | {vs_ta} |"
             )
+
+        row("PGD-10 fp32 (ours)", pgd, t["bare x10"])
+        auto = resolve_precision("auto", args.device)
+        row(
+            f"PGD-10 amp='auto' (ours: {auto.name}{'+cl' if auto.channels_last else ''})",
+            t["PGD-10 auto"],
+            t["bare x10 auto"],
+        )
+        for name in [n for n in t if n.startswith("PGD-10 amp ")]:
+            tag = name.split("amp ", 1)[1]
+            row(f"{name} (forced)", t[name], t[f"bare x10 {tag}"])
         if ta is not None:
+            row("torchattacks PGD-10 fp32", ta, t["bare x10"])
             print(
-                f"| torchattacks PGD-10 fp32 | {ta * 1000:.0f} | {ta / t['bare x10']:.3f} | {ta / t['bare x10']:.3f} | 1.000 |"
+                f"\nours / torchattacks: fp32 {pgd / ta:.3f} (aim <= 1.05); amp='auto' {t['PGD-10 auto'] / ta:.3f} "
+                f"(aim <= 0.85 on an AVX2-only CPU, <= 0.45 where bf16 is native)"
             )
         else:
             print("(torchattacks not installed: pip install --no-deps torchattacks)")

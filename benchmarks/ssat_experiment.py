@@ -903,8 +903,11 @@ def main(argv: list[str] | None = None) -> None:
         a.size, a.network, a.optimizer, a.lr, a.weight_decay, a.epochs = 224, "resnet18", "sgd", 1e-3, 0.0, 10
         a.synthetic_batch = a.kermany_batch = 64
         a.device = "cuda" if a.device == "cpu" else a.device
-        a.results = str(HERE / "ssat_results_paper_scale.jsonl")
-        a.runs = str(HERE / "ssat_runs" / "paper_scale")
+        # the paper-scale rows go to their own files, unless the command names others
+        if a.results == p.get_default("results"):
+            a.results = str(HERE / "ssat_results_paper_scale.jsonl")
+        if a.runs == p.get_default("runs"):
+            a.runs = str(HERE / "ssat_runs" / "paper_scale")
     a.amp = PRECISION_AMP[a.precision]
     a.iterations = {"synthetic": a.synthetic_iterations, "kermany": a.kermany_iterations}
     a.batch = {"synthetic": a.synthetic_batch, "kermany": a.kermany_batch}

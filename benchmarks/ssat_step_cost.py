@@ -9,17 +9,20 @@ on the network, not assumed; the cost ratio that pure pass-counting predicts is
 step can approach (everything else the engine does is overhead). The supervised baselines (Madry
 PGD-7 and TRADES with PGD-7) and SSAT variants are measured in the same run for scale.
 
-Each step is also timed in mixed precision (``amp=True``: bf16 autocast on CPU, the attack inside the
-step included, the network in the channels-last layout), interleaved with the fp32 runs, and the
-speed-up fp32 time / amp time is printed per method.
+Each step is also timed in the other precisions asked for (``--precisions``; default ``fp32 auto``:
+``auto`` is what the bundles run, bf16 autocast only on a CPU that runs it natively, else fp32 with
+channels-last; on CUDA ``fp32 fp16 bf16``), the attack inside the step included, the network in the
+channels-last layout for the low-precision rows, interleaved with the fp32 runs; the speed-up fp32
+time / that precision's time is printed per method.
 
 Usage::
 
     python benchmarks/ssat_step_cost.py                       # 64x64 OCT-sized batch of 32, 1 thread
     python benchmarks/ssat_step_cost.py --size 128 --batch 16 --iters 10 --repeats 5
+    python benchmarks/ssat_step_cost.py --device cuda --size 224 --batch 64 --precisions fp32 fp16 bf16
 
 Times are CPU time of this process (``time.process_time``), medians over interleaved repeats, so the
-ratios hold on a machine shared with other jobs.
+ratios hold on a machine shared with other jobs; on CUDA, wall time with synchronisation.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from ssat_small_scale import make_network  # noqa: E402
 
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer  # noqa: E402
+from monai_adv.precision import cpu_capability, resolve_precision  # noqa: E402
 
 METHODS = ["supervised", "ssat", "ssat_kl", "ssat_pgd", "madry", "trades"]
 
@@ -69,17 +73,28 @@ def build(
     y: torch.Tensor,
     xu: torch.Tensor,
     iters: int,
-    amp: bool = False,
+    amp: bool | str = False,
+    dtype: torch.dtype | None = None,
 ):
+    device = x.device
     labeled = [{"image": x, "label": y}] * iters
     unlabeled = [xu]
     opt = torch.optim.SGD(net.parameters(), lr=1e-4)
-    common = dict(decollate=False, amp=amp)
+    common = dict(decollate=False, amp=amp, amp_kwargs={"dtype": dtype} if dtype is not None else None)
     if method == "supervised":
-        return AutocastSupervisedTrainer("cpu", 1, labeled, net, opt, nn.CrossEntropyLoss(), **common)
+        return AutocastSupervisedTrainer(device, 1, labeled, net, opt, nn.CrossEntropyLoss(), **common)
     eps = {"madry": 0.01, "trades": 0.01}.get(method)
     kw = dict(unlabeled_data_loader=unlabeled) if method.startswith("ssat") else {}
-    return create_trainer(method, "cpu", 1, labeled, net, opt, eps=eps, **kw, **common)
+    return create_trainer(method, device, 1, labeled, net, opt, eps=eps, **kw, **common)
+
+
+#: ``--precisions`` choices: (amp, autocast dtype)
+PRECISIONS = {
+    "fp32": (False, None),
+    "auto": ("auto", None),
+    "bf16": (True, torch.bfloat16),
+    "fp16": (True, torch.float16),
+}
 
 
 def main() -> None:
@@ -90,50 +105,74 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--methods", nargs="+", default=METHODS)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--precisions",
+        nargs="+",
+        choices=list(PRECISIONS),
+        default=None,
+        help="precisions timed besides fp32 (default: auto on the CPU; fp16 bf16 on CUDA)",
+    )
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     warnings.filterwarnings("ignore", message="Full backward hook is firing")
+    dev = torch.device(a.device)
+    others = a.precisions or (["auto"] if dev.type == "cpu" else ["fp16", "bf16"])
+    others = [q for q in others if q != "fp32"]
     torch.manual_seed(0)
-    net = make_network()
+    net = make_network().to(dev)
     counter = PassCounter(net)
-    x = torch.rand(a.batch, 1, a.size, a.size)
-    y = torch.arange(a.batch) % 4
-    xu = torch.rand(a.batch, 1, a.size, a.size)
+    x = torch.rand(a.batch, 1, a.size, a.size, device=dev)
+    y = torch.arange(a.batch, device=dev) % 4
+    xu = torch.rand(a.batch, 1, a.size, a.size, device=dev)
 
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+
+    clock = time.process_time if dev.type == "cpu" else time.perf_counter
     net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
-    passes, times, times_amp = {}, {m: [] for m in a.methods}, {m: [] for m in a.methods}
+    passes: dict[str, tuple[int, int]] = {}
+    times: dict[str, dict[str, list[float]]] = {q: {m: [] for m in a.methods} for q in ["fp32", *others]}
     for m in a.methods:  # warm-up and pass count (one iteration)
         counter.reset()
         build(m, net, x, y, xu, 1).run()
         passes[m] = (counter.forward, counter.backward)
-        build(m, net_cl, x, y, xu, 1, amp=True).run()
+        for q in others:
+            build(m, net_cl, x, y, xu, 1, *PRECISIONS[q]).run()
     for _ in range(a.repeats):
         for m in a.methods:
-            for network, amp, store in ((net, False, times), (net_cl, True, times_amp)):
-                tr = build(m, network, x, y, xu, a.iters, amp=amp)
-                t0 = time.process_time()
+            for q in ["fp32", *others]:
+                tr = build(m, net if q == "fp32" else net_cl, x, y, xu, a.iters, *PRECISIONS[q])
+                sync()
+                t0 = clock()
                 tr.run()
-                store[m].append((time.process_time() - t0) / a.iters)
+                sync()
+                times[q][m].append((clock() - t0) / a.iters)
 
-    base = statistics.median(times["supervised"]) if "supervised" in times else None
+    med = {q: {m: statistics.median(v) for m, v in per.items()} for q, per in times.items()}
+    base = med["fp32"].get("supervised")
     bf, bb = passes.get("supervised", (1, 1))
+    auto = resolve_precision("auto", dev)
     print(
         f"# SSAT step cost: batch {a.batch} labeled (+{a.batch} unlabeled) x 1 x {a.size} x {a.size}, "
         f"{a.threads} thread(s), {a.repeats} repeats x {a.iters} iterations, torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}"
+        f"{platform.processor() or platform.machine()}, device {dev}"
+        + (f" ({torch.cuda.get_device_name(dev)})" if dev.type == "cuda" else "")
+        + f", CPU capability {cpu_capability()}, amp='auto' -> {auto}"
     )
-    print(
-        f"{'method':<12} {'ms/step':>8} {'x supervised':>13} {'fwd':>4} {'bwd':>4} {'passes ratio (limit)':>21} "
-        f"{'amp ms/step':>12} {'fp32 / amp':>11}"
-    )
+    head = f"{'method':<12} {'ms/step':>8} {'x supervised':>13} {'fwd':>4} {'bwd':>4} {'passes ratio (limit)':>21}"
+    for q in others:
+        head += f" {q + ' ms/step':>13} {'fp32 / ' + q:>11}"
+    print(head)
     for m in a.methods:
-        t = statistics.median(times[m])
-        ta = statistics.median(times_amp[m])
+        t = med["fp32"][m]
         f, b = passes[m]
         ratio = f"{t / base:13.2f}" if base else " " * 13
-        print(
-            f"{m:<12} {1e3 * t:8.1f} {ratio} {f:4d} {b:4d} {(f + b) / (bf + bb):21.2f} {1e3 * ta:12.1f} {t / ta:11.2f}"
-        )
+        line = f"{m:<12} {1e3 * t:8.1f} {ratio} {f:4d} {b:4d} {(f + b) / (bf + bb):21.2f}"
+        for q in others:
+            line += f" {1e3 * med[q][m]:13.1f} {t / med[q][m]:11.2f}"
+        print(line)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,7 @@ __all__ = [
     "record_of",
     "PRECISION_AMP",
     "add_precision_argument",
+    "apply_memory_format",
 ]
 
 logger = logging.getLogger("monai_adv.precision")
@@ -254,6 +255,32 @@ def resolve_precision(
         if layout == "auto":  # pragma: no cover - handled above
             layout = True
     return Precision(on, resolved_dtype, bool(layout), device_type, requested)
+
+
+def apply_memory_format(
+    network: torch.nn.Module, amp: Any = "auto", device: torch.device | str | None = None, channels_last: Any = "auto"
+) -> torch.nn.Module:
+    """``network`` converted in place to the channels-last layout where :func:`resolve_precision` says it is faster.
+
+    The layout follows the network's convolutions: ``channels_last`` for 2D kernels, ``channels_last_3d``
+    for 3D ones; a network without convolutions is returned unchanged. Bundle configs call it on the
+    network they build (``"$monai_adv.precision.apply_memory_format(@network_def.to(@device), @amp)"``).
+
+    Args:
+        network: the module.
+        amp: the run's ``amp`` (``"auto"``, True, False).
+        device: where it runs (default: the device of its first parameter).
+        channels_last: True, False or ``"auto"``.
+    """
+    params = list(network.parameters())
+    if device is None:
+        device = params[0].device if params else "cpu"
+    if not resolve_precision(amp, device, channels_last=channels_last).channels_last:
+        return network
+    kernels = {p.ndim for p in params if p.is_floating_point() and p.ndim in (4, 5)}
+    if len(kernels) == 1:
+        network.to(memory_format=torch.channels_last if kernels == {4} else torch.channels_last_3d)
+    return network
 
 
 _LOGGED: set[tuple[str, str, bool]] = set()

@@ -258,3 +258,19 @@ def test_precision_argument_and_its_deprecated_spelling():
     assert PRECISION_AMP[p.parse_args(["--no-amp"]).precision] is False
     with pytest.raises(SystemExit):
         p.parse_args(["--precision", "fp8"])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_detector_feature_pass_follows_amp_auto(native_bf16, native):
+    from monai_adv.detectors import MahalanobisDetector
+
+    native_bf16(native)
+    net = _net()
+    rec = DtypeRecorder(next(m for m in net.modules() if isinstance(m, nn.Conv2d)))
+    x, y = toy_dataset(32, seed=5)
+    det = MahalanobisDetector(net, progress=False, amp="auto").fit([(x, y)])
+    scores = det.score(x[:4])
+    assert set(rec.dtypes) == {torch.bfloat16 if native else torch.float32}
+    assert scores.dtype in (torch.float32, torch.float64) and torch.isfinite(scores).all()
+    with pytest.raises(ValueError, match="amp must be"):
+        MahalanobisDetector(net, amp="often")

@@ -30,6 +30,7 @@ __all__ = [
     "LAYER_RECIPES",
     "DEMO_METHODS",
     "LAYER_DEMO_METHODS",
+    "default_jobs",
     "main",
 ]
 
@@ -200,6 +201,7 @@ def run_demo(
     quick: bool = False,
     methods: Sequence[str] = DEMO_METHODS,
     overrides: Mapping[str, Any] | None = None,
+    jobs: int = 1,
 ) -> str:
     """Train, fit the detector for, and evaluate each method with the OCT bundle, then compare them.
 
@@ -217,6 +219,8 @@ def run_demo(
         methods: systems in training order, from :data:`RECIPES`; ``"ssat"``, ``"ssat_robust"`` and
             ``"ssat_teacher"`` start from the supervised model, so list ``"supervised"`` first.
         overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
+        jobs: how many ``monai.bundle run`` processes run at once (:func:`default_jobs` picks one per
+            CPU core, up to one per method, on a CPU; 1 on a GPU); 1 runs everything in this process.
 
     Raises:
         FileNotFoundError: when ``bundle_dir`` is not the OCT bundle, or none is given and the
@@ -227,7 +231,7 @@ def run_demo(
     root = resolve_bundle_dir(bundle_dir)
     _check_methods(root, methods)
     steps = ([], ["configs/fit_detector.json"], ["configs/evaluate.json"])
-    work, reports = _run_methods(root, methods, method_configs, steps, quick, overrides)
+    work, reports = _run_methods(root, methods, method_configs, steps, quick, overrides, jobs)
     table = compare_reports(reports)
     _print_summary(
         "OCT robustness: clean quality, then accuracy, detection AUROC and system risk per attack",
@@ -264,16 +268,25 @@ def _run_methods(
     steps: Sequence[list[str]],
     quick: bool,
     overrides: Mapping[str, Any] | None,
+    jobs: int = 1,
 ) -> tuple[Path, dict[str, str]]:
     """Run, in ``root``, each method's configs followed by each step's (plus ``quick.json``); returns the
-    work folder and each method's ``eval/<method>/report.json``."""
-    from monai.bundle import run as bundle_run
+    work folder and each method's ``eval/<method>/report.json``.
 
+    ``jobs=1`` runs everything in this process, one run after another, logging to the console.
+    ``jobs > 1`` runs up to that many ``monai.bundle run`` processes at once (:func:`_run_parallel`).
+    """
     extra = ["configs/quick.json"] if quick else []
     work = root / "quick" if quick else root
+    reports = {m: str(work / "eval" / m / "report.json") for m in methods}
+    if jobs > 1 and len(methods) > 1:
+        _run_parallel(root, work, methods, configs_of, steps, extra, dict(overrides or {}), jobs)
+        return work, reports
+
+    from monai.bundle import run as bundle_run
+
     cwd = os.getcwd()
     os.chdir(root)
-    reports = {}
     try:
         for method in methods:
             for step in steps:
@@ -285,10 +298,123 @@ def _run_methods(
                     logging_file="configs/logging.conf",
                     **dict(overrides or {}),
                 )
-            reports[method] = str(work / "eval" / method / "report.json")
     finally:
         os.chdir(cwd)
     return work, reports
+
+
+def default_jobs(n_methods: int) -> int:
+    """How many bundle runs the demos run at once: one per CPU core up to one per method, on a CPU; 1 with CUDA."""
+    import torch
+
+    if torch.cuda.is_available():
+        return 1
+    return max(1, min(n_methods, os.cpu_count() or 1))
+
+
+def _depends_on(root: Path, files: Sequence[str], methods: Sequence[str], method: str) -> list[str]:
+    """The other methods whose trained model (``.../<name>/model.pt``) one of ``files`` loads."""
+    text = ""
+    for f in files:
+        if os.path.basename(f) != "train.json":  # the shared base config names no method's model
+            text += (root / f).read_text(encoding="utf-8")
+    return [m for m in methods if m != method and f"/{m}/model.pt" in text]
+
+
+def _cli_value(value: Any) -> str:
+    """A config override as ``monai.bundle run`` (fire) reads it back: ``True``/``False``, numbers, words."""
+    return repr(value) if isinstance(value, bool) else str(value)
+
+
+def _run_parallel(
+    root: Path,
+    work: Path,
+    methods: Sequence[str],
+    configs_of: Callable[[str], list[str]],
+    steps: Sequence[list[str]],
+    extra: list[str],
+    overrides: dict[str, Any],
+    jobs: int,
+) -> None:
+    """Run the methods' chains (train, then each step) as ``monai.bundle run`` processes, ``jobs`` at a time.
+
+    A method whose configs load another method's model (``ssat`` fine-tunes ``supervised``) waits for
+    that method's training; the first method's training runs alone (it writes the data set the others
+    read). Each process gets ``cpu_count // jobs`` torch threads (all of them when it runs alone),
+    logs to ``<work>/logs/<method>.<step>.log`` and is reported when it starts and ends; a failure
+    stops the demo with the end of its log. On 2 cores two one-thread processes do about twice the
+    work of one two-thread process, whose small convolutions and single-threaded data pipeline keep
+    the second thread idle much of the time.
+
+    Raises:
+        RuntimeError: when a run fails (its log file is named and its last lines printed).
+    """
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    cpus = os.cpu_count() or 1
+    logs = work / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    needs = {m: _depends_on(root, configs_of(m), methods, m) for m in methods}
+    trained = {m: threading.Event() for m in methods}
+    slots = threading.Semaphore(jobs)
+    failed = threading.Event()
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    t_start = time.perf_counter()
+
+    def say(msg: str) -> None:
+        with lock:
+            print(f"[{time.perf_counter() - t_start:5.0f} s] {msg}", flush=True)
+
+    def run_one(method: str, files: list[str], step: str, threads: int) -> None:
+        log = logs / f"{method}.{step}.log"
+        cmd = [sys.executable, "-m", "monai.bundle", "run",
+               "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]",
+               "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]  # fmt: skip
+        for k, v in {"num_threads": threads, **overrides, "progress": False}.items():
+            cmd += [f"--{k}", _cli_value(v)]
+        say(f"{method}: {step} started ({threads} thread{'s' * (threads > 1)}), log {log}")
+        t0 = time.perf_counter()
+        with open(log, "w") as f:
+            rc = subprocess.call(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+        if rc != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+            raise RuntimeError(f"{method}: {step} failed (exit code {rc}); the end of its log {log}:\n{tail}")
+        say(f"{method}: {step} done in {time.perf_counter() - t0:.0f} s")
+
+    def chain(method: str, start: int = 0) -> None:
+        try:
+            for dep in needs[method]:
+                trained[dep].wait()
+            for i, step in enumerate(steps[start:], start):
+                if failed.is_set():
+                    return
+                name = "train" if i == 0 else os.path.splitext(os.path.basename(step[-1]))[0]
+                with slots:  # a slot is held while a process runs, not while waiting for a model
+                    run_one(method, configs_of(method) + step + extra, name, max(1, cpus // jobs))
+                if i == 0:
+                    trained[method].set()
+        except BaseException as e:
+            failed.set()
+            errors.append(e)
+        finally:
+            trained[method].set()  # never leave a dependant waiting, even after a failure
+
+    # the first method's training runs alone, with every thread: it writes the data set the others read
+    first = methods[0]
+    run_one(first, configs_of(first) + steps[0] + extra, "train", cpus)
+    trained[first].set()
+    threads = [threading.Thread(target=chain, args=(m, 1 if m == first else 0)) for m in methods]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    say("all runs done")
 
 
 def run_layer_demo(
@@ -296,6 +422,7 @@ def run_layer_demo(
     quick: bool = False,
     methods: Sequence[str] = LAYER_DEMO_METHODS,
     overrides: Mapping[str, Any] | None = None,
+    jobs: int = 1,
 ) -> str:
     """Train and evaluate each method with the OCT layer segmentation bundle, then compare them.
 
@@ -310,6 +437,7 @@ def run_layer_demo(
         quick: append ``configs/quick.json`` (smoke size, under ``<bundle>/quick/``).
         methods: systems from :data:`LAYER_RECIPES`, in training order.
         overrides: extra top-level config overrides (e.g. ``{"max_epochs": 3}``).
+        jobs: processes at once, as for :func:`run_demo`.
 
     Raises:
         FileNotFoundError: when there is no bundle folder.
@@ -323,7 +451,7 @@ def run_layer_demo(
         return ["configs/train.json"] + ([] if method == "ssat" else [f"configs/train_{method}.json"])
 
     work, reports = _run_methods(
-        root, methods, train_configs, ([], ["configs/evaluate.json"]), quick, overrides
+        root, methods, train_configs, ([], ["configs/evaluate.json"]), quick, overrides, jobs
     )
     table = compare_segmentation_reports(reports)
     _print_summary(
@@ -331,6 +459,12 @@ def run_layer_demo(
         table, methods, LAYER_RECIPES, "per-class tables, plots and the overlay gallery", work,
     )  # fmt: skip
     return table
+
+
+JOBS_HELP = (
+    "bundle runs at once, each its own process logging to <work>/logs/ (0, the default: one per CPU "
+    "core up to one per system on a CPU, 1 with a GPU; 1 runs all in this process, logging to the console)"
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -361,7 +495,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the bundle folder (default: ./oct_robust_classification, copied from the installed package)",
     )
     d.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
-    d.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+    d.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads per run (0: shared out by --jobs)"
+    )
+    d.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
     s = sub.add_parser(
         "layers",
         help="the OCT layer segmentation bundle: train and evaluate the baseline and SSAT, then compare",
@@ -371,7 +508,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_precision_argument(s)
     s.add_argument("--bundle-dir", default=None, help="the bundle folder (default: ./oct_layer_segmentation)")
     s.add_argument("--seed", type=int, default=0, help="the bundle's seed (default 0)")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads per run (0: torch's default)")
+    s.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads per run (0: shared out by --jobs)"
+    )
+    s.add_argument("--jobs", type=int, default=0, help=JOBS_HELP)
     args = parser.parse_args(argv)
     if args.cmd == "compare":
         reports = {}
@@ -395,7 +535,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {"amp": PRECISION_AMP[args.precision], "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
-        run_layer_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
+        jobs = args.jobs or default_jobs(len(args.methods))
+        run_layer_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides, jobs=jobs)
     else:
         try:
             bundle_dir = resolve_bundle_dir(args.bundle_dir)
@@ -404,5 +545,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         overrides = {"amp": PRECISION_AMP[args.precision], "seed": args.seed}
         if args.threads > 0:
             overrides["num_threads"] = args.threads
-        run_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides)
+        jobs = args.jobs or default_jobs(len(args.methods))
+        run_demo(bundle_dir, quick=args.quick, methods=args.methods, overrides=overrides, jobs=jobs)
     return 0

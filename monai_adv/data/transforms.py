@@ -396,6 +396,9 @@ def oct_train_transforms(
             scale_range=(0.1, 0.1),
             padding_mode="zeros",
             mode="bilinear",
+            # the output size is fixed, so the sampling grid is built once (same result, ~2x faster)
+            spatial_size=size,
+            cache_grid=True,
         ),
         RandAdjustContrastd(keys, prob=0.3, gamma=(0.8, 1.25)),
     ]

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from monai_adv.detectors.features import FeatureHooks, iterate_loader, resolve_layers, split_batch
 from monai_adv.io import atomic_torch_save
+from monai_adv.precision import parse_amp, resolve_precision
 from monai_adv.utils import default_output_transform, eval_mode, full_precision, network_device, plain_tensor
 
 __all__ = [
@@ -84,6 +85,11 @@ class AdversarialDetector:
         image_key: the image key of dict batches.
         label_key: the label key of dict batches.
         progress: show a progress bar while fitting and calibrating.
+        amp: the precision of the detector's own forward pass (:meth:`fit`, :meth:`calibrate`,
+            :meth:`score`): False (full precision, the default), True (autocast), or ``"auto"``
+            (:func:`~monai_adv.precision.resolve_precision`: bf16 only on a CPU that runs it natively).
+            Features are scored in float64/float32 whatever the pass ran in. Inside an evaluator the
+            features come from the evaluator's own forward pass, in the evaluator's precision.
 
     Raises:
         TypeError: when ``network`` is not an ``nn.Module``.
@@ -106,8 +112,10 @@ class AdversarialDetector:
         image_key: str = "image",
         label_key: str = "label",
         progress: bool = True,
+        amp: bool | str = False,
     ) -> None:
         self.network = network
+        self.amp = parse_amp(amp)
         self.layers = resolve_layers(network, layers)
         self.output_transform = output_transform
         self.image_key = image_key
@@ -201,9 +209,13 @@ class AdversarialDetector:
             ValueError: for a bad batch, or features with NaN/Inf values.
         """
         x = self._check_images(x)
+        p = resolve_precision(self.amp, x.device, channels_last=False)
         with eval_mode(self.network), FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
-            with torch.enable_grad() if grad else torch.no_grad():
+            with torch.enable_grad() if grad else torch.no_grad(), torch.autocast(
+                x.device.type, dtype=p.dtype or torch.bfloat16, enabled=p.amp
+            ):
                 logits = self.output_transform(self.network(x))
+            logits = full_precision(logits)
             features = hooks.collect(x.shape[0])
         for name, f in zip(self.layers, features):
             _check_finite(f.detach(), f"features of layer {name!r}")

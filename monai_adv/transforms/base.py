@@ -152,9 +152,8 @@ class AdversarialAttack(Randomizable, Transform):
             CPU, float16 on CUDA.
         channels_last: convert the network (in place, as ``module.to(memory_format=...)`` does) and
             the attacked batch to the channels-last layout, which convolutions run faster in on CPU
-            and on tensor cores. ``"auto"``: for 2D images where
-            :func:`~monai_adv.precision.resolve_precision` says it is faster (the CPU; CUDA under
-            autocast). A network whose weights are already channels-last gets channels-last inputs
+            and on tensor cores. ``"auto"``: where :func:`~monai_adv.precision.resolve_precision`
+            says it is faster (the CPU; CUDA under autocast). A network whose weights are already channels-last gets channels-last inputs
             without asking.
         inferer: optional MONAI ``Inferer`` (e.g. ``SlidingWindowInferer``), or any callable
             ``inferer(inputs, network)``, that computes the network output during the attack, with
@@ -450,13 +449,12 @@ class AdversarialAttack(Randomizable, Transform):
                 return (grad / scale).detach()
             self._grad_scale = scale / 2.0
 
-    def _resolve_precision(self, device: torch.device | str, ndim: int = 4) -> None:
+    def _resolve_precision(self, device: torch.device | str) -> None:
         """Set ``amp`` and ``channels_last`` from what was asked for, on ``device`` (``"auto"`` resolved there)."""
         p = resolve_precision(self.amp_request, device, self.amp_dtype, self.channels_last_request)
         self.precision = p
         self.amp = p.amp
-        # "auto" layout: 2D only (channels_last_3d is not measured faster on the CPU)
-        self.channels_last = p.channels_last and (self.channels_last_request is True or ndim == 4)
+        self.channels_last = p.channels_last
         if "auto" in (self.amp_request, self.channels_last_request):
             log_precision(p, f"{type(self).__name__}")
 
@@ -464,7 +462,7 @@ class AdversarialAttack(Randomizable, Transform):
         """Fix the autocast device, the precision (``"auto"`` resolved on ``device``) and the memory layout for this call."""
         self._amp_device = device
         if "auto" in (self.amp_request, self.channels_last_request):
-            self._resolve_precision(device, ndim)
+            self._resolve_precision(device)
         if self.channels_last and isinstance(self.network, nn.Module) and ndim in (4, 5):
             fmt = torch.channels_last if ndim == 4 else torch.channels_last_3d
             if network_memory_format(self.network) != fmt:
