@@ -18,8 +18,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# the suite in parallel, one process per core (TEST_JOBS=1 for one process); each test file stays in one
+# process, so its module fixtures (a trained bundle, a fitted detector) are built once
+TEST_JOBS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 # the main job: the OCT bundle trains the undefended baseline and SSAT (the paper's, and with a frozen
 # teacher), fits the detector, evaluates every system and prints the comparison

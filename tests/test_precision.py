@@ -274,3 +274,15 @@ def test_detector_feature_pass_follows_amp_auto(native_bf16, native):
     assert scores.dtype in (torch.float32, torch.float64) and torch.isfinite(scores).all()
     with pytest.raises(ValueError, match="amp must be"):
         MahalanobisDetector(net, amp="often")
+
+
+def test_the_demo_comparison_says_how_the_numbers_were_computed():
+    from monai_adv.bundle import compare_reports
+
+    compute = {"precision": "fp32", "channels_last": True, "device": "cpu", "cpu_capability": "AVX2"}
+    report = {"clean_accuracy": 0.9, "attacks": [], "compute": compute}
+    table = compare_reports({"a": report, "b": report})
+    assert "Computed in fp32, channels-last on cpu (CPU capability AVX2)." in table
+    other = {**report, "compute": {**compute, "precision": "bf16", "cpu_capability": "AVX512"}}
+    assert "a: fp32, channels-last on cpu (CPU capability AVX2); b: bf16" in compare_reports({"a": report, "b": other})
+    assert "Computed" not in compare_reports({"a": {"clean_accuracy": 0.9, "attacks": []}})

@@ -108,7 +108,25 @@ def compare_reports(reports: Mapping[str, str | os.PathLike | Mapping[str, Any]]
             "",
             "(n/m): not meaningful, the classifier is degenerate (it predicts one class for > 90% of items).",
         ]
+    lines += _compute_lines(loaded)
     return "\n".join(lines) + "\n"
+
+
+def _compute_lines(loaded: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """One line saying how the reports' numbers were computed (precision, layout, CPU), from their ``compute``."""
+    said = {}
+    for n, r in loaded.items():
+        c = r.get("compute") or {}
+        if c:
+            layout = ", channels-last" if c.get("channels_last") else ""
+            said[n] = (
+                f"{c.get('precision')}{layout} on {c.get('device')} (CPU capability {c.get('cpu_capability')})"
+            )
+    if not said:
+        return []
+    if len(set(said.values())) == 1 and len(said) == len(loaded):
+        return ["", f"Computed in {next(iter(said.values()))}."]
+    return ["", "Computed in: " + "; ".join(f"{n}: {v}" for n, v in said.items()) + "."]
 
 
 def _is_segmentation_report(r: Mapping[str, Any]) -> bool:
@@ -157,6 +175,7 @@ def compare_segmentation_reports(reports: Mapping[str, str | os.PathLike | Mappi
             eps = a.get("eps") if eps is None else eps
             cells.append(_num(a.get("mean_dice")) + (f" | {_num(a.get('mean_' + hd), 2)}" if hd else ""))
         lines.append(f"| {atk} | {eps if eps is not None else '-'} | " + " | ".join(cells) + " |")
+    lines += _compute_lines(loaded)
     return "\n".join(lines) + "\n"
 
 
