@@ -561,7 +561,6 @@ def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
         network=a.network,
         width=a.width if a.network == "cnn" else None,
         optimizer=a.optimizer,
-        device=str(a.device),
         train_eps=a.train_eps,
         train_steps=a.train_steps,
         lr=a.lr,

@@ -47,6 +47,7 @@ __all__ = [
     "PRECISION_AMP",
     "add_precision_argument",
     "apply_memory_format",
+    "network_memory_format",
 ]
 
 logger = logging.getLogger("monai_adv.precision")
@@ -257,6 +258,25 @@ def resolve_precision(
     return Precision(on, resolved_dtype, bool(layout), device_type, requested)
 
 
+def network_memory_format(network: Any) -> torch.memory_format | None:
+    """``torch.channels_last`` / ``channels_last_3d`` when the network's conv weights are stored so, else None.
+
+    A weight that is contiguous in both layouts (1x1 kernels, one channel) says nothing; the first
+    4-D or 5-D floating parameter that tells the two apart decides.
+    """
+    if not isinstance(network, torch.nn.Module):
+        return None
+    for p in network.parameters():
+        if not p.is_floating_point() or p.ndim not in (4, 5):
+            continue
+        fmt = torch.channels_last if p.ndim == 4 else torch.channels_last_3d
+        if p.is_contiguous(memory_format=fmt) and not p.is_contiguous():
+            return fmt
+        if p.is_contiguous() and not p.is_contiguous(memory_format=fmt):
+            return None
+    return None
+
+
 def apply_memory_format(
     network: torch.nn.Module, amp: Any = "auto", device: torch.device | str | None = None, channels_last: Any = "auto"
 ) -> torch.nn.Module:
@@ -310,9 +330,18 @@ def precision_record(
 
 
 def record_of(obj: Any) -> Mapping[str, Any] | None:
-    """The precision record of an engine or attack that carries a resolved ``precision``, else None."""
+    """The precision record of an engine or attack that carries a resolved ``precision``, else None.
+
+    ``channels_last`` says the layout the object's ``network`` is actually stored in, when it has one.
+    """
     p = getattr(obj, "precision", None)
-    return p.record() if isinstance(p, Precision) else None
+    if not isinstance(p, Precision):
+        return None
+    rec = p.record()
+    network = getattr(obj, "network", None)
+    if isinstance(network, torch.nn.Module):
+        rec["channels_last"] = network_memory_format(network) is not None
+    return rec
 
 
 #: ``--precision`` choices of the command-line tools (demos, experiments, benchmarks) and the ``amp``

@@ -26,7 +26,7 @@ import torch.nn as nn
 from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
-from monai_adv.precision import log_precision, parse_amp, resolve_precision
+from monai_adv.precision import log_precision, network_memory_format, parse_amp, resolve_precision
 from monai_adv.transforms.losses import margin, per_sample_cross_entropy, per_sample_dice
 from monai_adv.utils import (
     check_label_range,
@@ -64,25 +64,6 @@ DENSE_SUCCESS = ("dice", "voxels")
 def default_amp_dtype(device: torch.device | str) -> torch.dtype:
     """The autocast dtype used when none is given: bfloat16 on CPU, float16 on CUDA (and others)."""
     return torch.bfloat16 if torch.device(device).type == "cpu" else torch.float16
-
-
-def network_memory_format(network: Any) -> torch.memory_format | None:
-    """``torch.channels_last`` / ``channels_last_3d`` when the network's conv weights are stored so, else None.
-
-    A weight that is contiguous in both layouts (1x1 kernels, one channel) says nothing; the first
-    4-D or 5-D floating parameter that tells the two apart decides.
-    """
-    if not isinstance(network, nn.Module):
-        return None
-    for p in network.parameters():
-        if not p.is_floating_point() or p.ndim not in (4, 5):
-            continue
-        fmt = torch.channels_last if p.ndim == 4 else torch.channels_last_3d
-        if p.is_contiguous(memory_format=fmt) and not p.is_contiguous():
-            return fmt
-        if p.is_contiguous() and not p.is_contiguous(memory_format=fmt):
-            return None
-    return None
 
 
 def per_sample_view(t: torch.Tensor, ndim: int) -> torch.Tensor:

@@ -146,8 +146,10 @@ def test_autocast_supervised_trainer_learns_as_well_in_bfloat16_as_in_float32():
         trainer.run()
         assert set(rec.dtypes) == {torch.bfloat16 if amp else torch.float32}
         accs[amp] = accuracy(net.eval(), xt, yt)
-    assert accs[False] >= 0.9, accs
-    assert abs(accs[True] - accs[False]) <= 0.05, accs
+    # learns as well: no worse than fp32 by more than 5 points (one-sided: the rounding of a CPU that
+    # emulates bf16 once made the bf16 run the *better* one by 7 points, 0.977 against 0.906)
+    assert accs[False] >= 0.9 and accs[True] >= 0.9, accs
+    assert accs[True] >= accs[False] - 0.05, accs
 
 
 def test_robust_evaluator_with_amp_attacks_in_bfloat16_and_reports_float32_predictions():
