@@ -278,7 +278,10 @@ def network_memory_format(network: Any) -> torch.memory_format | None:
 
 
 def apply_memory_format(
-    network: torch.nn.Module, amp: Any = "auto", device: torch.device | str | None = None, channels_last: Any = "auto"
+    network: torch.nn.Module,
+    amp: Any = "auto",
+    device: torch.device | str | None = None,
+    channels_last: Any = "auto",
 ) -> torch.nn.Module:
     """``network`` converted in place to the channels-last layout where :func:`resolve_precision` says it is faster.
 

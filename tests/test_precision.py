@@ -284,5 +284,7 @@ def test_the_demo_comparison_says_how_the_numbers_were_computed():
     table = compare_reports({"a": report, "b": report})
     assert "Computed in fp32, channels-last on cpu (CPU capability AVX2)." in table
     other = {**report, "compute": {**compute, "precision": "bf16", "cpu_capability": "AVX512"}}
-    assert "a: fp32, channels-last on cpu (CPU capability AVX2); b: bf16" in compare_reports({"a": report, "b": other})
+    assert "a: fp32, channels-last on cpu (CPU capability AVX2); b: bf16" in compare_reports(
+        {"a": report, "b": other}
+    )
     assert "Computed" not in compare_reports({"a": {"clean_accuracy": 0.9, "attacks": []}})

@@ -211,9 +211,9 @@ class AdversarialDetector:
         x = self._check_images(x)
         p = resolve_precision(self.amp, x.device, channels_last=False)
         with eval_mode(self.network), FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
-            with torch.enable_grad() if grad else torch.no_grad(), torch.autocast(
-                x.device.type, dtype=p.dtype or torch.bfloat16, enabled=p.amp
-            ):
+            grad_mode = torch.enable_grad() if grad else torch.no_grad()
+            autocast = torch.autocast(x.device.type, dtype=p.dtype or torch.bfloat16, enabled=p.amp)
+            with grad_mode, autocast:
                 logits = self.output_transform(self.network(x))
             logits = full_precision(logits)
             features = hooks.collect(x.shape[0])
