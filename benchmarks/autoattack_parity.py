@@ -12,7 +12,13 @@ class) from another generator seed, at each evaluation eps, with:
   ships (note: torchattacks 3.5.1 builds its APGD, APGD-T and FAB with their default ``steps=10``,
   not AutoAttack's 100, and its Square with the rescaled schedule);
 - the same four torchattacks attacks with AutoAttack's own budgets (``steps=100``, Square's raw
-  schedule, ``resc_schedule=False``) in torchattacks' ``MultiAttack``, the like-for-like run.
+  schedule, ``resc_schedule=False``) in torchattacks' ``MultiAttack``, the like-for-like run;
+- ours again with ``amp="auto"`` (the precision :func:`monai_adv.precision.resolve_precision`
+  chooses for this CPU: bf16 autocast only where the CPU runs bf16 natively, else float32 with
+  channels-last), on a copy of the network so that the other rows keep its layout.
+
+The header names the CPU's capability (``torch.backends.cpu.get_cpu_capability()``) and the
+precision ``amp="auto"`` resolves to here.
 
 It prints robust accuracy (the fraction of test images still classified correctly, judged in
 float32 on the returned images), the difference to ours in points, how many images the two agree
@@ -30,6 +36,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -38,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from monai_adv.data import SyntheticOCTGenerator
+from monai_adv.precision import resolve_precision
 from monai_adv.transforms import PGD, autoattack
 
 
@@ -127,6 +135,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache-dir", default=str(Path(__file__).parent / ".cache"))
     ap.add_argument("--skip-original-budgets", action="store_true", help="skip torchattacks at steps=100")
+    ap.add_argument("--skip-shipped", action="store_true", help="skip torchattacks' AutoAttack as shipped")
+    ap.add_argument("--skip-amp-auto", action="store_true", help="skip ours with amp='auto'")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     import torchattacks  # noqa: PLC0415  (installed by `make bench`, not a dependency)
@@ -157,6 +167,10 @@ def main() -> None:
         f"trained at eps {a.eps:.5f} (Linf); torch {torch.__version__}, torchattacks {torchattacks.__version__}, "
         f"{a.threads} thread(s), CPU time"
     )
+    print(
+        f"# CPU capability {torch.backends.cpu.get_cpu_capability()}; amp='auto' resolves to "
+        f"{resolve_precision('auto', 'cpu').name} here"
+    )
 
     print(f"# evaluation norm: {a.norm}")
     print(
@@ -166,7 +180,17 @@ def main() -> None:
     worst = 0
     notes = []
     for eps in a.eval_eps or ([a.eps, 2 * a.eps] if a.norm == "linf" else [0.1, 0.2]):
-        rows = parity_rows(net, x_test, y_test, eps, a.norm, a.seed, not a.skip_original_budgets)
+        rows = parity_rows(
+            net,
+            x_test,
+            y_test,
+            eps,
+            a.norm,
+            a.seed,
+            not a.skip_original_budgets,
+            shipped=not a.skip_shipped,
+            amp_auto=not a.skip_amp_auto,
+        )
         n_ours, t_ours = int(rows[0][1].sum()), rows[0][2]
         for name, flags, seconds, _ in rows:
             same = (flags == rows[0][1]).float().mean().item()
@@ -192,6 +216,8 @@ def parity_rows(
     norm: str,
     seed: int,
     original_budgets: bool,
+    shipped: bool = True,
+    amp_auto: bool = True,
 ) -> list[tuple[str, torch.Tensor, float, str]]:
     """(name, per-image robust flags, CPU seconds, note) for ours and torchattacks at one eps."""
     import torchattacks  # noqa: PLC0415
@@ -208,8 +234,9 @@ def parity_rows(
     ours = autoattack(net, eps, norm=norm, version="standard").set_random_state(seed)
     flags, seconds = run(ours)
     rows = [("monai-adv `autoattack(version='standard')`", flags, seconds, str(ours.last_success))]
-    ta = torchattacks.AutoAttack(net, norm=ta_norm, eps=eps, version="standard", n_classes=4, seed=seed)
-    rows.append(("torchattacks `AutoAttack(version='standard')` as shipped (steps=10)", *run(ta), ""))
+    if shipped:
+        ta = torchattacks.AutoAttack(net, norm=ta_norm, eps=eps, version="standard", n_classes=4, seed=seed)
+        rows.append(("torchattacks `AutoAttack(version='standard')` as shipped (steps=10)", *run(ta), ""))
     if original_budgets:
         common = dict(norm=ta_norm, eps=eps, n_restarts=1, seed=seed)
         ta100 = torchattacks.MultiAttack(
@@ -222,6 +249,14 @@ def parity_rows(
         )
         name = "torchattacks APGD, APGDT, FAB-T, Square at AutoAttack's budgets (steps=100) in `MultiAttack`"
         rows.append((name, *run(ta100), ""))
+    if amp_auto:
+        # last, and on a copy: amp="auto" may convert the network to channels-last in place
+        auto = autoattack(copy.deepcopy(net), eps, norm=norm, version="standard", amp="auto")
+        auto.set_random_state(seed)
+        flags, seconds = run(auto)
+        p = auto.attacks[0].precision
+        name = f"monai-adv `autoattack(version='standard', amp='auto')`: {p.name}{', channels-last' * p.channels_last}"
+        rows.append((name, flags, seconds, str(auto.last_success)))
     return rows
 
 
