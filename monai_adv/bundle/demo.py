@@ -328,7 +328,7 @@ def default_jobs(n_methods: int) -> int:
 
     if torch.cuda.is_available():
         return 1
-    return max(1, min(n_methods, os.cpu_count() or 1))
+    return max(1, min(n_methods, _cpu_count()))
 
 
 def _depends_on(root: Path, files: Sequence[str], methods: Sequence[str], method: str) -> list[str]:
@@ -345,6 +345,14 @@ def _cli_value(value: Any) -> str:
     return repr(value) if isinstance(value, bool) else str(value)
 
 
+def _cpu_count() -> int:
+    """The CPU cores this process may use (its affinity where the OS tells it, else ``os.cpu_count()``)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def _run_parallel(
     root: Path,
     work: Path,
@@ -359,80 +367,91 @@ def _run_parallel(
 
     A method whose configs load another method's model (``ssat`` fine-tunes ``supervised``) waits for
     that method's training; the first method's training runs alone (it writes the data set the others
-    read). Each process gets ``cpu_count // jobs`` torch threads (all of them when it runs alone),
-    logs to ``<work>/logs/<method>.<step>.log`` and is reported when it starts and ends; a failure
-    stops the demo with the end of its log. On 2 cores two one-thread processes do about twice the
-    work of one two-thread process, whose small convolutions and single-threaded data pipeline keep
-    the second thread idle much of the time.
+    read). Trainings start before detector fits and evaluations, since they are the longest and the
+    others wait on them. A run gets one torch thread per CPU core it can have to itself: all of them
+    when nothing else is running or waiting, else one (a multi-threaded process that shares a core
+    stalls at every synchronisation, so the cores are never oversubscribed). On 2 cores two one-thread
+    processes do nearly twice the work of one two-thread process, whose small convolutions and
+    single-threaded data pipeline leave the second thread idle much of the time. Each run logs to
+    ``<work>/logs/<method>.<step>.log`` and is reported when it starts and ends.
 
     Raises:
-        RuntimeError: when a run fails (its log file is named and its last lines printed).
+        RuntimeError: when a run fails: the others are stopped, and its log file is named with its
+            last lines.
     """
     import subprocess
     import sys
-    import threading
     import time
 
-    cpus = os.cpu_count() or 1
+    cpus = _cpu_count()
     logs = work / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     needs = {m: _depends_on(root, configs_of(m), methods, m) for m in methods}
-    trained = {m: threading.Event() for m in methods}
-    slots = threading.Semaphore(jobs)
-    failed = threading.Event()
-    errors: list[BaseException] = []
-    lock = threading.Lock()
+    names = ["train"] + [os.path.splitext(os.path.basename(step[-1]))[0] for step in steps[1:]]
+    next_step = {m: 0 for m in methods}  # the index of each method's next step to start
+    trained: set[str] = set()
+    running: dict[Any, tuple[str, int, Path, float, int]] = {}  # process -> (method, step, log, t0, threads)
     t_start = time.perf_counter()
 
     def say(msg: str) -> None:
-        with lock:
-            print(f"[{time.perf_counter() - t_start:5.0f} s] {msg}", flush=True)
+        print(f"[{time.perf_counter() - t_start:5.0f} s] {msg}", flush=True)
 
-    def run_one(method: str, files: list[str], step: str, threads: int) -> None:
-        log = logs / f"{method}.{step}.log"
+    def ready() -> list[tuple[str, int]]:
+        busy = {m for m, *_ in running.values()}
+        out = []
+        for m in methods:
+            i = next_step[m]
+            if i >= len(steps) or m in busy or (i == 0 and not set(needs[m]) <= trained):
+                continue
+            if i == 0 and m != methods[0] and methods[0] not in trained:
+                continue  # the first training writes the data set: nothing runs beside it
+            out.append((m, i))
+        return sorted(out, key=lambda t: (t[1] != 0, methods.index(t[0])))  # trainings first
+
+    def start(method: str, i: int, threads: int) -> None:
+        log = logs / f"{method}.{names[i]}.log"
+        files = configs_of(method) + steps[i] + extra
         cmd = [sys.executable, "-m", "monai.bundle", "run",
                "--config_file", "[" + ",".join(f"'{f}'" for f in files) + "]",
                "--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf"]  # fmt: skip
         for k, v in {"num_threads": threads, **overrides, "progress": False}.items():
             cmd += [f"--{k}", _cli_value(v)]
-        say(f"{method}: {step} started ({threads} thread{'s' * (threads > 1)}), log {log}")
-        t0 = time.perf_counter()
         with open(log, "w") as f:
-            rc = subprocess.call(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
-        if rc != 0:
-            tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-            raise RuntimeError(f"{method}: {step} failed (exit code {rc}); the end of its log {log}:\n{tail}")
-        say(f"{method}: {step} done in {time.perf_counter() - t0:.0f} s")
+            proc = subprocess.Popen(cmd, cwd=root, stdout=f, stderr=subprocess.STDOUT)
+        running[proc] = (method, i, log, time.perf_counter(), threads)
+        next_step[method] = i + 1
+        say(f"{method}: {names[i]} started ({threads} thread{'s' * (threads > 1)}), log {log}")
 
-    def chain(method: str, start: int = 0) -> None:
-        try:
-            for dep in needs[method]:
-                trained[dep].wait()
-            for i, step in enumerate(steps[start:], start):
-                if failed.is_set():
-                    return
-                name = "train" if i == 0 else os.path.splitext(os.path.basename(step[-1]))[0]
-                with slots:  # a slot is held while a process runs, not while waiting for a model
-                    run_one(method, configs_of(method) + step + extra, name, max(1, cpus // jobs))
+    try:
+        while running or any(next_step[m] < len(steps) for m in methods):
+            free = cpus - sum(t for *_, t in running.values())
+            queue = ready()
+            while queue and free >= 1 and len(running) < jobs:
+                method, i = queue.pop(0)
+                # all the free cores for a run that has them to itself, else one each
+                threads = free if not queue and not running else 1
+                start(method, i, threads)
+                free -= threads
+            if not running:
+                raise RuntimeError(
+                    f"the demo's runs cannot proceed (waiting on {needs}); nothing is running."
+                )
+            time.sleep(0.5)
+            for proc in [p for p in running if p.poll() is not None]:
+                method, i, log, t0, _ = running.pop(proc)
+                if proc.returncode != 0:
+                    tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
+                    raise RuntimeError(
+                        f"{method}: {names[i]} failed (exit code {proc.returncode}); the end of its log {log}:\n{tail}"
+                    )
                 if i == 0:
-                    trained[method].set()
-        except BaseException as e:
-            failed.set()
-            errors.append(e)
-        finally:
-            trained[method].set()  # never leave a dependant waiting, even after a failure
-
-    # the first method's training runs alone, with every thread: it writes the data set the others read
-    first = methods[0]
-    run_one(first, configs_of(first) + steps[0] + extra, "train", cpus)
-    trained[first].set()
-    threads = [threading.Thread(target=chain, args=(m, 1 if m == first else 0)) for m in methods]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
+                    trained.add(method)
+                say(f"{method}: {names[i]} done in {time.perf_counter() - t0:.0f} s")
+    finally:
+        for proc in running:  # a failure or an interrupt stops the other runs too
+            proc.terminate()
+        for proc in running:
+            proc.wait()
     say("all runs done")
 
 

@@ -134,8 +134,8 @@ class AdversarialAttack(Randomizable, Transform):
         channels_last: convert the network (in place, as ``module.to(memory_format=...)`` does) and
             the attacked batch to the channels-last layout, which convolutions run faster in on CPU
             and on tensor cores. ``"auto"``: where :func:`~monai_adv.precision.resolve_precision`
-            says it is faster (the CPU; CUDA under autocast). A network whose weights are already channels-last gets channels-last inputs
-            without asking.
+            says it is faster (the CPU; CUDA under autocast). A network whose weights are already
+            channels-last gets channels-last inputs without asking.
         inferer: optional MONAI ``Inferer`` (e.g. ``SlidingWindowInferer``), or any callable
             ``inferer(inputs, network)``, that computes the network output during the attack, with
             gradients through every window: a volume larger than the training patch is attacked

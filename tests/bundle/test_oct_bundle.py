@@ -478,6 +478,43 @@ def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, ca
     assert "the paper's SSAT loss exactly" in out  # each system's recipe is said
 
 
+def test_demo_in_parallel_processes_waits_for_the_model_each_system_starts_from(tmp_path: Path, capsys):
+    from monai_adv.bundle.demo import _depends_on, method_configs, run_demo
+
+    copy = tmp_path / "oct_robust_classification"
+    shutil.copytree(
+        BUNDLE, copy, ignore=shutil.ignore_patterns("data", "runs", "eval", "__pycache__", "*.pt", "*.ts")
+    )
+    assert _depends_on(copy, method_configs("ssat_robust"), ["supervised", "madry"], "ssat_robust") == [
+        "supervised"
+    ]
+    assert _depends_on(copy, method_configs("madry"), ["supervised", "ssat_robust"], "madry") == []
+    methods = ["supervised", "ssat_robust"]
+    table = run_demo(copy, quick=True, methods=methods, jobs=2)
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+
+    def at(text: str) -> int:
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    # the first training runs alone (it writes the data set); the fine-tuned system waits for its teacher
+    assert at("supervised: train done") < at("ssat_robust: train started")
+    # then trainings go first, the two runs side by side, one thread each
+    assert at("ssat_robust: train started") < at("supervised: fit_detector started")
+    assert "ssat_robust: train started (1 thread)" in out
+    for method in methods:
+        assert (copy / "quick" / "eval" / method / "report.json").is_file()
+        assert f"{method}: accuracy" in table
+        for step in ("train", "fit_detector", "evaluate"):
+            assert (copy / "quick" / "logs" / f"{method}.{step}.log").stat().st_size > 0
+    assert "all runs done" in out
+    # a failing run stops the demo with its log named and its end shown
+    with pytest.raises(
+        RuntimeError, match=r"supervised: train failed \(exit code [1-9].*supervised\.train\.log"
+    ):
+        run_demo(copy, quick=True, methods=["supervised", "madry"], jobs=2, overrides={"max_epochs": "oops"})
+
+
 def test_ssat_teacher_without_the_supervised_model_is_a_clear_error(bundle: Path, tmp_path: Path):
     missing = tmp_path / "supervised" / "model.pt"
     w = workflow(bundle, ["train", "train_ssat_teacher"], "train", teacher_file=str(missing))
