@@ -15,6 +15,7 @@ from monai_adv.bundle.components import (
     load_optional_detector,
     load_weights,
     require_file,
+    run_without_meta_tracking,
 )
 from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
 from monai_adv.bundle.demo import (
@@ -49,6 +50,7 @@ __all__ = [
     "detection_handlers",
     "fit_detector",
     "attack_grid",
+    "run_without_meta_tracking",
     "rank",
     "is_main_process",
     "BundleReportWriter",

@@ -172,3 +172,27 @@ def test_version_is_shared_with_the_bundle():
 
     meta = json.loads((BUNDLE / "configs" / "metadata.json").read_text())
     assert meta["required_packages_version"]["monai-adv"] == monai_adv.__version__
+
+
+def test_run_without_meta_tracking_restores_the_setting_however_the_run_ends():
+    from monai.data import get_track_meta
+
+    from monai_adv.bundle import run_without_meta_tracking
+
+    class Engine:
+        seen = None
+
+        def run(self):
+            self.seen = get_track_meta()
+
+    class Failing:
+        def run(self):
+            raise RuntimeError("boom")
+
+    assert get_track_meta() is True
+    engine = Engine()
+    run_without_meta_tracking(engine)
+    assert engine.seen is False and get_track_meta() is True
+    with pytest.raises(RuntimeError, match="boom"):
+        run_without_meta_tracking(Failing())
+    assert get_track_meta() is True
