@@ -174,20 +174,17 @@ def bf16_is_fast_on_cpu() -> bool:
 
 @dataclass(frozen=True)
 class Precision:
-    """A resolved precision: whether autocast runs, in which dtype, and the memory layout.
+    """A resolved precision: whether autocast runs, in which dtype, and the memory layout."""
 
-    Attributes:
-        amp: autocast on.
-        dtype: the autocast dtype (None when ``amp`` is off).
-        channels_last: channels-last memory layout for 2D/3D convolutional work.
-        device_type: ``"cpu"``, ``"cuda"``, ...
-        requested: what was asked for (``"auto"``, True or False).
-    """
-
+    #: autocast on
     amp: bool
+    #: the autocast dtype (None when ``amp`` is off)
     dtype: torch.dtype | None
+    #: channels-last memory layout for 2D/3D convolutional work
     channels_last: bool
+    #: ``"cpu"``, ``"cuda"``, ...
     device_type: str
+    #: what was asked for (``"auto"``, True or False)
     requested: bool | str = "auto"
 
     @property
