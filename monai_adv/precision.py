@@ -11,8 +11,8 @@
 Where the CPU cannot be asked (no flags readable, no torch query), one small convolutional
 forward+backward is timed both ways, once per process, and the faster precision is kept.
 ``amp=True`` / ``amp=False`` still force autocast on / off. ``channels_last="auto"`` turns the
-channels-last memory layout on for 2D convolutional work on the CPU, where it is faster in both
-precisions (``benchmarks/attack_speed.py`` measures it), and on CUDA under autocast (tensor cores).
+channels-last memory layout on for convolutional work on the CPU (2D and 3D; measured faster in
+``benchmarks/attack_speed.py``), and on CUDA under autocast (tensor cores).
 
 The choice is logged once per process with the CPU capability (:func:`log_precision`) and written
 into every report and experiment row (:meth:`Precision.record`), so a number can always be traced to
@@ -70,7 +70,7 @@ def parse_amp(value: Any, what: str = "amp") -> bool | str:
     """
     if isinstance(value, bool):
         return value
-    if isinstance(value, (int,)) and value in (0, 1):
+    if isinstance(value, int) and value in (0, 1):
         return bool(value)
     if isinstance(value, str):
         v = value.strip().lower()

@@ -16,7 +16,7 @@ from monai_adv.engines.precision import (
     attack_in_engine_precision,
     configure_engine_amp,
     engine_autocast,
-    pop_engine_precision,
+    resolve_engine_precision,
 )
 from monai_adv.keys import RobustKeys
 from monai_adv.metrics.segmentation import (
@@ -95,7 +95,7 @@ class RobustEvaluator(SupervisedEvaluator):
                 raise ValueError("the detector is not fitted: fit (and calibrate) it before evaluating.")
             if detector.network is not network:
                 raise ValueError("the detector reads the features of another network than the one evaluated.")
-        precision = pop_engine_precision(device, kwargs, type(self).__name__)
+        precision = resolve_engine_precision(device, kwargs, type(self).__name__)
         super().__init__(
             device=torch.device(device), val_data_loader=val_data_loader, network=network, **kwargs
         )

@@ -6,7 +6,7 @@ arguments and go through these helpers instead, so that the same config runs in 
 CPU with bfloat16 (no loss scale needed: bfloat16 has float32's exponent range) and on a GPU with
 float16 (loss-scaled) or bfloat16. ``amp="auto"`` is resolved for the engine's device by
 :func:`~monai_adv.precision.resolve_precision` (bf16 on a CPU only where it is native) before MONAI's
-constructor sees it (:func:`pop_engine_precision`); the engine keeps the result as ``engine.precision``.
+constructor sees it (:func:`resolve_engine_precision`); the engine keeps the result as ``engine.precision``.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ __all__ = [
     "engine_autocast",
     "configure_engine_amp",
     "attack_in_engine_precision",
-    "pop_engine_precision",
+    "resolve_engine_precision",
 ]
 
 
-def pop_engine_precision(
+def resolve_engine_precision(
     device: torch.device | str, kwargs: dict[str, Any], what: str = "engine"
 ) -> Precision:
     """Resolve ``kwargs["amp"]`` (``"auto"``, True, False) for ``device`` and put the boolean back for MONAI.

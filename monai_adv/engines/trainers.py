@@ -44,7 +44,7 @@ from monai_adv.engines.precision import (
     attack_in_engine_precision,
     configure_engine_amp,
     engine_autocast,
-    pop_engine_precision,
+    resolve_engine_precision,
 )
 from monai_adv.keys import AdvTrainingKeys
 from monai_adv.metrics.segmentation import dense_indices
@@ -139,7 +139,7 @@ class _AdversarialTrainerBase(SupervisedTrainer):
             raise ValueError(f"{type(self).__name__} does not support accumulation_steps != 1.")
         event_names = list(event_names or []) + [AdversarialTrainingEvents]
         device = args[0] if args else kwargs.get("device", "cpu")
-        precision = pop_engine_precision(device, kwargs, type(self).__name__)
+        precision = resolve_engine_precision(device, kwargs, type(self).__name__)
         super().__init__(*args, event_names=event_names, **kwargs)
         self.precision = precision
         configure_engine_amp(self)
