@@ -8,6 +8,8 @@ the bundle's ``report.json`` and ``predictions.csv``. Everything here is plain P
 errors; the models, attacks, engines and detectors themselves come from the rest of ``monai_adv``.
 """
 
+from monai_adv.bundle.cli import main
+from monai_adv.bundle.compare import compare_reports, compare_segmentation_reports
 from monai_adv.bundle.components import (
     attack_grid,
     detection_handlers,
@@ -18,13 +20,7 @@ from monai_adv.bundle.components import (
     run_without_meta_tracking,
 )
 from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
-from monai_adv.bundle.demo import (
-    compare_reports,
-    compare_segmentation_reports,
-    main,
-    run_demo,
-    run_layer_demo,
-)
+from monai_adv.bundle.demo import run_demo, run_layer_demo
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.bundle.inference import readable_datalist
 from monai_adv.bundle.locate import BUNDLE_NAMES, copy_bundle, packaged_bundle_dir, resolve_bundle_dir

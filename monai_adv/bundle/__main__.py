@@ -1,5 +1,5 @@
-"""``python -m monai_adv.bundle demo`` / ``compare``."""
+"""``python -m monai_adv.bundle <command>`` (see :mod:`monai_adv.bundle.cli`)."""
 
-from monai_adv.bundle.demo import main
+from monai_adv.bundle.cli import main
 
 raise SystemExit(main())

@@ -11,7 +11,7 @@ import torch.nn as nn
 from helpers import trained_cnn
 from monai.data import DataLoader, Dataset
 
-from monai_adv.bundle.demo import compare_reports
+from monai_adv.bundle.compare import compare_reports
 from monai_adv.bundle.writers import bundle_report
 from monai_adv.engines import RobustEvaluator
 from monai_adv.handlers import RobustnessReport
