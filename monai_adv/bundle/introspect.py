@@ -1,0 +1,551 @@
+"""Read a MONAI bundle we have never seen: its configs, its engines, its weights, its intensity preprocessing and
+what its network outputs.
+
+Everything here works from the bundle's own files and MONAI's object model (``ConfigParser``, engines,
+``CheckpointLoader``, ``Compose``), never from a bundle's name or a fixed key layout: the model zoo has several
+conventions (``evaluator`` or ``validate#evaluator``, ``ckpt_path`` or ``ckpt_dir``, JSON or YAML, ...), and the
+functions below find what they need by type. :mod:`monai_adv.bundle.audit` and :mod:`monai_adv.bundle.harden`
+build on them.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import math
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from monai_adv.bundle.errors import BundleInputError
+
+__all__ = [
+    "CONFIG_SUFFIXES",
+    "find_config",
+    "default_config_files",
+    "parse_overrides",
+    "load_bundle_config",
+    "engine_ids",
+    "run_target_id",
+    "bundle_metadata",
+    "class_names_from_metadata",
+    "IntensityMap",
+    "intensity_map",
+    "output_activation",
+    "checkpoint_loaders",
+    "load_evaluator_weights",
+    "engine_ids_of_type",
+    "first_batch",
+    "network_output",
+]
+
+#: the config file suffixes MONAI's ``ConfigParser`` reads
+CONFIG_SUFFIXES = (".json", ".yaml", ".yml")
+
+
+def find_config(bundle_dir: str | os.PathLike, stem: str) -> Path | None:
+    """``configs/<stem>.json`` (or ``.yaml``/``.yml``) of a bundle, or None."""
+    for suffix in CONFIG_SUFFIXES:
+        path = Path(bundle_dir) / "configs" / f"{stem}{suffix}"
+        if path.is_file():
+            return path
+    return None
+
+
+def _read(path: Path) -> dict:
+    from monai.bundle import ConfigParser
+
+    content = ConfigParser.load_config_file(str(path))
+    return dict(content) if isinstance(content, Mapping) else {}
+
+
+def _defines_network(path: Path) -> bool:
+    return "network_def" in _read(path) or "network" in _read(path)
+
+
+def default_config_files(bundle_dir: str | os.PathLike, label_free: bool = False) -> list[Path]:
+    """The configs that evaluate a bundle's model on labelled data, as the model zoo lays them out.
+
+    In order of preference: ``evaluate`` stacked on ``train`` when it is a mixin (it defines no network,
+    as in the zoo's classification template and spleen bundle), a standalone ``evaluate`` or ``test``,
+    ``train`` (its validation section), and last ``inference`` (the only choice with ``label_free``
+    when nothing labelled exists, and the first choice with it, since deployment data has no labels).
+
+    Raises:
+        BundleInputError: when the bundle has none of these configs.
+    """
+    root = Path(bundle_dir)
+    train, inference = find_config(root, "train"), find_config(root, "inference")
+    if label_free and inference is not None:
+        return [inference]
+    for stem in ("evaluate", "test"):
+        path = find_config(root, stem)
+        if path is None:
+            continue
+        if _defines_network(path):
+            return [path]
+        if train is not None:
+            return [train, path]
+    if train is not None:
+        return [train]
+    if inference is not None:
+        return [inference]
+    raise BundleInputError(
+        f"{str(root)!r} has no configs/evaluate, test, train or inference config (.json/.yaml): "
+        "pass the configs to use with --config."
+    )
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``["--KEY", "VALUE", ...]`` as ``python -m monai.bundle run`` takes them, as ``{KEY: value}``.
+
+    Values are Python literals where they parse as one (``0``, ``False``, ``[64,64,64]``, ``'a'``), else
+    strings; ``--KEY=VALUE`` works too. MONAI's ``#`` separates nested ids.
+
+    Raises:
+        BundleInputError: for an argument that is not ``--KEY`` or a ``--KEY`` without a value.
+    """
+    out: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        key = items[i]
+        if not key.startswith("--") or len(key) < 3:
+            raise BundleInputError(f"expected a --KEY VALUE config override, got {key!r}.")
+        key = key[2:]
+        if "=" in key:
+            key, value = key.split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(items):
+                raise BundleInputError(f"the config override --{key} has no value.")
+            value = items[i + 1]
+            i += 2
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def load_bundle_config(
+    bundle_dir: str | os.PathLike,
+    config_files: Sequence[str | os.PathLike],
+    overrides: Mapping[str, Any] | None = None,
+) -> Any:
+    """A ``ConfigParser`` over ``config_files`` (stacked in order, as ``monai.bundle run`` does), with
+    ``bundle_root`` set to the bundle folder and ``overrides`` applied; nothing is instantiated yet.
+
+    Args:
+        bundle_dir: the bundle folder.
+        config_files: config paths, absolute or relative to ``bundle_dir``.
+        overrides: ``{config id: value}`` (``#`` for nested ids).
+
+    Raises:
+        BundleInputError: for a missing config file, or an override of an id whose parent does not exist.
+    """
+    from monai.bundle import ConfigParser
+
+    root = Path(bundle_dir).resolve()
+    files = []
+    for f in config_files:
+        path = Path(f) if Path(f).is_absolute() else root / f
+        if not path.is_file() and (root / "configs" / Path(f).name).is_file():
+            path = root / "configs" / Path(f).name
+        if not path.is_file():
+            raise BundleInputError(f"config file {str(path)!r} does not exist.")
+        files.append(str(path))
+    parser = ConfigParser()
+    parser.read_config(files)
+    metadata = root / "configs" / "metadata.json"
+    if metadata.is_file():
+        parser.read_meta(str(metadata))
+    parser["bundle_root"] = str(root)
+    for key, value in (overrides or {}).items():
+        try:
+            parser[key] = value
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise BundleInputError(
+                f"cannot set the config override --{key}: its parent id is not in the configs ({e})."
+            ) from e
+    return parser
+
+
+def _target(config: Any) -> str | None:
+    if isinstance(config, Mapping):
+        target = config.get("_target_")
+        return target if isinstance(target, str) else None
+    return None
+
+
+def _resolve_target(name: str) -> type | None:
+    from monai.utils import optional_import
+
+    try:
+        from monai.bundle.config_item import ComponentLocator
+
+        located = ComponentLocator().get_component_module_name(name)
+        if isinstance(located, list):
+            located = located[0] if located else None
+        if located is not None:
+            obj, ok = optional_import(located, name=name)
+            return obj if ok and isinstance(obj, type) else None
+        module, _, attr = name.rpartition(".")
+        if not module:
+            return None
+        obj, ok = optional_import(module, name=attr)
+        return obj if ok and isinstance(obj, type) else None
+    except Exception:  # an unimportable target is not an engine of ours to find
+        return None
+
+
+def _walk(config: Any, prefix: str = ""):
+    """``(id, item)`` for every dict item of a raw config, depth first."""
+    if isinstance(config, Mapping):
+        for key, value in config.items():
+            child = f"{prefix}#{key}" if prefix else str(key)
+            yield child, value
+            yield from _walk(value, child)
+    elif isinstance(config, list):
+        for i, value in enumerate(config):
+            child = f"{prefix}#{i}" if prefix else str(i)
+            yield child, value
+            yield from _walk(value, child)
+
+
+def engine_ids(parser: Any, base: type) -> list[str]:
+    """The ids of the config items that instantiate a subclass of ``base`` (e.g. MONAI's ``Evaluator``).
+
+    Found by their ``_target_``, whatever the key layout (``evaluator``, ``validate#evaluator``, ...).
+    """
+    found = []
+    for item_id, item in _walk(parser.get()):
+        target = _target(item)
+        if target is None or item.get("_disabled_") is True:
+            continue
+        cls = _resolve_target(target)
+        if cls is not None and issubclass(cls, base):
+            found.append(item_id)
+    return found
+
+
+def run_target_id(parser: Any, candidates: Sequence[str]) -> str | None:
+    """Which of ``candidates`` the config's ``run`` expressions run (``$@validate#evaluator.run()``), if any."""
+    run = parser.get("run", [])
+    text = " ".join(run) if isinstance(run, list) else str(run)
+    for cid in candidates:
+        if re.search(r"@" + re.escape(cid) + r"\.run\(", text):
+            return cid
+    return None
+
+
+def bundle_metadata(bundle_dir: str | os.PathLike) -> dict:
+    """The bundle's ``configs/metadata.json`` (empty when missing or unreadable)."""
+    path = Path(bundle_dir) / "configs" / "metadata.json"
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _output_spec(metadata: Mapping) -> Mapping:
+    outputs = (metadata.get("network_data_format") or {}).get("outputs") or {}
+    return next(iter(outputs.values()), {}) if isinstance(outputs, Mapping) and outputs else {}
+
+
+def class_names_from_metadata(metadata: Mapping, num_classes: int) -> list[str]:
+    """Class names from the model zoo's ``network_data_format.outputs.<key>.channel_def`` when it names
+    ``num_classes`` channels, else ``"0"``, ``"1"``, ..."""
+    channel_def = _output_spec(metadata).get("channel_def")
+    if isinstance(channel_def, Mapping) and len(channel_def) == num_classes:
+        try:
+            return [str(channel_def[k]) for k in sorted(channel_def, key=lambda k: int(k))]
+        except (ValueError, TypeError):
+            pass
+    return [str(i) for i in range(num_classes)]
+
+
+@dataclass(frozen=True)
+class IntensityMap:
+    """The affine map from the image's original intensities to the network's input: ``x_net = scale * x + shift``.
+
+    Attributes:
+        scale: network units per original unit, or None when the preprocessing holds no invertible map
+            with fixed parameters (eps then stays in network-input units).
+        original_units: the name of the original units (``"HU"`` for CT, else ``"original intensity units"``).
+        value_range: the network input's bounds ``(low, high)`` that the preprocessing guarantees (a clipping
+            ``ScaleIntensityRanged``, a min-max ``ScaleIntensityd``), or None (unbounded).
+        description: what the map was read from, for the report.
+        approximate: the scale was estimated from the data (per-image min-max scaling).
+    """
+
+    scale: float | None
+    original_units: str
+    value_range: tuple[float, float] | None
+    description: str
+    approximate: bool = False
+
+    def to_network(self, eps_original: float) -> float:
+        """eps in network-input units for ``eps_original`` in original units.
+
+        Raises:
+            BundleInputError: when there is no invertible map.
+        """
+        if self.scale is None:
+            raise BundleInputError(
+                f"eps cannot be given in original units: {self.description}; give --eps in network-input units."
+            )
+        return float(eps_original) * abs(self.scale)
+
+    def to_original(self, eps: float) -> float | None:
+        """eps in original units for ``eps`` in network-input units (None without a map)."""
+        return None if self.scale in (None, 0) else float(eps) / abs(self.scale)
+
+
+def _keys_of(transform: Any) -> tuple:
+    keys = getattr(transform, "keys", None)
+    return tuple(keys) if isinstance(keys, (list, tuple)) else ((keys,) if keys is not None else ())
+
+
+def _flatten(transform: Any) -> list:
+    inner = getattr(transform, "transforms", None)
+    if isinstance(inner, (list, tuple)):
+        out = []
+        for t in inner:
+            out += _flatten(t)
+        return out
+    return [transform]
+
+
+def intensity_map(
+    preprocessing: Any,
+    image_key: str = "image",
+    modality: str | None = None,
+    sample_ranges: Sequence[float] = (),
+) -> IntensityMap:
+    """Read the affine intensity map from a bundle's (evaluation) preprocessing.
+
+    Understood, in order of application to ``image_key``: ``ScaleIntensityRange(d)`` (fixed window:
+    ``scale = (b_max - b_min) / (a_max - a_min)``, bounds ``[b_min, b_max]`` when clipping),
+    ``NormalizeIntensity(d)`` with a fixed ``subtrahend``/``divisor`` (scalars), ``ScaleIntensity(d)``
+    with ``factor`` (``x * (1 + factor)``) or ``minv``/``maxv`` (per-image min-max: the scale differs per
+    image; with ``sample_ranges``, the original max - min of some evaluated images, it is estimated by their
+    median and marked approximate). Any other transform that changes intensities of the image (another
+    ``*Intensity*`` transform, a ``Lambda``) makes the map unknown.
+
+    Args:
+        preprocessing: a MONAI ``Compose`` (or a list of transforms, or one transform).
+        image_key: the image's key in dictionary transforms.
+        modality: the bundle's modality (metadata); ``"CT"`` names the units HU.
+        sample_ranges: ``max - min`` of the original intensities of some images, for per-image min-max scaling.
+    """
+    units = "HU" if (modality or "").upper() == "CT" else "original intensity units"
+    transforms = _flatten(preprocessing) if preprocessing is not None else []
+    scale, value_range, steps, approximate = 1.0, None, [], False
+    for t in transforms:
+        name = type(t).__name__
+        keys = _keys_of(t)
+        if keys and image_key not in keys:
+            continue
+        core = getattr(t, "scaler", None) or getattr(t, "normalizer", None) or t
+        cname = type(core).__name__
+        if cname == "ScaleIntensityRange":
+            a_min, a_max, b_min, b_max = (core.a_min, core.a_max, core.b_min, core.b_max)
+            if b_min is None or b_max is None or a_max == a_min:
+                return IntensityMap(None, units, None, f"{name} without a fixed output range")
+            s = (b_max - b_min) / (a_max - a_min)
+            scale *= s
+            value_range = (float(min(b_min, b_max)), float(max(b_min, b_max))) if core.clip else None
+            steps.append(f"{name}([{a_min:g}, {a_max:g}] -> [{b_min:g}, {b_max:g}])")
+        elif cname == "NormalizeIntensity":
+            sub, div = core.subtrahend, core.divisor
+            if (
+                sub is None
+                or div is None
+                or not all(
+                    isinstance(v, (int, float)) or (hasattr(v, "numel") and v.numel() == 1)
+                    for v in (sub, div)
+                )
+            ):
+                return IntensityMap(
+                    None, units, None, f"{name} uses each image's own mean and std (no fixed statistics)"
+                )
+            scale *= 1.0 / float(div)
+            value_range = None
+            steps.append(f"{name}(subtrahend {float(sub):g}, divisor {float(div):g})")
+        elif cname == "ScaleIntensity":
+            if core.factor is not None:
+                scale *= 1.0 + float(core.factor)
+                steps.append(f"{name}(factor {float(core.factor):g})")
+                value_range = None
+            elif core.minv is not None and core.maxv is not None:
+                if not sample_ranges:
+                    return IntensityMap(
+                        None,
+                        units,
+                        (float(core.minv), float(core.maxv)),
+                        f"{name} scales each image by its own range",
+                    )
+                ranges = sorted(float(r) for r in sample_ranges if r > 0)
+                if not ranges:
+                    return IntensityMap(None, units, None, f"{name} on constant images")
+                median = ranges[len(ranges) // 2]
+                scale *= (float(core.maxv) - float(core.minv)) / median
+                value_range = (float(core.minv), float(core.maxv))
+                approximate = True
+                steps.append(
+                    f"{name} per-image min-max to [{float(core.minv):g}, {float(core.maxv):g}] (original ranges "
+                    f"{ranges[0]:g}..{ranges[-1]:g}, median {median:g} used)"
+                )
+            else:
+                return IntensityMap(None, units, None, f"{name} without a fixed scale")
+        elif "Intensity" in cname or cname in ("Lambda", "Lambdad", "ClipIntensityPercentiles"):
+            return IntensityMap(
+                None, units, None, f"{name} changes intensities in a way that is not a fixed affine map"
+            )
+    if not steps:
+        return IntensityMap(
+            None,
+            units,
+            None,
+            "no invertible intensity transform (ScaleIntensityRange, NormalizeIntensity with fixed "
+            "statistics, ScaleIntensity) in the preprocessing",
+        )
+    if not math.isfinite(scale) or scale == 0:
+        return IntensityMap(None, units, None, "a degenerate intensity map (" + ", ".join(steps) + ")")
+    return IntensityMap(scale, units, value_range, ", ".join(steps), approximate)
+
+
+def output_activation(postprocessing: Any, num_outputs: int) -> str:
+    """``"sigmoid"`` or ``"softmax"``: what the bundle's postprocessing applies to the network output.
+
+    Read from ``Activations(d)`` (``sigmoid=True`` / ``softmax=True``) and ``AsDiscrete(d)`` (a
+    ``threshold`` means independent per-channel outputs, ``argmax`` exclusive classes); without either,
+    one output channel means sigmoid, more mean softmax.
+    """
+    for t in _flatten(postprocessing) if postprocessing is not None else []:
+        core = getattr(t, "converter", None) or getattr(t, "activations", None) or t
+        cname = type(core).__name__
+        if cname == "Activations":
+            if bool(core.sigmoid) if not isinstance(core.sigmoid, Sequence) else any(core.sigmoid):
+                return "sigmoid"
+            if bool(core.softmax) if not isinstance(core.softmax, Sequence) else any(core.softmax):
+                return "softmax"
+        if cname == "AsDiscrete":
+            kw = getattr(core, "kwargs", {}) or {}
+            if getattr(core, "threshold", None) is not None or kw.get("threshold") is not None:
+                return "sigmoid"
+            if getattr(core, "argmax", False):
+                return "softmax"
+    return "sigmoid" if num_outputs == 1 else "softmax"
+
+
+def checkpoint_loaders(engine: Any) -> list:
+    """The MONAI ``CheckpointLoader`` handlers attached to ``engine``."""
+    from ignite.engine import Events
+    from monai.handlers import CheckpointLoader
+
+    found = []
+    for handler, _, _ in engine._event_handlers.get(Events.STARTED, []):
+        target = getattr(handler, "__self__", handler)
+        if isinstance(target, CheckpointLoader) and target not in found:
+            found.append(target)
+    return found
+
+
+def load_evaluator_weights(engine: Any, parser: Any | None = None, weights: str | None = None) -> str:
+    """Load the bundle's weights into ``engine.network`` and say where they came from.
+
+    In order: an explicit ``weights`` file; the ``CheckpointLoader`` handlers attached to the engine
+    (model-zoo evaluation configs attach one, disabled when its file is missing); a ``CheckpointLoader``
+    that the config's ``initialize`` already ran (``load_pretrain``, as in the zoo's inference configs).
+
+    Args:
+        engine: the bundle's evaluator, instantiated (``initialize`` already run).
+        parser: its ``ConfigParser``, to find the loaders and checkpoint keys an ``initialize`` used.
+        weights: a checkpoint file to load instead (a state dict or a dict with a ``"model"`` entry).
+
+    Returns:
+        a description of the weights (the file path).
+
+    Raises:
+        BundleInputError: when no weights are found, naming the keys to set.
+    """
+    from monai_adv.bundle.components import load_weights
+
+    if weights is not None:
+        load_weights(engine.network, weights)
+        return str(weights)
+    loaders = checkpoint_loaders(engine)
+    if loaders:
+        for loader in loaders:
+            loader(engine)
+        return ", ".join(str(getattr(loader, "load_path", "?")) for loader in loaders)
+    if parser is not None:
+        initialize = parser.get("initialize", [])
+        text = " ".join(initialize) if isinstance(initialize, list) else str(initialize)
+        for item_id in engine_ids_of_type(parser, "CheckpointLoader"):
+            if re.search(r"@" + re.escape(item_id) + r"\b", text):
+                load_pretrain = parser.get("load_pretrain", True)
+                if load_pretrain is False:
+                    break
+                return str(parser.get_parsed_content(f"{item_id}#load_path"))
+    hints = []
+    if parser is not None:
+        for key in ("ckpt_path", "ckpt_dir", "ckpt", "model_path"):
+            if key in parser:
+                try:
+                    hints.append(f"{key} = {parser.get_parsed_content(key)!r}")
+                except Exception:  # an unresolvable key is only a hint
+                    hints.append(key)
+    where = f" (the configs have {', '.join(hints)}: does the file exist?)" if hints else ""
+    if parser is None:
+        raise BundleInputError(
+            "no weights found: no CheckpointLoader is attached to the evaluator (a loader that the config's "
+            "initialize runs is not visible to the overlay): set --robustness#weights PATH/model.pt."
+        )
+    raise BundleInputError(
+        f"no weights found for the network{where}: set the checkpoint key (e.g. --ckpt_path "
+        "PATH/model.pt, --ckpt_dir DIR, --load_pretrain True) or pass --weights FILE."
+    )
+
+
+def engine_ids_of_type(parser: Any, class_name: str) -> list[str]:
+    """Ids of config items whose ``_target_`` ends with ``class_name`` (no import needed)."""
+    return [
+        item_id
+        for item_id, item in _walk(parser.get())
+        if (_target(item) or "").split(".")[-1] == class_name and item.get("_disabled_") is not True
+    ]
+
+
+def first_batch(loader: Any) -> Any:
+    """The first batch of a data loader, with a clear error for an empty one."""
+    try:
+        return next(iter(loader))
+    except StopIteration:
+        raise BundleInputError(
+            "the evaluation data is empty: check --dataset_dir / the datalist keys of the config."
+        ) from None
+
+
+def network_output(engine: Any, inputs: torch.Tensor) -> torch.Tensor:
+    """The logits of ``engine.network`` for ``inputs`` through the engine's inferer (no grad, eval mode)."""
+    from monai_adv.transforms.base import default_output_transform
+
+    network = engine.network
+    was_training = network.training
+    network.eval()
+    try:
+        with torch.no_grad():
+            out = engine.inferer(inputs, network)
+    finally:
+        network.train(was_training)
+    return default_output_transform(out)
