@@ -10,6 +10,7 @@ from monai_adv.transforms import (
     fab,
     gradient,
     losses,
+    sea,
     segmentation,
     square,
 )
@@ -22,6 +23,7 @@ from monai_adv.transforms.dictionary import *  # noqa: F403
 from monai_adv.transforms.fab import *  # noqa: F403
 from monai_adv.transforms.gradient import *  # noqa: F403
 from monai_adv.transforms.losses import *  # noqa: F403
+from monai_adv.transforms.sea import *  # noqa: F403
 from monai_adv.transforms.segmentation import *  # noqa: F403
 from monai_adv.transforms.square import *  # noqa: F403
 
@@ -37,6 +39,7 @@ for _module in (
     dictionary,
     adaptive,
     segmentation,
+    sea,
 ):
     __all__ += _module.__all__
 del _module, base

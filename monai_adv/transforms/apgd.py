@@ -158,13 +158,23 @@ class APGD(NormBoundedAttack):
             d.update(name=f"APGD-T-{self.steps}", n_target_classes=self.n_target_classes)
         return d
 
-    def checkpoints(self) -> list[int]:
-        """The iterations at which the step size is reconsidered."""
+    def checkpoints(self, steps: int | None = None) -> list[int]:
+        """The iterations at which the step size is reconsidered, in a run of ``steps`` (default ``self.steps``)."""
+        steps = self.steps if steps is None else steps
         p = [0.0, 0.22]
         while p[-1] < 1:
             p.append(p[-1] + max(p[-1] - p[-2] - 0.03, 0.06))
-        points = sorted({int(round(q * self.steps)) for q in p[1:] if q <= 1})
-        return [w for w in points if 0 < w <= self.steps]
+        points = sorted({int(round(q * steps)) for q in p[1:] if q <= 1})
+        return [w for w in points if 0 < w <= steps]
+
+    def iterate_score(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
+        """Which point a run returns: None (APGD's rule) or per-sample scores ``(B,)`` of an iterate.
+
+        None: each sample's first adversarial point, else its highest-loss point. A subclass that
+        returns scores makes a run return, per sample, its iterate with the lowest score (the latest
+        among equals) instead of the highest-loss one.
+        """
+        return None
 
     def _attack(self, x, y, mask, generator):
         if self.n_target_classes is not None:
@@ -219,10 +229,14 @@ class APGD(NormBoundedAttack):
         eps: float,
         generator: torch.Generator,
         target: torch.Tensor | None = None,
+        x_init: torch.Tensor | None = None,
+        steps: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One run of Algorithm 1 on a batch: returns (point, its loss, fooled) per sample.
 
         ``target``: APGD-T's target classes ``(B,)`` for this run (``y`` is then the true class).
+        ``x_init``: the starting point (projected onto the ball); None: a random point of the ball.
+        ``steps``: the iterations of this run; None: ``self.steps``.
 
         In full precision a sample leaves the batch as soon as it is fooled: its result, the first
         adversarial point, is final, and no other sample's iterations depend on it (the loss
@@ -230,10 +244,16 @@ class APGD(NormBoundedAttack):
         since a point that only low precision calls adversarial falls back to the run's best point.
         """
         b = x.shape[0]
-        checkpoints = set(self.checkpoints())
-        x_adv = self.sample_in_ball(x, eps, mask, generator)
+        steps = self.steps if steps is None else steps
+        checkpoints = set(self.checkpoints(steps))
+        if x_init is None:
+            x_adv = self.sample_in_ball(x, eps, mask, generator)
+        else:
+            x_adv = self.project(x_init, x, eps, mask)
         grad, loss, logits = self._grad(x_adv, y, target)
         fooled = self.is_adversarial(logits, y)
+        low_score = self.iterate_score(logits, y)  # None unless a subclass keeps its lowest-scoring iterate
+        x_low = None if low_score is None else x_adv.clone()
         x_best, loss_best, grad_best = x_adv.clone(), loss.clone(), grad.clone()
         step = per_sample_view(torch.full((b,), 2.0 * eps, device=x.device, dtype=x.dtype), x.ndim)
         x_prev = x_adv.clone()
@@ -273,6 +293,7 @@ class APGD(NormBoundedAttack):
                         step,
                     )
                 )
+                x_low, low_score = (None if t is None else t[keep] for t in (x_low, low_score))
                 loss_at_last_check, reduced_at_last_check = (
                     loss_at_last_check[keep],
                     reduced_at_last_check[keep],
@@ -302,7 +323,7 @@ class APGD(NormBoundedAttack):
                         grad[reduce] = grad_best[reduce]
                     n_increases.zero_()
                     last_check = k
-            if k == self.steps:
+            if k == steps:
                 break
             # gradient step, projected, then the momentum combination (alpha = 0.75), projected again
             z = self.project(x_adv + step * self.steepest_direction(grad, mask), x, eps, mask)
@@ -313,6 +334,10 @@ class APGD(NormBoundedAttack):
 
             grad, loss, logits = self._grad(x_adv, y, target)
             now_fooled = self.is_adversarial(logits, y)
+            if low_score is not None:
+                score = self.iterate_score(logits, y)
+                lower = score <= low_score
+                x_low[lower], low_score = x_adv[lower], torch.minimum(score, low_score)
             if self.amp:
                 x_best_adv[now_fooled & ~fooled] = x_adv[now_fooled & ~fooled]
                 fooled |= now_fooled
@@ -322,17 +347,18 @@ class APGD(NormBoundedAttack):
             # success was judged on low-precision logits, and the first point that crossed the boundary
             # is kept: confirm both candidates in full precision, so that a point only bf16 called
             # adversarial is neither returned as one nor excluded from the next restart
+            x_kept = x_best if x_low is None else x_low
             adv_ok, best_ok = (
                 self.is_adversarial_full_precision(x_best_adv, y),
-                self.is_adversarial_full_precision(x_best, y),
+                self.is_adversarial_full_precision(x_kept, y),
             )
             return (
-                torch.where(per_sample_view(adv_ok, x.ndim), x_best_adv, x_best),
+                torch.where(per_sample_view(adv_ok, x.ndim), x_best_adv, x_kept),
                 loss_best,
                 adv_ok | best_ok,
             )
-        # the samples never fooled: their highest-loss point
-        out_x[rows], out_loss[rows] = x_best, loss_best
+        # the samples never fooled: their highest-loss (or lowest-scoring) point
+        out_x[rows], out_loss[rows] = (x_best if x_low is None else x_low), loss_best
         return out_x, out_loss, out_fooled
 
     def _grad(

@@ -20,6 +20,7 @@ from monai_adv.transforms.carlini_wagner import CarliniWagnerL2
 from monai_adv.transforms.composite import TransferAttack, WorstCaseEnsemble
 from monai_adv.transforms.fab import FAB
 from monai_adv.transforms.gradient import FGSM, MIFGSM, PGD
+from monai_adv.transforms.sea import SEA, SegmentationAPGD
 from monai_adv.transforms.segmentation import CosPGD, SegPGD
 from monai_adv.transforms.square import SquareAttack
 
@@ -63,6 +64,12 @@ __all__ = [
     "CosPGDd",
     "CosPGDD",
     "CosPGDDict",
+    "SegmentationAPGDd",
+    "SegmentationAPGDD",
+    "SegmentationAPGDDict",
+    "SEAd",
+    "SEAD",
+    "SEADict",
 ]
 
 
@@ -229,6 +236,24 @@ class CosPGDd(_ArrayAttackd):
     array_class = CosPGD
 
 
+class SegmentationAPGDd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.SegmentationAPGD`: ``SegmentationAPGDd(keys, network, eps, steps, loss=...)``.
+
+    ``label_key`` names the label map: ``(1, *spatial)`` class indices or ``(K, *spatial)`` one-hot.
+    """
+
+    array_class = SegmentationAPGD
+
+
+class SEAd(_ArrayAttackd):
+    """Dictionary version of :class:`~monai_adv.transforms.SEA`: ``SEAd(keys, network, eps, steps, losses=...)``.
+
+    ``label_key`` names the label map: ``(1, *spatial)`` class indices or ``(K, *spatial)`` one-hot.
+    """
+
+    array_class = SEA
+
+
 AdversarialAttackD = AdversarialAttackDict = AdversarialAttackd
 FGSMD = FGSMDict = FGSMd
 PGDD = PGDDict = PGDd
@@ -242,3 +267,5 @@ WorstCaseEnsembleD = WorstCaseEnsembleDict = WorstCaseEnsembled
 AdaptiveAttackD = AdaptiveAttackDict = AdaptiveAttackd
 SegPGDD = SegPGDDict = SegPGDd
 CosPGDD = CosPGDDict = CosPGDd
+SegmentationAPGDD = SegmentationAPGDDict = SegmentationAPGDd
+SEAD = SEADict = SEAd
