@@ -414,7 +414,9 @@ class BundleAudit:
 
         t0 = time.time()
         src = self.source
-        weights = self.weights_loaded or load_evaluator_weights(src, self.parser, self.weights)
+        weights = self.weights_loaded or load_evaluator_weights(
+            src, self.parser, self.weights, self.info.get("evaluator_id")
+        )
         src.network.eval()
         found = self._inspect()
         task, num_classes = found["task"], found["num_classes"]

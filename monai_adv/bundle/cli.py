@@ -14,7 +14,12 @@ from collections.abc import Sequence
 __all__ = ["COMMAND_MODULES", "main"]
 
 #: the modules whose ``add_commands`` make up the command line, in the order ``--help`` lists them
-COMMAND_MODULES = ("monai_adv.bundle.audit", "monai_adv.bundle.compare", "monai_adv.bundle.demo")
+COMMAND_MODULES = (
+    "monai_adv.bundle.audit",
+    "monai_adv.bundle.compare",
+    "monai_adv.bundle.demo",
+    "monai_adv.bundle.overlays",
+)
 
 #: commands that take ``--KEY VALUE`` overrides of the bundle's config ids
 TAKES_OVERRIDES: set[str] = {"audit"}

@@ -460,16 +460,32 @@ def checkpoint_loaders(engine: Any) -> list:
     return found
 
 
-def load_evaluator_weights(engine: Any, parser: Any | None = None, weights: str | None = None) -> str:
+def _network_expression_loads(parser: Any, evaluator_id: str | None) -> str | None:
+    """The network's config expression when it loads weights itself (``$load_weights(@network_def, ...)``)."""
+    if evaluator_id is None:
+        return None
+    seen, ref = 0, parser.get(f"{evaluator_id}#network")
+    while isinstance(ref, str) and ref.startswith("@") and seen < 8:  # follow @network -> @net -> "$..."
+        ref, seen = parser.get(ref[1:]), seen + 1
+    if isinstance(ref, str) and ref.startswith("$") and re.search(r"load(_weights|_state_dict|_checkpoint)?\(", ref):
+        return f"the network's config expression {ref[1:].strip()!r}"
+    return None
+
+
+def load_evaluator_weights(
+    engine: Any, parser: Any | None = None, weights: str | None = None, evaluator_id: str | None = None
+) -> str:
     """Load the bundle's weights into ``engine.network`` and say where they came from.
 
     In order: an explicit ``weights`` file; the ``CheckpointLoader`` handlers attached to the engine
-    (model-zoo evaluation configs attach one, disabled when its file is missing); a ``CheckpointLoader``
+    (model-zoo evaluation configs attach one, disabled when its file is missing); a network whose config
+    expression loads its weights (``$load_weights(@network_def, @model_file)``); a ``CheckpointLoader``
     that the config's ``initialize`` already ran (``load_pretrain``, as in the zoo's inference configs).
 
     Args:
         engine: the bundle's evaluator, instantiated (``initialize`` already run).
         parser: its ``ConfigParser``, to find the loaders and checkpoint keys an ``initialize`` used.
+        evaluator_id: the evaluator's config id, to see whether its network's expression loads weights itself.
         weights: a checkpoint file to load instead (a state dict or a dict with a ``"model"`` entry).
 
     Returns:
@@ -484,6 +500,9 @@ def load_evaluator_weights(engine: Any, parser: Any | None = None, weights: str 
         load_weights(engine.network, weights)
         return str(weights)
     loaders = checkpoint_loaders(engine)
+    expression = _network_expression_loads(parser, evaluator_id) if parser is not None else None
+    if expression is not None and not loaders:
+        return expression
     if loaders:
         for loader in loaders:
             loader(engine)
