@@ -1,11 +1,15 @@
-"""Small helpers the OCT bundles' configs call (``bundles/oct_robust_classification``,
-``bundles/oct_layer_segmentation``).
+"""Bundle-agnostic tooling, and the small helpers the bundles' configs call.
 
-They glue the package's components together for ``python -m monai.bundle run``: make sure the data
-set exists (generating the embedded synthetic OCT set on the first run), divide it into labeled,
+The helpers glue the package's components together for ``python -m monai.bundle run``: make sure the
+data set exists (generating the embedded synthetic OCT set on the first run), divide it into labeled,
 unlabeled, validation and test lists, list the files to predict, load checkpoints safely, and write
 the bundle's ``report.json`` and ``predictions.csv``. Everything here is plain Python with clear
 errors; the models, attacks, engines and detectors themselves come from the rest of ``monai_adv``.
+
+No bundle is named in code: the bundles are found by scanning (:func:`available_bundles`) and each
+describes itself, its task, its systems and its demo steps, in the ``"monai_adv"`` section of its
+``metadata.json`` (:class:`BundleDescription`), which the demo runner (:func:`run_demo`) and the
+comparer read.
 """
 
 from monai_adv.bundle.cli import main
@@ -19,11 +23,28 @@ from monai_adv.bundle.components import (
     require_file,
     run_without_meta_tracking,
 )
-from monai_adv.bundle.data import image_datalist, oct_split_datalists, prepare_oct_dataset
-from monai_adv.bundle.demo import run_demo, run_layer_demo
+from monai_adv.bundle.data import (
+    DATASET_LAYOUTS,
+    DatasetLayout,
+    image_datalist,
+    oct_split_datalists,
+    prepare_dataset,
+    prepare_oct_dataset,
+    split_datalists,
+)
+from monai_adv.bundle.demo import demo_plan, run_demo, run_layer_demo
+from monai_adv.bundle.description import BundleDescription, DemoRun, DemoStep, DemoSystem
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.bundle.inference import readable_datalist
-from monai_adv.bundle.locate import BUNDLE_NAMES, copy_bundle, packaged_bundle_dir, resolve_bundle_dir
+from monai_adv.bundle.locate import (
+    available_bundles,
+    copy_bundle,
+    default_bundle_name,
+    find_bundle,
+    is_bundle_dir,
+    packaged_bundle_dir,
+    resolve_bundle_dir,
+)
 from monai_adv.bundle.segmentation import (
     MaskWriter,
     oct_layer_datalists,
@@ -34,6 +55,10 @@ from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundl
 from monai_adv.distributed import is_main_process, rank
 
 __all__ = [
+    "prepare_dataset",
+    "split_datalists",
+    "DatasetLayout",
+    "DATASET_LAYOUTS",
     "prepare_oct_dataset",
     "oct_split_datalists",
     "image_datalist",
@@ -53,13 +78,21 @@ __all__ = [
     "PredictionWriter",
     "bundle_report",
     "compare_reports",
-    "run_demo",
     "compare_segmentation_reports",
+    "run_demo",
     "run_layer_demo",
+    "demo_plan",
+    "BundleDescription",
+    "DemoSystem",
+    "DemoStep",
+    "DemoRun",
+    "available_bundles",
+    "default_bundle_name",
+    "find_bundle",
+    "is_bundle_dir",
     "packaged_bundle_dir",
     "copy_bundle",
     "resolve_bundle_dir",
-    "BUNDLE_NAMES",
     "prepare_oct_layer_dataset",
     "oct_layer_datalists",
     "segmentation_dice_metric",

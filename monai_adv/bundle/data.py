@@ -1,5 +1,8 @@
-"""The OCT bundle's data: the data set (synthetic on the first run, or the user's Kermany-layout folder),
-its labeled / unlabeled / validation / test lists, and the image list for inference."""
+"""The bundles' data: one path for every bundle, whatever its layout (:class:`DatasetLayout`).
+
+The data set (synthetic on the first run, or the user's folder: the Kermany class-folder layout of the
+classification bundle, or the ``<split>/images`` + ``<split>/labels`` layout of the layer segmentation
+bundle), its labeled / unlabeled / validation / test lists, and the image list for inference."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ from monai_adv.data.datalists import (
     DICOM_EXTENSIONS,
     NIFTI_EXTENSIONS,
     kermany_datalist,
+    segmentation_datalist,
     split_by_patient,
     volume_datalist,
 )
@@ -26,13 +31,184 @@ from monai_adv.distributed import barrier, is_main_process
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["prepare_oct_dataset", "oct_split_datalists", "image_datalist"]
+__all__ = [
+    "DatasetLayout",
+    "DATASET_LAYOUTS",
+    "prepare_dataset",
+    "split_datalists",
+    "prepare_oct_dataset",
+    "oct_split_datalists",
+    "image_datalist",
+]
 
 
 def _same_path(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     return os.path.abspath(os.path.expanduser(os.fspath(a))) == os.path.abspath(
         os.path.expanduser(os.fspath(b))
     )
+
+
+@dataclass(frozen=True)
+class DatasetLayout:
+    """How a bundle's data set lies on disk, and how its synthetic stand-in is written.
+
+    One preparation path (:func:`prepare_dataset`) and one division into labeled, unlabeled,
+    validation and test lists (:func:`split_datalists`) serve every layout; a layout says only what
+    differs: how a split folder is listed, how a user's folder is checked, and what the generator writes.
+
+    Attributes:
+        name: the layout's name (a key of :data:`DATASET_LAYOUTS`).
+        list_split: ``(root, split, seed) -> (labeled, unlabeled)`` items of one split folder.
+        split_folder: ``(root, split) -> folder`` whose presence means the split exists.
+        stratify_key: the item key the patient divisions keep balanced (``"label"`` for classes), or
+            None (e.g. label maps).
+        check_folder: ``(path, check, read_files)`` raises for a user's folder that cannot be used.
+        missing_hint: what a ``--dataset_dir`` should hold, said when it does not exist.
+        synthetic_options: extra arguments of :func:`~monai_adv.data.write_synthetic_oct_dataset`.
+        default_counts: images per class of the synthetic ``train`` split, and the divisors giving
+            its ``val`` and ``test`` splits.
+    """
+
+    name: str
+    list_split: Callable[[Path, str, int], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    split_folder: Callable[[Path, str], Path]
+    stratify_key: str | None
+    check_folder: Callable[[str, bool, bool], None]
+    missing_hint: str
+    synthetic_options: Mapping[str, Any] = field(default_factory=dict)
+    default_counts: tuple[int, int, int] = (200, 8, 4)
+
+
+def _check_kermany_folder(path: str, check: bool, read_files: bool) -> None:
+    if not any(True for _ in os.scandir(path)):
+        raise input_error(ValueError(f"dataset_dir {path!r} is an empty folder."))
+    if not check:
+        return
+    problems = check_dataset(path, read_files=read_files)
+    for p in problems:
+        (logger.error if p.severity == "error" else logger.warning)(f"{p.path}: {p.message}")
+    errors = [str(p) for p in problems if p.severity == "error"]
+    if errors:
+        shown = "\n".join(errors[:20]) + (f"\n... and {len(errors) - 20} more" if len(errors) > 20 else "")
+        raise input_error(
+            BundleInputError(
+                f"dataset_dir {path!r} failed the data-set check with {len(errors)} error(s) "
+                f"(python -m monai_adv.data check {path}):\n{shown}"
+            )
+        )
+
+
+def _check_segmentation_folder(path: str, check: bool, read_files: bool) -> None:
+    if not os.path.isdir(os.path.join(path, "train", "images")):
+        raise input_error(
+            FileNotFoundError(
+                f"dataset_dir {path!r} has no train/images/ folder: a segmentation data set holds "
+                "<split>/images/ and <split>/labels/ (label maps of class indices, named as their images)."
+            )
+        )
+
+
+#: the data-set layouts of the bundles: ``"kermany"`` (class folders, the classification bundle) and
+#: ``"segmentation"`` (``<split>/images`` with label maps in ``<split>/labels``, the layer bundle)
+DATASET_LAYOUTS: dict[str, DatasetLayout] = {
+    "kermany": DatasetLayout(
+        name="kermany",
+        list_split=lambda root, split, seed: kermany_datalist(root, split, label_fraction=1.0, seed=seed),
+        split_folder=lambda root, split: root / split,
+        stratify_key="label",
+        check_folder=_check_kermany_folder,
+        missing_hint="a folder in the Kermany layout (<dataset_dir>/train/<CNV|DME|DRUSEN|NORMAL>/*.jpeg, and "
+        "test/), or leave it out to use the synthetic OCT set",
+        default_counts=(200, 8, 4),
+    ),
+    "segmentation": DatasetLayout(
+        name="segmentation",
+        list_split=lambda root, split, seed: segmentation_datalist(root, split, seed=seed),
+        split_folder=lambda root, split: root / split / "images",
+        stratify_key=None,
+        check_folder=_check_segmentation_folder,
+        missing_hint="a segmentation data set (<dataset_dir>/train/images/*.png with label maps in "
+        "<dataset_dir>/train/labels/, and test/), or leave it out to use the synthetic OCT layer set",
+        synthetic_options={"layers": True, "image_format": "png"},
+        default_counts=(100, 10, 5),
+    ),
+}
+
+
+def _layout(layout: str | DatasetLayout) -> DatasetLayout:
+    if isinstance(layout, DatasetLayout):
+        return layout
+    if layout not in DATASET_LAYOUTS:
+        raise ValueError(f"unknown data-set layout {layout!r}; choose one of {sorted(DATASET_LAYOUTS)}.")
+    return DATASET_LAYOUTS[layout]
+
+
+def prepare_dataset(
+    dataset_dir: str | os.PathLike,
+    synthetic_dir: str | os.PathLike | None = None,
+    layout: str | DatasetLayout = "kermany",
+    n_per_class: int | Mapping[str, int] | None = None,
+    image_size: int = 64,
+    seed: int = 0,
+    num_workers: int | None = 1,
+    progress: bool = True,
+    check: bool = True,
+    read_files: bool = True,
+) -> str:
+    """Make sure ``dataset_dir`` holds a data set in ``layout`` and return its path.
+
+    When ``dataset_dir`` is ``synthetic_dir`` (a bundle's default), the synthetic OCT set in that
+    layout is written there on the first call and reused afterwards (the writer is idempotent; under
+    ``torch.distributed`` rank 0 writes while the others wait). The folder is the bundle's own cache:
+    a set written with other arguments or by an older generator version is replaced. Any other folder
+    must exist and is checked before any work (the layout's check; for ``"kermany"`` with ``check``,
+    :func:`monai_adv.data.check_dataset`, which ``python -m monai_adv.data check DIR`` runs too: every
+    problem is logged as one ERROR or WARNING line naming its path, and any error stops the run).
+
+    Args:
+        dataset_dir: the data set root (``--dataset_dir``).
+        synthetic_dir: the folder of the generated synthetic set.
+        layout: ``"kermany"`` or ``"segmentation"`` (:data:`DATASET_LAYOUTS`), or a :class:`DatasetLayout`.
+        n_per_class: images per class, one number for every split or ``{split: n}``; default: the
+            layout's ``default_counts`` (``{"train": 200, "val": 25, "test": 50}`` for ``"kermany"``).
+        image_size: side of the generated images.
+        seed: seed of the generated set.
+        num_workers: processes used to render the synthetic images.
+        progress: show a progress bar while rendering.
+        check: check a user's data set first.
+        read_files: the check opens and decodes every file (the slow part).
+
+    Raises:
+        FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder (or, for
+            ``"segmentation"``, has no ``train/images/``).
+        ValueError: for an unknown layout; when the folder is empty, or (``BundleInputError``) when the
+            check finds errors.
+    """
+    lay = _layout(layout)
+    path = os.path.abspath(os.path.expanduser(os.fspath(dataset_dir)))
+    if synthetic_dir is not None and _same_path(path, synthetic_dir):
+        counts = dict(n_per_class) if isinstance(n_per_class, Mapping) else None
+        if counts is None:
+            n0, val_div, test_div = lay.default_counts
+            n = n0 if n_per_class is None else int(n_per_class)
+            counts = {"train": n, "val": max(1, n // val_div), "test": max(1, n // test_div)}
+        if is_main_process():
+            write_synthetic_oct_dataset(
+                path, image_size=int(image_size), seed=int(seed), splits=counts,
+                num_workers=num_workers, progress=progress, overwrite=True, **dict(lay.synthetic_options),
+            )  # fmt: skip
+        barrier()
+        return path
+    if not os.path.exists(path):
+        raise input_error(
+            FileNotFoundError(
+                f"dataset_dir {path!r} does not exist; point --dataset_dir at {lay.missing_hint}."
+            )
+        )
+    if not os.path.isdir(path):
+        raise input_error(FileNotFoundError(f"dataset_dir {path!r} is not a folder."))
+    lay.check_folder(path, check, read_files)
+    return path
 
 
 def prepare_oct_dataset(
@@ -46,73 +222,15 @@ def prepare_oct_dataset(
     check: bool = True,
     read_files: bool = True,
 ) -> str:
-    """Make sure ``dataset_dir`` holds a data set in the Kermany layout and return its path.
+    """:func:`prepare_dataset` in the Kermany layout: the classification bundle's data set.
 
-    When ``dataset_dir`` is ``synthetic_dir`` (the bundle's default), the synthetic OCT set is written
-    there on the first call and reused afterwards (the writer is idempotent; under
-    ``torch.distributed`` rank 0 writes while the others wait). The folder is the bundle's own cache:
-    a set written with other arguments or by an older generator version is replaced. Any other folder
-    must exist and hold files, and is checked before any work (``check``: see
-    :func:`monai_adv.data.check_dataset`; ``python -m monai_adv.data check DIR`` runs the same check):
-    every problem is logged as one ERROR or WARNING line naming its path, and any error stops the run.
-
-    Args:
-        dataset_dir: the data set root (``--dataset_dir``).
-        synthetic_dir: the folder of the generated synthetic set.
-        n_per_class: images per class, one number for every split or ``{split: n}``; default
-            ``{"train": 200, "val": 25, "test": 50}``.
-        image_size: side of the generated images.
-        seed: seed of the generated set.
-        num_workers: processes used to render the synthetic images.
-        progress: show a progress bar while rendering.
-        check: check a user's data set first.
-        read_files: the check opens and decodes every file (the slow part).
-
-    Raises:
-        FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder.
-        ValueError: when it is empty, or (``BundleInputError``) when the check finds errors.
+    Args: as :func:`prepare_dataset`; the synthetic set defaults to ``{"train": 200, "val": 25, "test": 50}``
+    images per class.
     """
-    path = os.path.abspath(os.path.expanduser(os.fspath(dataset_dir)))
-    if synthetic_dir is not None and _same_path(path, synthetic_dir):
-        counts = dict(n_per_class) if isinstance(n_per_class, Mapping) else None
-        if counts is None:
-            n = 200 if n_per_class is None else int(n_per_class)
-            counts = {"train": n, "val": max(1, n // 8), "test": max(1, n // 4)}
-        if is_main_process():
-            write_synthetic_oct_dataset(
-                path, image_size=int(image_size), seed=int(seed), splits=counts,
-                num_workers=num_workers, progress=progress, overwrite=True,
-            )  # fmt: skip
-        barrier()
-        return path
-    if not os.path.exists(path):
-        raise input_error(
-            FileNotFoundError(
-                f"dataset_dir {path!r} does not exist; point --dataset_dir at a folder in the Kermany layout "
-                "(<dataset_dir>/train/<CNV|DME|DRUSEN|NORMAL>/*.jpeg, and test/), or leave it out to use the "
-                "synthetic OCT set."
-            )
-        )
-    if not os.path.isdir(path):
-        raise input_error(FileNotFoundError(f"dataset_dir {path!r} is not a folder."))
-    if not any(True for _ in os.scandir(path)):
-        raise input_error(ValueError(f"dataset_dir {path!r} is an empty folder."))
-    if check:
-        problems = check_dataset(path, read_files=read_files)
-        for p in problems:
-            (logger.error if p.severity == "error" else logger.warning)(f"{p.path}: {p.message}")
-        errors = [str(p) for p in problems if p.severity == "error"]
-        if errors:
-            shown = "\n".join(errors[:20]) + (
-                f"\n... and {len(errors) - 20} more" if len(errors) > 20 else ""
-            )
-            raise input_error(
-                BundleInputError(
-                    f"dataset_dir {path!r} failed the data-set check with {len(errors)} error(s) "
-                    f"(python -m monai_adv.data check {path}):\n{shown}"
-                )
-            )
-    return path
+    return prepare_dataset(
+        dataset_dir, synthetic_dir, "kermany", n_per_class=n_per_class, image_size=image_size, seed=seed,
+        num_workers=num_workers, progress=progress, check=check, read_files=read_files,
+    )  # fmt: skip
 
 
 def _strip_labels(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -123,6 +241,79 @@ def _limit(items: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
     return items if n is None or n <= 0 else items[: int(n)]
 
 
+def split_datalists(
+    root: str | os.PathLike,
+    layout: str | DatasetLayout = "kermany",
+    label_fraction: float = 1.0,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    max_items: int | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """The labeled, unlabeled, validation and test datalists of a data set in ``layout``.
+
+    - ``train`` (minus the validation patients) is divided by patient into ``labeled`` (about
+      ``label_fraction`` of it, balanced by class where the layout has classes) and ``unlabeled``
+      (labels removed); its images without a label (a segmentation image with no label map) are
+      unlabeled too;
+    - images of an ``unlabeled/`` split are added to ``unlabeled``;
+    - ``val`` comes from a ``val/`` split, or else ``val_fraction`` of the train patients;
+    - ``test`` comes from ``test/``, or else is the validation list.
+
+    When no unlabeled image is left (``label_fraction=1`` and no ``unlabeled/`` split) the labeled
+    images, without labels, serve as the unlabeled data too (as SSAT does with full labels), with a
+    warning.
+
+    Args:
+        root: the data set root.
+        layout: ``"kermany"`` or ``"segmentation"`` (:data:`DATASET_LAYOUTS`), or a :class:`DatasetLayout`.
+        label_fraction: share of the training images that keep their label, in (0, 1].
+        seed: seed of the patient shuffles.
+        val_fraction: share of the training patients held out for validation when there is no ``val/``.
+        max_items: cap every list at this many items (a smoke-test option; None or 0: no cap).
+
+    Raises:
+        BundleInputError: for a label fraction outside (0, 1], or a ``train`` split with no labeled image.
+        FileNotFoundError: for a missing root or ``train`` split.
+        ValueError: for an unknown layout, an empty split, or a layout that does not parse (from
+            :func:`~monai_adv.data.kermany_datalist` or :func:`~monai_adv.data.segmentation_datalist`).
+    """
+    lay = _layout(layout)
+    f = float(label_fraction)
+    if not (math.isfinite(f) and 0.0 < f <= 1.0):
+        raise input_error(BundleInputError(f"label_fraction must lie in (0, 1], got {label_fraction!r}."))
+    root = Path(root)
+    train, unlabeled = lay.list_split(root, "train", seed)
+    unlabeled = _strip_labels(unlabeled)
+    if not train:
+        raise input_error(BundleInputError(f"{root}/train holds no labeled image (layout {lay.name!r})."))
+    if lay.split_folder(root, "val").is_dir():
+        val, _ = lay.list_split(root, "val", seed)
+        rest = train
+    else:
+        if not 0.0 < float(val_fraction) < 1.0:
+            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}.")
+        val, rest = split_by_patient(train, float(val_fraction), seed=seed + 1, label_key=lay.stratify_key)
+        if not rest:
+            raise ValueError(f"{root}/train holds too few patients to hold out a validation set.")
+    if f >= 1.0:
+        labeled = rest
+    else:
+        labeled, unl = split_by_patient(rest, f, seed=seed, label_key=lay.stratify_key)
+        unlabeled = unlabeled + _strip_labels(unl)
+    if lay.split_folder(root, "unlabeled").is_dir():
+        unlabeled = unlabeled + _strip_labels(lay.list_split(root, "unlabeled", seed)[1])
+    if not unlabeled:
+        warnings.warn(
+            "no unlabeled images (label_fraction=1 and no unlabeled/ split): the labeled images, without "
+            "their labels, are used as the unlabeled data.",
+            stacklevel=2,
+        )
+        unlabeled = _strip_labels(labeled)
+    test = lay.list_split(root, "test", seed)[0] if lay.split_folder(root, "test").is_dir() else val
+    out = {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": test}
+    return {k: _limit(v, max_items) for k, v in out.items()}
+
+
 def oct_split_datalists(
     root: str | os.PathLike,
     label_fraction: float = 1.0,
@@ -130,63 +321,13 @@ def oct_split_datalists(
     val_fraction: float = 0.1,
     max_items: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The labeled, unlabeled, validation and test datalists of a Kermany-layout data set.
+    """:func:`split_datalists` of a Kermany-layout data set (the classification bundle's).
 
-    - ``train`` (minus the validation patients) is divided by patient into ``labeled`` (about
-      ``label_fraction`` of each class) and ``unlabeled`` (labels removed);
-    - images in an ``unlabeled/`` split folder are added to ``unlabeled``;
-    - ``val`` comes from a ``val/`` split folder, or else ``val_fraction`` of the train patients;
-    - ``test`` comes from ``test/``, or else is the validation list.
-
-    When no unlabeled image is left (``label_fraction=1`` and no ``unlabeled/`` folder) the labeled
-    images, without labels, serve as the unlabeled data too (as SSAT does with full labels), with a
-    warning.
-
-    Args:
-        root: the data set root.
-        label_fraction: share of the training images that keep their label, in (0, 1].
-        seed: seed of the patient shuffles.
-        val_fraction: share of the training patients held out for validation when there is no ``val/``.
-        max_items: cap every list at this many items (a smoke-test option; None or 0: no cap).
-
-    Raises:
-        FileNotFoundError: for a missing root or ``train/`` folder.
-        ValueError: for an empty split, a bad fraction, or a layout that does not parse (from
-            :func:`~monai_adv.data.kermany_datalist`).
+    Args: as :func:`split_datalists`.
     """
-    f = float(label_fraction)
-    if not (math.isfinite(f) and 0.0 < f <= 1.0):
-        raise input_error(BundleInputError(f"label_fraction must lie in (0, 1], got {label_fraction!r}."))
-    root = Path(root)
-    train, _ = kermany_datalist(root, "train", label_fraction=1.0, seed=seed)
-    if (root / "val").is_dir():
-        val, _ = kermany_datalist(root, "val", label_fraction=1.0, seed=seed)
-        rest = train
-    else:
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}.")
-        val, rest = split_by_patient(train, float(val_fraction), seed=seed + 1)
-        if not rest:
-            raise ValueError(f"{root}/train holds too few patients to hold out a validation set.")
-    if float(label_fraction) >= 1.0:
-        labeled, unlabeled = rest, []
-    else:
-        labeled, unl = split_by_patient(rest, float(label_fraction), seed=seed)
-        unlabeled = _strip_labels(unl)
-    if (root / "unlabeled").is_dir():
-        unlabeled += kermany_datalist(root, "unlabeled")[1]
-    if not unlabeled:
-        warnings.warn(
-            "no unlabeled images (label_fraction=1 and no unlabeled/ folder): the labeled images, without "
-            "their labels, are used as the unlabeled data.",
-            stacklevel=2,
-        )
-        unlabeled = _strip_labels(labeled)
-    test = (
-        kermany_datalist(root, "test", label_fraction=1.0, seed=seed)[0] if (root / "test").is_dir() else val
+    return split_datalists(
+        root, "kermany", label_fraction, seed=seed, val_fraction=val_fraction, max_items=max_items
     )
-    out = {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": test}
-    return {k: _limit(v, max_items) for k, v in out.items()}
 
 
 def image_datalist(dataset_dir: str | os.PathLike, bscans: bool = True) -> list[dict[str, Any]]:

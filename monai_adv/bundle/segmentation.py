@@ -10,21 +10,16 @@ from __future__ import annotations
 import csv
 import io
 import logging
-import math
 import os
-import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from monai_adv.bundle.data import _same_path
-from monai_adv.bundle.errors import BundleInputError, input_error
-from monai_adv.data.datalists import segmentation_datalist, split_by_patient
-from monai_adv.data.synthetic import OCT_LAYER_CLASSES, write_synthetic_oct_dataset
-from monai_adv.distributed import barrier, is_main_process
+from monai_adv.bundle.data import prepare_dataset, split_datalists
+from monai_adv.data.synthetic import OCT_LAYER_CLASSES
+from monai_adv.distributed import is_main_process
 from monai_adv.io import atomic_open, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -46,61 +41,24 @@ def prepare_oct_layer_dataset(
     num_workers: int | None = 1,
     progress: bool = True,
 ) -> str:
-    """Make sure ``dataset_dir`` holds a segmentation data set and return its path.
+    """:func:`~monai_adv.bundle.data.prepare_dataset` in the segmentation layout: the layer bundle's data set.
 
-    When ``dataset_dir`` is ``synthetic_dir`` (the bundle's default), the synthetic OCT layer set
-    (B-scans with their layer label maps, :func:`~monai_adv.data.write_synthetic_oct_dataset` with
-    ``layers=True``) is written there on the first call and reused afterwards; under
-    ``torch.distributed`` rank 0 writes while the others wait. Any other folder must exist and hold a
-    ``train/images/`` folder (the layout of :func:`~monai_adv.data.segmentation_datalist`).
+    The synthetic set is the OCT layer set (B-scans with their layer label maps,
+    :func:`~monai_adv.data.write_synthetic_oct_dataset` with ``layers=True``), by default
+    ``{"train": 100, "val": 10, "test": 20}`` B-scans per class (CNV, DME, DRUSEN, NORMAL: each B-scan
+    has its lesions); any other folder must hold a ``train/images/`` folder (the layout of
+    :func:`~monai_adv.data.segmentation_datalist`).
 
-    Args:
-        dataset_dir: the data set root (``--dataset_dir``).
-        synthetic_dir: the folder of the generated synthetic set.
-        n_per_class: images per class (CNV, DME, DRUSEN, NORMAL: each B-scan has its lesions), one
-            number for every split or ``{split: n}``; default ``{"train": 100, "val": 10, "test": 20}``.
-        image_size: side of the generated images.
-        seed: seed of the generated set.
-        num_workers: processes used to render the synthetic images.
-        progress: show a progress bar while rendering.
+    Args: as :func:`~monai_adv.bundle.data.prepare_dataset`.
 
     Raises:
         FileNotFoundError: (``BundleInputError``-logged) when ``dataset_dir`` or its ``train/images/``
             folder does not exist.
     """
-    path = os.path.abspath(os.path.expanduser(os.fspath(dataset_dir)))
-    if synthetic_dir is not None and _same_path(path, synthetic_dir):
-        counts = dict(n_per_class) if isinstance(n_per_class, Mapping) else None
-        if counts is None:
-            n = 100 if n_per_class is None else int(n_per_class)
-            counts = {"train": n, "val": max(1, n // 10), "test": max(1, n // 5)}
-        if is_main_process():
-            write_synthetic_oct_dataset(
-                path, image_size=int(image_size), seed=int(seed), splits=counts, image_format="png",
-                num_workers=num_workers, progress=progress, overwrite=True, layers=True,
-            )  # fmt: skip
-        barrier()
-        return path
-    if not os.path.isdir(path):
-        raise input_error(
-            FileNotFoundError(
-                f"dataset_dir {path!r} does not exist; point --dataset_dir at a segmentation data set "
-                "(<dataset_dir>/train/images/*.png with label maps in <dataset_dir>/train/labels/, and test/), "
-                "or leave it out to use the synthetic OCT layer set."
-            )
-        )
-    if not os.path.isdir(os.path.join(path, "train", "images")):
-        raise input_error(
-            FileNotFoundError(
-                f"dataset_dir {path!r} has no train/images/ folder: a segmentation data set holds "
-                "<split>/images/ and <split>/labels/ (label maps of class indices, named as their images)."
-            )
-        )
-    return path
-
-
-def _limit(items: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
-    return items if n is None or n <= 0 else items[: int(n)]
+    return prepare_dataset(
+        dataset_dir, synthetic_dir, "segmentation", n_per_class=n_per_class, image_size=image_size, seed=seed,
+        num_workers=num_workers, progress=progress,
+    )  # fmt: skip
 
 
 def oct_layer_datalists(
@@ -110,66 +68,15 @@ def oct_layer_datalists(
     val_fraction: float = 0.1,
     max_items: int | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
-    """The labeled, unlabeled, validation and test datalists of a segmentation data set.
+    """:func:`~monai_adv.bundle.data.split_datalists` of a segmentation data set (the layer bundle's).
 
-    - ``train`` (minus the validation patients) is divided by patient into ``labeled`` (about
-      ``label_fraction`` of it, with label maps) and ``unlabeled`` (label maps left out); its images
-      without a label map are unlabeled too;
-    - images of an ``unlabeled/`` split are added to ``unlabeled``;
-    - ``val`` comes from a ``val/`` split, or else ``val_fraction`` of the labeled train patients;
-    - ``test`` comes from ``test/``, or else is the validation list.
+    The labeled lists hold label maps; a training image without one is unlabeled data.
 
-    When no unlabeled image is left, the labeled images without their maps serve as the unlabeled
-    data (with a warning).
-
-    Args:
-        root: the data set root.
-        label_fraction: share of the training images that keep their label map, in (0, 1].
-        seed: seed of the patient shuffles.
-        val_fraction: share of the training patients held out for validation when there is no ``val/``.
-        max_items: cap every list at this many items (a smoke-test option; None or 0: no cap).
-
-    Raises:
-        BundleInputError: for a label fraction outside (0, 1].
-        FileNotFoundError: for a missing root or ``train/images/``.
-        ValueError: for an empty split, no labeled image, or a layout that does not parse (from
-            :func:`~monai_adv.data.segmentation_datalist`).
+    Args: as :func:`~monai_adv.bundle.data.split_datalists`.
     """
-    f = float(label_fraction)
-    if not (math.isfinite(f) and 0.0 < f <= 1.0):
-        raise input_error(BundleInputError(f"label_fraction must lie in (0, 1], got {label_fraction!r}."))
-    root = Path(root)
-    train, unlabeled = segmentation_datalist(root, "train", seed=seed)
-    if not train:
-        raise input_error(
-            BundleInputError(f"{root}/train holds no image with a label map in {root}/train/labels.")
-        )
-    if (root / "val" / "images").is_dir():
-        val, _ = segmentation_datalist(root, "val", seed=seed)
-        rest = train
-    else:
-        if not 0.0 < float(val_fraction) < 1.0:
-            raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}.")
-        val, rest = split_by_patient(train, float(val_fraction), seed=seed + 1, label_key=None)
-        if not rest:
-            raise ValueError(f"{root}/train holds too few patients to hold out a validation set.")
-    if f >= 1.0:
-        labeled = rest
-    else:
-        labeled, unl = split_by_patient(rest, f, seed=seed, label_key=None)
-        unlabeled = unlabeled + [{k: v for k, v in it.items() if k != "label"} for it in unl]
-    if (root / "unlabeled" / "images").is_dir():
-        unlabeled = unlabeled + segmentation_datalist(root, "unlabeled")[1]
-    if not unlabeled:
-        warnings.warn(
-            "no unlabeled images (label_fraction=1 and no unlabeled/ split): the labeled images, without "
-            "their label maps, are used as the unlabeled data.",
-            stacklevel=2,
-        )
-        unlabeled = [{k: v for k, v in it.items() if k != "label"} for it in labeled]
-    test = segmentation_datalist(root, "test", seed=seed)[0] if (root / "test" / "images").is_dir() else val
-    out = {"labeled": labeled, "unlabeled": unlabeled, "val": val, "test": test}
-    return {k: _limit(v, max_items) for k, v in out.items()}
+    return split_datalists(
+        root, "segmentation", label_fraction, seed=seed, val_fraction=val_fraction, max_items=max_items
+    )
 
 
 def segmentation_dice_metric(num_classes: int, pred_key: str = "pred", label_key: str = "label") -> Any:
