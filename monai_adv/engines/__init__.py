@@ -1,4 +1,5 @@
-"""Adversarial training engines: SSAT (semi-supervised), Madry PGD-AT and TRADES, presets, checkpoint/resume."""
+"""Adversarial training engines: SSAT (semi-supervised), Madry PGD-AT, TRADES and RST, the registered training
+methods, checkpoint/resume."""
 
 from monai_adv.distributed import unwrap_network
 from monai_adv.engines.batches import CyclingLoader
@@ -17,6 +18,14 @@ from monai_adv.engines.checkpoint import (
     verify_checkpoint,
 )
 from monai_adv.engines.evaluator import RobustEvaluator, RobustSegmentationEvaluator
+from monai_adv.engines.methods import (
+    SSAT_EPS_RANGE,
+    TRAINING_METHODS,
+    TrainingMethod,
+    create_trainer,
+    register_training_method,
+    training_method,
+)
 from monai_adv.engines.outputs import adversarial_training_metrics, training_stats
 from monai_adv.engines.precision import (
     attack_in_engine_precision,
@@ -24,8 +33,9 @@ from monai_adv.engines.precision import (
     engine_autocast,
     resolve_amp_kwargs,
 )
-from monai_adv.engines.presets import PRESETS, SSAT_EPS_RANGE, TrainingPreset, create_trainer
+from monai_adv.engines.presets import PRESETS, TrainingPreset
 from monai_adv.engines.rng import RandomStates, find_randomizables
+from monai_adv.engines.rst import PseudoLabeledLoader, RobustSelfTrainingTrainer, load_teacher, pseudo_label
 from monai_adv.engines.schedules import one_cycle_schedule
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
@@ -44,6 +54,10 @@ __all__ = [
     "SupervisedAdversarialTrainer",
     "MadryAdversarialTrainer",
     "TradesAdversarialTrainer",
+    "RobustSelfTrainingTrainer",
+    "pseudo_label",
+    "PseudoLabeledLoader",
+    "load_teacher",
     "AutocastSupervisedTrainer",
     "resolve_amp_kwargs",
     "configure_engine_amp",
@@ -52,10 +66,14 @@ __all__ = [
     "one_cycle_schedule",
     "AdvTrainingKeys",
     "AdversarialTrainingEvents",
+    "TRAINING_METHODS",
+    "TrainingMethod",
+    "training_method",
+    "register_training_method",
+    "create_trainer",
     "PRESETS",
     "SSAT_EPS_RANGE",
     "TrainingPreset",
-    "create_trainer",
     "training_stats",
     "adversarial_training_metrics",
     "CheckpointError",
