@@ -30,7 +30,8 @@ Methods (the same labeled subset per seed; every run has the same number of iter
   seed, pseudo-labels from that frozen model, PGD at ``--train-eps`` on the unlabeled and the labeled
   batch, weight 1.
 - ``rst``: Carmon et al. 2019's robust self-training: pseudo-labels for the whole unlabeled pool from
-  the ``standard`` model, then TRADES from scratch on batches of half labeled, half pseudo-labeled.
+  the ``standard`` model, then TRADES from scratch on batches of half labeled, half pseudo-labeled
+  (``monai_adv.engines.RobustSelfTrainingTrainer``, the registry's ``rst``).
 - ``madry`` at label fraction 1.0: every label of the pool, the upper bound.
 
 Evaluation (at the training eps and around it): on the whole test set, clean accuracy, per-class
@@ -242,20 +243,6 @@ class CyclingLoader:
                 yield xb if self.y is None else {"image": xb, "label": self.y[j]}
 
 
-class MixedLoader:
-    """RST's batches: ``batch`` labeled items and ``batch`` pseudo-labeled items, concatenated."""
-
-    def __init__(self, labeled: CyclingLoader, pseudo: CyclingLoader):
-        self.labeled, self.pseudo = labeled, pseudo
-
-    def __len__(self) -> int:
-        return len(self.labeled)
-
-    def __iter__(self) -> Iterator:
-        for a, b in zip(self.labeled, self.pseudo):
-            yield {"image": torch.cat([a["image"], b["image"]]), "label": torch.cat([a["label"], b["label"]])}
-
-
 # ----------------------------------------------------------------------------------------------
 # training
 # ----------------------------------------------------------------------------------------------
@@ -333,9 +320,12 @@ def train(
             **common,
         )
     elif method == "rst":
-        pseudo = predict(teacher, d["x_u"])
-        mixed = MixedLoader(lab, CyclingLoader(d["x_u"], pseudo, batch, seed + 1))
-        tr = create_trainer("trades", a.device, 1, mixed, net, opt, loss, **pgd, **common)
+        # Carmon et al.: the whole pool labelled once by the teacher, then the engine's RST (TRADES on batches
+        # of `batch` labeled and `batch` pseudo-labeled items, the pool cycled on its own)
+        pool = CyclingLoader(d["x_u"], predict(teacher, d["x_u"]), batch, seed + 1)
+        tr = create_trainer(
+            "rst", a.device, 1, lab, net, opt, loss, unlabeled_data_loader=pool, **pgd, **common
+        )
     else:
         raise ValueError(f"unknown method {method!r}")
     if hasattr(tr, "attack"):
