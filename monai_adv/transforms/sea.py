@@ -387,7 +387,8 @@ class SEA(WorstCaseEnsemble):
             (the same radius for every loss).
         steps: iterations per loss (the paper: 300).
         norm: ``"linf"`` (the paper) or ``"l2"``.
-        losses: names from :data:`SEA_LOSSES`, in the order they run.
+        losses: names from :data:`SEA_LOSSES` (or callable per-sample losses ``(logits, y) -> (B,)``,
+            named by their ``__name__``), in the order they run.
         class_weights: for ``"mask-ce-bal"``: a weight per class ``(K,)``, or None for each image's
             inverse class frequency.
         radius_schedule: see :class:`SegmentationAPGD` (None: no radius reduction).
@@ -416,7 +417,7 @@ class SEA(WorstCaseEnsemble):
         eps: EpsType,
         steps: int = 300,
         norm: str = "linf",
-        losses: Sequence[str] = SEA_DEFAULT_LOSSES,
+        losses: Sequence[str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = SEA_DEFAULT_LOSSES,
         class_weights: torch.Tensor | Sequence[float] | None = None,
         radius_schedule: Sequence[tuple[float, float]] | None = SEA_RADIUS_SCHEDULE,
         activation: str = "softmax",
@@ -425,16 +426,17 @@ class SEA(WorstCaseEnsemble):
         _check_activation(activation, "SEA")
         _refuse_targeted("SEA", kwargs)
         _pop_dense_rule("SEA", kwargs)
-        if isinstance(losses, str):
-            losses = (losses,)
-        losses = tuple(losses)
+        losses = (losses,) if isinstance(losses, str) or callable(losses) else tuple(losses)
         if not losses:
             raise ValueError(f"SEA needs at least one loss from {sorted(SEA_LOSSES)}.")
-        unknown = [name for name in losses if name not in SEA_LOSSES]
-        if unknown or len(set(losses)) != len(losses):
+        bad = [loss for loss in losses if not callable(loss) and loss not in SEA_LOSSES]
+        names = tuple(
+            loss if isinstance(loss, str) else getattr(loss, "__name__", "custom") for loss in losses
+        )
+        if bad or len(set(names)) != len(names):
             raise ValueError(
-                f"losses must be distinct names from {sorted(SEA_LOSSES)}, got {list(losses)}"
-                + (f" (unknown: {unknown})." if unknown else " (repeated).")
+                f"losses must be distinct names from {sorted(SEA_LOSSES)} (or callables), got {list(names)}"
+                + (f" (unknown: {bad})." if bad else " (repeated).")
             )
         self.eps = NormBoundedAttack._check_eps(eps)
         norm = str(norm).lower()
@@ -447,17 +449,17 @@ class SEA(WorstCaseEnsemble):
                 first_eps,
                 steps=steps,
                 norm=norm,
-                loss=name,
+                loss=loss,
                 class_weights=class_weights,
                 radius_schedule=radius_schedule,
                 **kwargs,
             )
-            for name in losses
+            for loss in losses
         ]
         super().__init__(network, members, **kwargs)
         self.norm = norm
         self.steps = members[0].steps
-        self.losses = losses
+        self.losses = names
         self.class_weights = class_weights
         self.radius_schedule = members[0].radius_schedule
         self.activation = activation
