@@ -27,7 +27,15 @@ from monai.transforms import Randomizable, Transform
 from monai.utils import convert_to_dst_type
 
 from monai_adv.precision import log_precision, network_memory_format, parse_amp, resolve_precision
-from monai_adv.transforms.losses import margin, per_sample_cross_entropy, per_sample_dice
+from monai_adv.transforms.losses import (
+    is_multilabel_loss,
+    margin,
+    multilabel_agreement,
+    multilabel_margin,
+    per_sample_cross_entropy,
+    per_sample_dice,
+    resolve_attack_loss,
+)
 from monai_adv.utils import (
     check_label_range,
     class_indices,
@@ -109,6 +117,16 @@ class AdversarialAttack(Randomizable, Transform):
     agreement down. Attacks that make no sense for dense outputs (the detector-aware
     :class:`~monai_adv.transforms.AdaptiveAttack`) raise a ``ValueError``.
 
+    **Multi-label (sigmoid) outputs.** With a multi-label loss (``loss="bce"``:
+    :func:`~monai_adv.transforms.losses.per_sample_bce`, or any loss marked with
+    :func:`~monai_adv.transforms.losses.multilabel_loss`) the labels are multi-hot, of the logits'
+    shape: ``(B, K)`` for a multi-label classifier, ``(B, K, *spatial)`` for a segmentation network
+    with one sigmoid mask per channel (overlapping regions, e.g. BraTS' TC/WT/ET); one item's labels
+    may drop the batch axis. The prediction is ``logits > 0`` (``sigmoid > 0.5``) per label; an
+    untargeted attack on a classifier succeeds when any label flips, on dense outputs when the mean
+    per-channel Dice with the labels falls below ``dense_threshold`` (targeted: reaches every target
+    label, or exceeds the threshold).
+
     Args:
         network: the classifier under attack; returns logits ``(B, num_classes)`` (or, for
             segmentation, ``(B, num_classes, *spatial)``), or a tuple or dict from which
@@ -118,7 +136,9 @@ class AdversarialAttack(Randomizable, Transform):
         spatial_dims: 2 for images, 3 for volumes.
         targeted: when True, ``label`` is the class the attack drives the prediction *to*.
         loss: ``loss(logits, labels)`` returning per-sample values ``(B,)`` (or a scalar) that the
-            attack increases (untargeted) or decreases (targeted); default cross-entropy.
+            attack increases (untargeted) or decreases (targeted); default cross-entropy. A name of
+            :data:`~monai_adv.transforms.losses.ATTACK_LOSSES`: ``"ce"`` (the default) or ``"bce"``
+            (multi-label outputs, above).
         output_transform: maps the network's output to logits; default
             :func:`default_output_transform`.
         amp: run the network's forward and backward under ``torch.autocast`` (mixed precision): True,
@@ -163,7 +183,7 @@ class AdversarialAttack(Randomizable, Transform):
         value_range: ValueRange = (0.0, 1.0),
         spatial_dims: int = 2,
         targeted: bool = False,
-        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+        loss: str | Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
         output_transform: Callable[[Any], torch.Tensor] = default_output_transform,
         amp: bool | str = False,
         amp_dtype: torch.dtype | None = None,
@@ -196,7 +216,7 @@ class AdversarialAttack(Randomizable, Transform):
         self.value_range = value_range
         self.spatial_dims = spatial_dims
         self.targeted = bool(targeted)
-        self.loss = loss
+        self.loss = resolve_attack_loss(loss)
         self.output_transform = output_transform
         #: what was asked for (``"auto"``, True, False); ``amp`` / ``channels_last`` hold the resolution
         self.amp_request = parse_amp(amp)
@@ -281,10 +301,15 @@ class AdversarialAttack(Randomizable, Transform):
         x = self.to_network_layout(x)
         return self.network(x) if self.inferer is None else self.inferer(x, self.network)
 
-    @staticmethod
-    def is_dense(y: torch.Tensor) -> bool:
-        """Whether internal labels are dense: class indices ``(B, *spatial)`` rather than ``(B,)``."""
-        return y.ndim > 1
+    @property
+    def multilabel(self) -> bool:
+        """Whether the loss is a multi-label one: labels are then multi-hot, of the logits' shape."""
+        return is_multilabel_loss(self.loss)
+
+    def is_dense(self, y: torch.Tensor) -> bool:
+        """Whether internal labels are dense: class indices ``(B, *spatial)`` rather than ``(B,)``
+        (multi-label: ``(B, K, *spatial)`` rather than ``(B, K)``)."""
+        return y.ndim > (2 if self.multilabel else 1)
 
     def logits(self, x: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         """Run the network and return checked logits: ``(B, num_classes)``, or ``(B, num_classes, *spatial)`` for dense labels.
@@ -305,7 +330,13 @@ class AdversarialAttack(Randomizable, Transform):
             raise ValueError(
                 f"network output (after output_transform) is {type(out).__name__}, not a tensor of class logits."
             )
-        if y is not None and self.is_dense(y):
+        if y is not None and self.multilabel:
+            if not out.is_floating_point() or tuple(out.shape) != tuple(y.shape):
+                raise ValueError(
+                    f"network output of shape {tuple(out.shape)} and dtype {out.dtype} does not fit multi-hot "
+                    f"labels of shape {tuple(y.shape)}: a multi-label loss needs sigmoid logits of the labels' shape."
+                )
+        elif y is not None and self.is_dense(y):
             self._check_dense_output(out, x, y)
         elif out.ndim != 2 or out.shape[0] != x.shape[0] or out.shape[1] < 2 or not out.is_floating_point():
             dense_hint = (
@@ -318,7 +349,7 @@ class AdversarialAttack(Randomizable, Transform):
                 f"network output of shape {tuple(out.shape)} and dtype {out.dtype} is not class logits "
                 f"(expected floating (B={x.shape[0]}, num_classes>=2)) for class labels{dense_hint}."
             )
-        if y is not None:
+        if y is not None and not self.multilabel:
             self._check_label_range(y, out.shape[1])
         # low-precision logits go back to the caller's dtype, so the loss and every comparison the
         # attack makes on them are computed in full precision
@@ -459,7 +490,7 @@ class AdversarialAttack(Randomizable, Transform):
         Untargeted: ``z_y - max_{j != y} z_j``; targeted: the strongest other class's lead over the
         target. One value per sample ``(B,)``, or per voxel ``(B, *spatial)`` for dense outputs.
         """
-        m = margin(logits, y)
+        m = multilabel_margin(logits, y) if self.multilabel else margin(logits, y)
         return -m if self.label_is_target else m
 
     def attack_margin(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -485,6 +516,10 @@ class AdversarialAttack(Randomizable, Transform):
         (mean over the classes in prediction or label); ``"voxels"``: the fraction of voxels predicted
         as the label.
         """
+        if self.multilabel:
+            if self.dense_success == "voxels":
+                return ((logits > 0) == (y > 0.5)).flatten(1).float().mean(dim=1)
+            return multilabel_agreement(logits, y)
         pred = logits.argmax(dim=1)
         if self.dense_success == "voxels":
             return (pred == y).flatten(1).float().mean(dim=1)
@@ -603,6 +638,8 @@ class AdversarialAttack(Randomizable, Transform):
         if label is None:
             raise ValueError("label is required (the true class, or the target class when targeted=True).")
         self._label_classes = None
+        if self.multilabel:
+            return self._multihot_labels(label, batch).to(device)
         if not isinstance(label, (bool, np.bool_)):
             t = plain_tensor(label)
             if t.ndim >= self.spatial_dims + 1:
@@ -613,6 +650,38 @@ class AdversarialAttack(Randomizable, Transform):
                     )
                 return self._dense_labels(t.detach(), batch).to(device)
         return class_indices(label, batch, "labels", broadcast=True).to(device)
+
+    def _multihot_labels(self, label: Any, batch: int) -> torch.Tensor:
+        """Check multi-hot labels (a multi-label loss) and return them as floats ``(B, K)`` or ``(B, K, *spatial)``.
+
+        One item's labels, ``(K,)`` or ``(K, *spatial)``, are broadcast over the batch.
+        """
+        if isinstance(label, (bool, np.bool_, int, float)):
+            raise ValueError(
+                f"a multi-label loss needs multi-hot labels (B, K) or (B, K, *spatial), got {label!r}."
+            )
+        t = plain_tensor(label).detach()
+        d = self.spatial_dims
+        if t.ndim in (1, d + 1):
+            t = t.unsqueeze(0)
+        if t.ndim not in (2, d + 2) or t.shape[0] not in (1, batch) or t.numel() == 0:
+            raise ValueError(
+                f"multi-hot labels of shape {tuple(t.shape)} do not fit a batch of {batch}: a multi-label loss needs "
+                f"(B, K) for a classifier or (B, K, *spatial) with spatial_dims={d} for dense outputs."
+            )
+        if t.ndim == d + 2 and not self.supports_dense:
+            raise ValueError(
+                f"{type(self).__name__} does not attack dense (segmentation) outputs; got a label map of "
+                f"shape {tuple(t.shape)}."
+            )
+        if t.is_complex():
+            raise ValueError(f"multi-hot labels must be real numbers in [0, 1], got dtype {t.dtype}.")
+        t = t.float()
+        if not torch.isfinite(t).all() or float(t.min()) < 0 or float(t.max()) > 1:
+            raise ValueError(
+                "multi-hot labels must lie in [0, 1] (0/1 per label), got values outside it or NaN."
+            )
+        return t.expand(batch, *t.shape[1:]) if t.shape[0] != batch else t
 
     def _dense_labels(self, t: torch.Tensor, batch: int) -> torch.Tensor:
         """Check a label map and return class indices ``(B, *spatial)``; one-hot maps record their ``K``."""

@@ -1,13 +1,22 @@
-"""Per-sample attack losses: cross-entropy, DLR (Croce & Hein 2020), the C&W margin, KL (TRADES), Dice.
+"""Per-sample attack losses: cross-entropy, DLR (Croce & Hein 2020), the C&W margin, KL (TRADES), Dice,
+and binary cross-entropy for multi-label (sigmoid) outputs.
 
 Every loss takes class logits ``(B, K)`` with labels ``(B,)``, or dense logits ``(B, K, *spatial)``
 with dense labels ``(B, *spatial)`` (class indices, no channel axis), and returns one value per
 sample ``(B,)``: for dense outputs the per-voxel loss averaged over the voxels.
+
+**Multi-label losses** (:func:`per_sample_bce`, or any loss marked with :func:`multilabel_loss`)
+are for networks whose outputs are independent sigmoid logits, one per label (a multi-label
+classifier) or per channel (BraTS-style overlapping tumour regions): they take the logits with
+multi-hot labels *of the logits' shape*, ``(B, K)`` or ``(B, K, *spatial)`` in [0, 1]. An attack
+given such a loss (``PGD(net, eps, loss="bce")``) reads its labels that way and judges success on
+the thresholded prediction ``logits > 0`` (see :class:`~monai_adv.transforms.AdversarialAttack`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +34,13 @@ __all__ = [
     "per_sample_dice",
     "segpgd_loss",
     "cospgd_loss",
+    "per_sample_bce",
+    "multilabel_loss",
+    "is_multilabel_loss",
+    "resolve_attack_loss",
+    "ATTACK_LOSSES",
+    "multilabel_margin",
+    "multilabel_agreement",
 ]
 
 
@@ -229,3 +245,114 @@ def cospgd_loss(
     cos = F.cosine_similarity(probs, onehot, dim=1)
     weights = 1.0 - cos if targeted else cos
     return mean_over_voxels(weights.detach() * F.cross_entropy(logits, y, reduction="none"))
+
+
+# ------------------------------------------------------------------------------------------------
+# multi-label (sigmoid) outputs
+# ------------------------------------------------------------------------------------------------
+def multilabel_loss(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable:
+    """Mark ``fn`` as a multi-label loss: attacks then pass it multi-hot labels of the logits' shape.
+
+    ``fn(logits, y)`` gets sigmoid logits ``(B, K)`` or ``(B, K, *spatial)`` and float labels of the
+    same shape in [0, 1], and returns one value per sample ``(B,)``. Use it on a loss of your own::
+
+        @multilabel_loss
+        def focal(logits, y):
+            return torchvision.ops.sigmoid_focal_loss(logits, y, reduction="none").flatten(1).mean(1)
+
+        atk = PGD(net, eps=0.01, loss=focal)
+    """
+    fn.multilabel = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_multilabel_loss(loss: Any) -> bool:
+    """Whether ``loss`` was marked with :func:`multilabel_loss` (also behind ``functools.partial``)."""
+    return bool(
+        getattr(loss, "multilabel", False) or getattr(getattr(loss, "func", None), "multilabel", False)
+    )
+
+
+@multilabel_loss
+def per_sample_bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy with logits of each sample ``(B,)``: the mean over its labels (and voxels).
+
+    ``mean_{k, v} BCE(sigmoid(z_kv), y_kv)``: the loss of a multi-label classifier (``(B, K)``) or of
+    a sigmoid segmentation network with one binary mask per channel (``(B, K, *spatial)``, e.g. the
+    BraTS regions TC/WT/ET, which overlap). The attack loss ``loss="bce"``.
+
+    Args:
+        logits: sigmoid logits ``(B, K)`` or ``(B, K, *spatial)``.
+        y: multi-hot labels of the same shape, in [0, 1].
+
+    Raises:
+        ValueError: when the shapes differ.
+    """
+    if tuple(y.shape) != tuple(logits.shape):
+        raise ValueError(
+            f"per_sample_bce needs multi-hot labels of the logits' shape {tuple(logits.shape)}, got {tuple(y.shape)}."
+        )
+    bce = F.binary_cross_entropy_with_logits(logits, y.to(logits.dtype), reduction="none")
+    return bce.flatten(1).mean(dim=1)
+
+
+#: the attack losses that may be named by a string (``loss="bce"``); ``"ce"`` is the default (None)
+ATTACK_LOSSES: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None] = {
+    "ce": None,
+    "bce": per_sample_bce,
+}
+
+
+def resolve_attack_loss(loss: str | Callable | None) -> Callable | None:
+    """An attack's ``loss`` argument as a callable (None: the default cross-entropy).
+
+    Args:
+        loss: None, a callable, or a name of :data:`ATTACK_LOSSES` (``"ce"``, ``"bce"``).
+
+    Raises:
+        ValueError: for an unknown name.
+        TypeError: for anything else that is not callable.
+    """
+    if loss is None or callable(loss):
+        return loss
+    if isinstance(loss, str):
+        name = loss.lower()
+        if name not in ATTACK_LOSSES:
+            raise ValueError(
+                f"unknown attack loss {loss!r}: use one of {sorted(ATTACK_LOSSES)} or a callable."
+            )
+        return ATTACK_LOSSES[name]
+    raise TypeError(
+        f"loss must be None, a name {sorted(ATTACK_LOSSES)} or a callable, got {type(loss).__name__}."
+    )
+
+
+def multilabel_margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The smallest signed logit ``min_k (2 y_k - 1) z_k`` over the labels (channel axis 1).
+
+    Positive while every label is predicted as given (``z_k > 0`` exactly where ``y_k`` is 1), negative
+    once one of them flips. One value per sample ``(B,)`` for ``(B, K)`` logits, per voxel
+    ``(B, *spatial)`` for dense ones.
+    """
+    sign = (y > 0.5).to(logits.dtype) * 2 - 1
+    return (sign * logits).amin(dim=1)
+
+
+def multilabel_agreement(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Per-sample agreement ``(B,)`` in [0, 1] of the thresholded prediction ``logits > 0`` with multi-hot labels.
+
+    Class logits ``(B, K)``: the fraction of labels predicted as given. Dense logits ``(B, K,
+    *spatial)``: the Dice of each channel's mask with the label's, averaged over the channels present
+    in either (1 when none is).
+    """
+    pred = logits > 0
+    ref = y > 0.5
+    if logits.ndim == 2:
+        return (pred == ref).to(torch.float32).mean(dim=1)
+    p, t = pred.flatten(2).to(torch.float64), ref.flatten(2).to(torch.float64)
+    inter = (p * t).sum(dim=2)
+    sizes = p.sum(dim=2) + t.sum(dim=2)
+    present = sizes > 0
+    dice = torch.where(present, 2 * inter / sizes.clamp_min(1), torch.zeros_like(inter))
+    n = present.sum(dim=1)
+    return torch.where(n > 0, dice.sum(dim=1) / n.clamp_min(1), torch.ones_like(dice[:, 0])).to(torch.float32)
