@@ -14,9 +14,9 @@ import os
 import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from monai_adv.bundle.compare import compare_reports, compare_segmentation_reports
+from monai_adv.bundle.compare import compare_reports
 from monai_adv.bundle.description import BundleDescription, DemoRun
 from monai_adv.bundle.locate import (
     available_bundles,
@@ -32,16 +32,9 @@ __all__ = [
     "run_demo",
     "run_layer_demo",
     "demo_plan",
-    "REPORT_COMPARERS",
     "default_jobs",
     "add_commands",
 ]
-
-#: the comparer of each task's reports (a bundle's ``task`` picks one)
-REPORT_COMPARERS: dict[str, Callable[[Mapping[str, Any]], str]] = {
-    "classification": compare_reports,
-    "segmentation": compare_segmentation_reports,
-}
 
 #: the deprecated ``layers`` command and :func:`run_layer_demo` run this bundle's demo
 _LEGACY_LAYERS_BUNDLE = "oct_layer_segmentation"
@@ -94,8 +87,8 @@ def run_demo(
 
     Runs what the bundle's README commands run, as its ``metadata.json`` lists them (:func:`demo_plan`):
     for each system its training configs, then each further step's configs on top. Then prints the
-    comparison of the systems' reports (the comparer of the bundle's task, :data:`REPORT_COMPARERS`),
-    each system's recipe, and where its outputs are. Returns the table.
+    comparison of the systems' reports (:func:`~monai_adv.bundle.compare.compare_reports`, for the
+    bundle's task), each system's recipe, and where its outputs are. Returns the table.
 
     Args:
         bundle_dir: the bundle folder; None: a working copy of the bundle ``name`` this installation
@@ -124,17 +117,11 @@ def run_demo(
     _check_registered(desc, list(plan))
     work = desc.work_dir(quick)
     if jobs > 1 and len(plan) > 1:
-        needs = {
-            s: sorted(
-                set(_depends_on(root, desc.systems[s].configs, list(plan), s)) | _starts_from(desc, s, plan)
-            )
-            for s in plan
-        }
-        _run_parallel(root, work, plan, needs, dict(overrides or {}), jobs)
+        _run_parallel(root, work, plan, _needs(desc, plan), dict(overrides or {}), jobs)
     else:
         _run_in_process(root, plan, dict(overrides or {}))
     reports = {s: str(desc.report_path(s, quick)) for s in plan}
-    table = REPORT_COMPARERS[desc.task](reports)
+    table = compare_reports(reports, task=desc.task)
     print(f"\n{desc.title}\n")
     print(table)
     print("Systems:")
@@ -163,9 +150,18 @@ def run_layer_demo(
     return run_demo(bundle_dir, quick=quick, methods=methods, overrides=overrides, jobs=jobs, name=name)
 
 
-def _starts_from(desc: BundleDescription, system: str, plan: Mapping[str, Any]) -> set[str]:
-    start = desc.systems[system].starts_from
-    return {start} if start is not None and start in plan else set()
+def _needs(desc: BundleDescription, plan: Mapping[str, Any]) -> dict[str, list[str]]:
+    """For each planned system, the planned systems whose trained model it starts from.
+
+    The metadata's ``starts_from``, and any other planned system whose ``model.pt`` its configs load
+    (:func:`_depends_on`).
+    """
+    needs = {}
+    for s in plan:
+        start = desc.systems[s].starts_from
+        found = set(_depends_on(desc.root, desc.systems[s].configs, list(plan), s))
+        needs[s] = sorted(found | ({start} if start in plan else set()))
+    return needs
 
 
 def _run_in_process(root: Path, plan: Mapping[str, Sequence[DemoRun]], overrides: Mapping[str, Any]) -> None:

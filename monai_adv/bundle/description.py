@@ -23,7 +23,7 @@ The section, in the classification bundle's words::
             "ssat": {
                 "method": "ssat",               # the registered training method it uses
                 "configs": ["configs/train.json", "configs/finetune.json"],
-                "starts_from": "supervised",    # the system whose model it starts from, if any
+                "starts_from": "supervised",    # the system whose model it needs (weights, teacher)
                 "recipe": "the paper's SSAT loss exactly ..."
             }
         }
@@ -73,7 +73,8 @@ class DemoSystem:
             ``"rst"``, ``"ssat"``, ...).
         configs: its training config files, in the order ``monai.bundle run`` stacks them.
         recipe: one line saying how it is trained, printed by the demo.
-        starts_from: the system whose trained model it starts from (train that one first), or None.
+        starts_from: the system whose trained model it needs, as its initial weights or its teacher
+            (train that one first), or None.
     """
 
     name: str
