@@ -424,6 +424,10 @@ class SEA(WorstCaseEnsemble):
         **kwargs: Any,
     ) -> None:
         _check_activation(activation, "SEA")
+        if "loss" in kwargs:
+            raise ValueError(
+                f"SEA runs one attack per loss: choose them with losses=... (from {sorted(SEA_LOSSES)})."
+            )
         _refuse_targeted("SEA", kwargs)
         _pop_dense_rule("SEA", kwargs)
         losses = (losses,) if isinstance(losses, str) or callable(losses) else tuple(losses)

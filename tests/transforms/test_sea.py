@@ -410,6 +410,7 @@ def test_dictionary_version_attacks_one_item():
         (dict(steps=0), "steps must be an integer >= 1"),
         (dict(eps=-0.1), "eps must be a finite number >= 0"),
         (dict(norm="l1"), "norm must be one of"),
+        (dict(loss="ce"), "choose them with losses="),
     ],
 )
 def test_bad_settings_are_refused_with_a_clear_error(kwargs, match):
