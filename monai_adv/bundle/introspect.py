@@ -430,19 +430,23 @@ def output_activation(postprocessing: Any, num_outputs: int) -> str:
     ``threshold`` means independent per-channel outputs, ``argmax`` exclusive classes); without either,
     one output channel means sigmoid, more mean softmax.
     """
+    def on(value: Any) -> bool:
+        values = value if isinstance(value, (list, tuple)) else [value]
+        return any(v is not None and v is not False for v in values)
+
     for t in _flatten(postprocessing) if postprocessing is not None else []:
-        core = getattr(t, "converter", None) or getattr(t, "activations", None) or t
-        cname = type(core).__name__
-        if cname == "Activations":
-            if bool(core.sigmoid) if not isinstance(core.sigmoid, Sequence) else any(core.sigmoid):
+        # dictionary versions keep the per-key arguments on themselves, array versions on the transform
+        name = type(t).__name__.rstrip("d").rstrip("D")
+        if name == "Activations":
+            if on(getattr(t, "sigmoid", None)):
                 return "sigmoid"
-            if bool(core.softmax) if not isinstance(core.softmax, Sequence) else any(core.softmax):
+            if on(getattr(t, "softmax", None)):
                 return "softmax"
-        if cname == "AsDiscrete":
-            kw = getattr(core, "kwargs", {}) or {}
-            if getattr(core, "threshold", None) is not None or kw.get("threshold") is not None:
+        if name == "AsDiscrete":
+            kwargs = getattr(t, "kwargs", None) or {}
+            if on(getattr(t, "threshold", None)) or on(kwargs.get("threshold")):
                 return "sigmoid"
-            if getattr(core, "argmax", False):
+            if on(getattr(t, "argmax", None)) or on(kwargs.get("argmax")):
                 return "softmax"
     return "sigmoid" if num_outputs == 1 else "softmax"
 

@@ -100,7 +100,8 @@ def test_audit_segmentation_template_finds_test_config(tmp_path: Path):
     assert main(argv) == 0
     report = json.loads((zb.root / "eval" / "robustness" / "report.json").read_text())
     _check_schema(report, "segmentation", "mean_dice")
-    assert len(report["class_names"]) == 4
+    # the bundle's Dice leaves the background out (include_background false), and so does the report
+    assert len(report["class_names"]) == 3 and "background" not in report["class_names"]
 
 
 def test_audit_refuses_what_it_cannot_audit(tmp_path: Path, capsys):
@@ -197,7 +198,7 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
     config = {
         "imports": ["$import torch"],
         "device": "$torch.device('cpu')",
-        "network_def": {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "init_filters": 4, "blocks_down": [1, 1], "blocks_up": [1]},
+        "network_def": {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "init_filters": 8, "blocks_down": [1, 1], "blocks_up": [1]},
         "network": "$@network_def.to(@device)",
         "preprocessing": {
             "_target_": "Compose",
@@ -234,7 +235,7 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
     from monai.networks.nets import SegResNet
 
     torch.manual_seed(0)
-    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=4, blocks_down=[1, 1], blocks_up=[1])
+    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=[1, 1], blocks_up=[1])
     torch.save(net.state_dict(), root / "models" / "model.pt")
     from monai_adv.bundle.audit import audit_bundle
 
