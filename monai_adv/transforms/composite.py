@@ -195,7 +195,9 @@ class WorstCaseEnsemble(AdversarialAttack):
             if idx.numel() == 0:
                 break
             # the members parse labels again: dense class indices go back with their channel axis
-            x_try = atk(x[idx], y[idx].unsqueeze(1), None if mask is None else mask[idx])
+            # (multi-hot labels have theirs)
+            y_try = y[idx] if self.multilabel else y[idx].unsqueeze(1)
+            x_try = atk(x[idx], y_try, None if mask is None else mask[idx])
             with torch.no_grad():
                 logits = self.logits(x_try, y[idx])
                 now = self.is_adversarial(logits, y[idx])

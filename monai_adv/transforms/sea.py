@@ -30,12 +30,19 @@ import torch.nn.functional as F
 from monai_adv.transforms.apgd import APGD
 from monai_adv.transforms.base import EpsType, NormBoundedAttack
 from monai_adv.transforms.composite import WorstCaseEnsemble
-from monai_adv.transforms.losses import mean_over_voxels, per_sample_cross_entropy
+from monai_adv.transforms.losses import (
+    is_multilabel_loss,
+    mean_over_voxels,
+    multilabel_loss,
+    per_sample_bce,
+    per_sample_cross_entropy,
+)
 
 __all__ = [
     "SEA",
     "SegmentationAPGD",
     "SEA_LOSSES",
+    "SEA_MULTILABEL_LOSSES",
     "SEA_DEFAULT_LOSSES",
     "SEA_RADIUS_SCHEDULE",
     "pixel_accuracy",
@@ -44,6 +51,10 @@ __all__ = [
     "balanced_masked_cross_entropy_loss",
     "jensen_shannon_loss",
     "masked_spherical_loss",
+    "balanced_binary_weights",
+    "masked_bce_loss",
+    "balanced_masked_bce_loss",
+    "binary_jensen_shannon_loss",
 ]
 
 #: the losses of SEA's ensemble, in the order the authors' evaluation runs them (ties go to the earlier)
@@ -64,13 +75,14 @@ def _still_correct(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (logits.detach().argmax(dim=1) == y).to(logits.dtype)
 
 
-def pixel_accuracy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def pixel_accuracy(logits: torch.Tensor, y: torch.Tensor, multilabel: bool = False) -> torch.Tensor:
     """The fraction of voxels predicted as their label, per sample ``(B,)`` (class labels: 0 or 1).
 
     SEA's criterion: each member keeps its iterate with the lowest pixel accuracy, the ensemble its
-    member with the lowest.
+    member with the lowest. ``multilabel``: sigmoid logits with multi-hot labels of their shape; the
+    fraction of (channel, voxel) decisions ``logits > 0`` that match ``y > 0.5``.
     """
-    correct = logits.argmax(dim=1) == y
+    correct = (logits > 0) == (y > 0.5) if multilabel else logits.argmax(dim=1) == y
     return correct.reshape(correct.shape[0], -1).float().mean(dim=1)
 
 
@@ -151,14 +163,21 @@ def jensen_shannon_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         logits: dense logits ``(B, K, *spatial)`` (class logits ``(B, K)`` work too).
         y: class indices ``(B, *spatial)``.
     """
-    # JS depends on the label's probability alone; written with log p_y (and log1p/expm1) so that it
-    # stays finite where other classes' probabilities underflow to 0
     log_p_y = F.log_softmax(logits, dim=1).gather(1, y.unsqueeze(1)).squeeze(1)
-    p_y = log_p_y.exp()
+    return mean_over_voxels(_js_from_label_log_probability(log_p_y))
+
+
+def _js_from_label_log_probability(log_p: torch.Tensor) -> torch.Tensor:
+    """``JS(prediction || one-hot label)`` from the log-probability ``log p`` of the label, elementwise.
+
+    JS depends on the label's probability alone; written with ``log p`` (and log1p/expm1) so that it
+    stays finite where the other classes' probabilities underflow to 0.
+    """
+    p = log_p.exp()
     log2 = math.log(2.0)
-    kl_pm = p_y * (log2 + log_p_y - torch.log1p(p_y)) - torch.expm1(log_p_y) * log2
-    kl_qm = log2 - torch.log1p(p_y)
-    return mean_over_voxels((kl_pm + kl_qm) / 2)
+    kl_pm = p * (log2 + log_p - torch.log1p(p)) - torch.expm1(log_p) * log2
+    kl_qm = log2 - torch.log1p(p)
+    return (kl_pm + kl_qm) / 2
 
 
 def masked_spherical_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -186,16 +205,111 @@ SEA_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
-def _check_activation(activation: str, name: str) -> None:
-    if activation == "sigmoid":
+# ------------------------------------------------------------------------------------------------
+# the losses for multi-label (sigmoid) outputs: each (channel, voxel) is a binary decision
+# ------------------------------------------------------------------------------------------------
+def _right_decisions(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 where the decision ``logits > 0`` still matches ``y > 0.5``, else 0; a constant for the gradient."""
+    return ((logits.detach() > 0) == (y > 0.5)).to(logits.dtype)
+
+
+def _per_sample_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.reshape(t.shape[0], -1).mean(dim=1)
+
+
+def balanced_binary_weights(y: torch.Tensor) -> torch.Tensor:
+    """Weights of the shape of multi-hot labels that make, per image and channel, the inside and the outside count equally.
+
+    ``w = N / (C * n)`` for the ``N`` voxels of a channel, its ``C`` values present (1 or 2) and the
+    ``n`` voxels sharing the voxel's value: :func:`balanced_class_weights` per channel.
+    """
+    t = (y > 0.5).reshape(y.shape[0], y.shape[1], -1)
+    n = t.shape[2]
+    pos = t.sum(dim=2, keepdim=True).to(torch.float64)
+    neg = n - pos
+    present = (pos > 0).to(torch.float64) + (neg > 0).to(torch.float64)
+    return torch.where(t, n / (present * pos.clamp_min(1)), n / (present * neg.clamp_min(1))).reshape(y.shape)
+
+
+@multilabel_loss
+def masked_bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``L_Mask-CE`` for sigmoid outputs: the binary cross-entropy of the decisions still right, averaged.
+
+    ``mean_{k, v} 1[(z_kv > 0) = y_kv] * BCE(z_kv, y_kv)`` over channels and voxels, with the labels
+    taken as ``y > 0.5``.
+
+    Args:
+        logits: sigmoid logits ``(B, K, *spatial)`` (or ``(B, K)``).
+        y: multi-hot labels of the same shape.
+    """
+    t = (y > 0.5).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    return _per_sample_mean(_right_decisions(logits, y) * bce)
+
+
+@multilabel_loss
+def balanced_masked_bce_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``L_Mask-CE-Bal`` for sigmoid outputs: :func:`masked_bce_loss` with each channel's inside and outside balanced.
+
+    ``mean_{k, v} w_kv * 1[(z_kv > 0) = y_kv] * BCE(z_kv, y_kv)`` with the weights of
+    :func:`balanced_binary_weights` (a small structure counts as much as its background).
+
+    Args:
+        logits: sigmoid logits ``(B, K, *spatial)`` (or ``(B, K)``).
+        y: multi-hot labels of the same shape.
+    """
+    t = (y > 0.5).to(logits.dtype)
+    bce = F.binary_cross_entropy_with_logits(logits, t, reduction="none")
+    weights = balanced_binary_weights(y).to(logits.dtype)
+    return _per_sample_mean(weights * _right_decisions(logits, y) * bce)
+
+
+@multilabel_loss
+def binary_jensen_shannon_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """``L_JS`` for sigmoid outputs: the Jensen-Shannon divergence of each decision from its label, averaged.
+
+    ``mean_{k, v} JS(Bernoulli(sigmoid(z_kv)) || Bernoulli(y_kv))``: the formula of
+    :func:`jensen_shannon_loss` with ``p`` the probability given to the label's side,
+    ``sigmoid(z)`` where ``y > 0.5`` and ``sigmoid(-z)`` elsewhere.
+
+    Args:
+        logits: sigmoid logits ``(B, K, *spatial)`` (or ``(B, K)``).
+        y: multi-hot labels of the same shape.
+    """
+    log_p = F.logsigmoid(torch.where(y > 0.5, logits, -logits))
+    return _per_sample_mean(_js_from_label_log_probability(log_p))
+
+
+#: SEA's losses for multi-label sigmoid outputs (``activation="sigmoid"``), by name
+SEA_MULTILABEL_LOSSES: dict[str, Callable[..., torch.Tensor]] = {
+    "mask-ce-bal": balanced_masked_bce_loss,
+    "mask-ce": masked_bce_loss,
+    "js": binary_jensen_shannon_loss,
+}
+
+
+def _loss_table(activation: str) -> dict[str, Callable[..., torch.Tensor]]:
+    return SEA_MULTILABEL_LOSSES if activation == "sigmoid" else SEA_LOSSES
+
+
+def _check_loss_name(loss: str, activation: str) -> None:
+    if loss == "mask-sph" and activation == "sigmoid":
         raise ValueError(
-            f"{name} attacks softmax class logits; multi-label sigmoid outputs are not supported by its losses. "
-            "For a one-channel sigmoid output z, pass output_transform=lambda z: torch.cat([torch.zeros_like(z), z], 1) "
-            "(whose softmax is (1 - sigmoid(z), sigmoid(z))); for overlapping sigmoid channels use PGD with a "
-            "multi-label loss."
+            "the masked spherical loss 'mask-sph' has no multi-label form (a sigmoid channel's logit on the unit "
+            f"sphere is +-1, without gradient); choose from {sorted(SEA_MULTILABEL_LOSSES)}."
         )
-    if activation != "softmax":
-        raise ValueError(f"activation must be 'softmax', got {activation!r}.")
+    if loss not in _loss_table(activation):
+        raise ValueError(
+            f"loss must be one of {sorted(_loss_table(activation))} or a callable, got {loss!r}."
+        )
+
+
+def _check_activation(activation: str) -> None:
+    if activation not in ("softmax", "sigmoid"):
+        raise ValueError(
+            f"activation must be 'softmax' (class logits, label maps of class indices or one-hot) or 'sigmoid' "
+            f"(independent channels, multi-hot labels of the logits' shape), got {activation!r}."
+        )
 
 
 def _check_radius_schedule(
@@ -262,24 +376,35 @@ class SegmentationAPGD(APGD):
       latest among equals), not the highest loss; an image stops early once no voxel keeps its
       label (its accuracy cannot fall further).
 
+    **Multi-label (sigmoid) outputs** (``activation="sigmoid"``, e.g. BraTS' overlapping TC/WT/ET
+    channels): the labels are multi-hot of the logits' shape, every (channel, voxel) is a binary
+    decision ``logits > 0``, the losses are their binary forms (:data:`SEA_MULTILABEL_LOSSES`: the
+    masked and the balanced masked binary cross-entropy, the Bernoulli Jensen-Shannon divergence;
+    the spherical loss has none), the pixel accuracy counts the decisions that match the labels,
+    and APGD's step-size rule follows the mean binary cross-entropy. This extension is ours; the
+    paper treats softmax outputs.
+
     Args:
         network: the segmentation network, returning ``(B, K, *spatial)`` logits.
         eps: radius of the ball, in intensity units, or a ``(low, high)`` range drawn per call.
         steps: iterations in all (the paper: 300 per loss; a quick check: 10-20).
         norm: ``"linf"`` (the paper) or ``"l2"``.
-        loss: a name in :data:`SEA_LOSSES` or a callable per-sample loss ``(logits, y) -> (B,)``.
-        class_weights: for ``"mask-ce-bal"``: a weight per class ``(K,)``, or None for each image's
-            inverse class frequency (:func:`balanced_masked_cross_entropy_loss`).
+        loss: a name in :data:`SEA_LOSSES` (:data:`SEA_MULTILABEL_LOSSES` for sigmoid outputs) or a
+            callable per-sample loss ``(logits, y) -> (B,)`` (for sigmoid outputs, one marked with
+            :func:`~monai_adv.transforms.losses.multilabel_loss`).
+        class_weights: for ``"mask-ce-bal"`` on softmax outputs: a weight per class ``(K,)``, or None
+            for each image's inverse class frequency (:func:`balanced_masked_cross_entropy_loss`).
         radius_schedule: ``(fraction of the steps, radius / eps)`` per stage, the fractions summing
             to 1 and the last radius 1; None: one stage at ``eps`` (plain APGD on the loss).
         rho: the checkpoint condition's fraction of increasing steps (0.75 in APGD).
-        activation: ``"softmax"``; ``"sigmoid"`` (multi-label outputs) is refused with a hint.
+        activation: ``"softmax"`` (class logits) or ``"sigmoid"`` (multi-label outputs, above).
         kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (untargeted only; the
             success rule is SEA's, so ``dense_success``/``dense_threshold`` stay unset).
 
     Raises:
-        ValueError: for an unknown loss, a bad radius schedule, ``activation="sigmoid"``,
-            ``targeted=True``, or a ``dense_success``/``dense_threshold`` other than SEA's rule.
+        ValueError: for an unknown loss or activation, a bad radius schedule, ``targeted=True``, a
+            ``dense_success``/``dense_threshold`` other than SEA's rule, ``class_weights`` with
+            sigmoid outputs, or a loss of the other kind than ``activation``.
 
     Example::
 
@@ -301,22 +426,33 @@ class SegmentationAPGD(APGD):
         **kwargs: Any,
     ) -> None:
         name = type(self).__name__
-        _check_activation(activation, name)
+        _check_activation(activation)
         _refuse_targeted(name, kwargs)
         _pop_dense_rule(name, kwargs)
         for key in ("n_restarts", "n_target_classes"):
             if key in kwargs:
                 raise ValueError(f"{name} runs one APGD run per radius stage; {key} does not apply.")
+        if class_weights is not None and activation == "sigmoid":
+            raise ValueError(
+                "class_weights weigh the classes of softmax outputs; with activation='sigmoid' 'mask-ce-bal' balances "
+                "each channel's inside and outside by itself: leave class_weights unset."
+            )
         if isinstance(loss, str):
-            if loss not in SEA_LOSSES:
-                raise ValueError(f"loss must be one of {sorted(SEA_LOSSES)} or a callable, got {loss!r}.")
-            loss_name, loss_fn = loss, SEA_LOSSES[loss]
+            _check_loss_name(loss, activation)
+            loss_name, loss_fn = loss, _loss_table(activation)[loss]
             if loss == "mask-ce-bal" and class_weights is not None:
                 loss_fn = functools.partial(loss_fn, class_weights=class_weights)
         elif callable(loss):
             loss_name, loss_fn = getattr(loss, "__name__", "custom"), loss
+            if is_multilabel_loss(loss) != (activation == "sigmoid"):
+                raise ValueError(
+                    f"the loss {loss_name!r} is {'a multi-label' if is_multilabel_loss(loss) else 'a softmax'} loss but "
+                    f"activation={activation!r}; multi-label losses (marked with multilabel_loss) go with 'sigmoid'."
+                )
         else:
-            raise ValueError(f"loss must be one of {sorted(SEA_LOSSES)} or a callable, got {loss!r}.")
+            raise ValueError(
+                f"loss must be one of {sorted(_loss_table(activation))} or a callable, got {loss!r}."
+            )
         super().__init__(network, eps, steps=steps, norm=norm, loss=loss_fn, rho=rho, **kwargs)
         self.loss_name = loss_name
         self.class_weights = class_weights
@@ -329,6 +465,7 @@ class SegmentationAPGD(APGD):
         d.update(
             name=f"{type(self).__name__}-{self.loss_name}-{self.steps}",
             loss=self.loss_name,
+            activation=self.activation,
             radius_schedule=[list(stage) for stage in self.radius_schedule],
         )
         return d
@@ -344,11 +481,11 @@ class SegmentationAPGD(APGD):
 
     def iterate_score(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Each run keeps, per image, its iterate with the lowest pixel accuracy."""
-        return pixel_accuracy(logits, y)
+        return pixel_accuracy(logits, y, self.multilabel)
 
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """An image is done once no voxel keeps its label: its pixel accuracy cannot fall further."""
-        return pixel_accuracy(logits, y) == 0
+        return pixel_accuracy(logits, y, self.multilabel) == 0
 
     def _attack(self, x, y, mask, generator):
         eps = self.current_eps
@@ -361,7 +498,8 @@ class SegmentationAPGD(APGD):
         # the gradient of SEA's loss; the value APGD's step-size rule and best point follow is the
         # plain mean cross-entropy (a masked loss falls as voxels get fooled, whatever the progress)
         grad, _, logits = self.objective_and_grad(x_adv, y)
-        return grad, per_sample_cross_entropy(logits, y), logits
+        tracked = per_sample_bce(logits, y) if self.multilabel else per_sample_cross_entropy(logits, y)
+        return grad, tracked, logits
 
 
 class SEA(WorstCaseEnsemble):
@@ -381,24 +519,31 @@ class SEA(WorstCaseEnsemble):
     The cost is ``len(losses) * steps`` forward and backward passes per image (the paper: 3 x 300);
     ``steps=20`` with one or two losses makes a quick check.
 
+    With ``activation="sigmoid"`` it attacks multi-label outputs (multi-hot labels of the logits'
+    shape, e.g. BraTS' overlapping channels) with the binary forms of the losses, and the pixel
+    accuracy counts the (channel, voxel) decisions ``logits > 0`` that match the labels (see
+    :class:`SegmentationAPGD`; our extension).
+
     Args:
         network: the segmentation network, returning ``(B, K, *spatial)`` logits.
         eps: radius of the ball, in intensity units, or a ``(low, high)`` range drawn once per call
             (the same radius for every loss).
         steps: iterations per loss (the paper: 300).
         norm: ``"linf"`` (the paper) or ``"l2"``.
-        losses: names from :data:`SEA_LOSSES` (or callable per-sample losses ``(logits, y) -> (B,)``,
-            named by their ``__name__``), in the order they run.
-        class_weights: for ``"mask-ce-bal"``: a weight per class ``(K,)``, or None for each image's
-            inverse class frequency.
+        losses: names from :data:`SEA_LOSSES` (:data:`SEA_MULTILABEL_LOSSES` for sigmoid outputs), or
+            callable per-sample losses ``(logits, y) -> (B,)`` named by their ``__name__``, in the
+            order they run.
+        class_weights: for ``"mask-ce-bal"`` on softmax outputs: a weight per class ``(K,)``, or None
+            for each image's inverse class frequency.
         radius_schedule: see :class:`SegmentationAPGD` (None: no radius reduction).
-        activation: ``"softmax"``; ``"sigmoid"`` (multi-label outputs) is refused with a hint.
+        activation: ``"softmax"`` (class logits) or ``"sigmoid"`` (multi-label outputs, above).
         kwargs: ``value_range``, ``spatial_dims``, ``inferer``, ``amp``, ``output_transform``, ...
             for the ensemble and every member (see :class:`~monai_adv.transforms.base.AdversarialAttack`);
             untargeted only, and ``dense_success``/``dense_threshold`` stay unset.
 
     Raises:
-        ValueError: for no losses, an unknown or repeated loss, a bad eps or norm, or the settings
+        ValueError: for no losses, an unknown or repeated loss, a bad eps, norm or activation, a
+            ``loss=`` (for sigmoid outputs: ``activation="sigmoid"``), or the settings
             :class:`SegmentationAPGD` refuses.
 
     Example::
@@ -423,23 +568,32 @@ class SEA(WorstCaseEnsemble):
         activation: str = "softmax",
         **kwargs: Any,
     ) -> None:
-        _check_activation(activation, "SEA")
+        _check_activation(activation)
+        table = _loss_table(activation)
         if "loss" in kwargs:
+            hint = (
+                " (for sigmoid outputs: activation='sigmoid')"
+                if kwargs["loss"] in ("bce", per_sample_bce)
+                else ""
+            )
             raise ValueError(
-                f"SEA runs one attack per loss: choose them with losses=... (from {sorted(SEA_LOSSES)})."
+                f"SEA runs one attack per loss: choose them with losses=... (from {sorted(table)}){hint}."
             )
         _refuse_targeted("SEA", kwargs)
         _pop_dense_rule("SEA", kwargs)
         losses = (losses,) if isinstance(losses, str) or callable(losses) else tuple(losses)
         if not losses:
-            raise ValueError(f"SEA needs at least one loss from {sorted(SEA_LOSSES)}.")
-        bad = [loss for loss in losses if not callable(loss) and loss not in SEA_LOSSES]
+            raise ValueError(f"SEA needs at least one loss from {sorted(table)}.")
+        for loss in losses:
+            if isinstance(loss, str) and loss == "mask-sph":
+                _check_loss_name(loss, activation)
+        bad = [loss for loss in losses if not callable(loss) and loss not in table]
         names = tuple(
             loss if isinstance(loss, str) else getattr(loss, "__name__", "custom") for loss in losses
         )
         if bad or len(set(names)) != len(names):
             raise ValueError(
-                f"losses must be distinct names from {sorted(SEA_LOSSES)} (or callables), got {list(names)}"
+                f"losses must be distinct names from {sorted(table)} (or callables), got {list(names)}"
                 + (f" (unknown: {bad})." if bad else " (repeated).")
             )
         self.eps = NormBoundedAttack._check_eps(eps)
@@ -456,11 +610,13 @@ class SEA(WorstCaseEnsemble):
                 loss=loss,
                 class_weights=class_weights,
                 radius_schedule=radius_schedule,
+                activation=activation,
                 **kwargs,
             )
             for loss in losses
         ]
-        super().__init__(network, members, **kwargs)
+        # the ensemble reads multi-hot labels for sigmoid outputs (its loss is used for nothing else)
+        super().__init__(network, members, loss=per_sample_bce if activation == "sigmoid" else None, **kwargs)
         self.norm = norm
         self.steps = members[0].steps
         self.losses = names
@@ -486,7 +642,7 @@ class SEA(WorstCaseEnsemble):
 
     def is_adversarial(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """An image is done once no voxel keeps its label; the remaining losses skip it."""
-        return pixel_accuracy(logits, y) == 0
+        return pixel_accuracy(logits, y, self.multilabel) == 0
 
     def _attack(self, x, y, mask, generator):
         x_adv = super()._attack(x, y, mask, generator)
@@ -512,6 +668,7 @@ class SEA(WorstCaseEnsemble):
             steps=self.steps,
             total_steps=self.steps * len(self.losses),
             losses=list(self.losses),
+            activation=self.activation,
             radius_schedule=[list(stage) for stage in self.radius_schedule],
         )
         return d

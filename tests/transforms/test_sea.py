@@ -13,6 +13,7 @@ from helpers import trained_segmenter
 from monai.inferers import SlidingWindowInferer
 
 from monai_adv.transforms import (
+    PGD,
     SEA,
     SEA_DEFAULT_LOSSES,
     SEAD,
@@ -21,11 +22,16 @@ from monai_adv.transforms import (
     SegmentationAPGD,
     SegmentationAPGDd,
     SegPGD,
+    balanced_binary_weights,
     balanced_class_weights,
+    balanced_masked_bce_loss,
     balanced_masked_cross_entropy_loss,
+    binary_jensen_shannon_loss,
     jensen_shannon_loss,
+    masked_bce_loss,
     masked_cross_entropy_loss,
     masked_spherical_loss,
+    multilabel_loss,
     per_sample_cross_entropy,
     pixel_accuracy,
 )
@@ -154,6 +160,61 @@ def test_masked_spherical_loss_is_minus_the_normalised_label_logit_on_the_voxels
     expected = -(z[0, 0, 0, 0] / norm[0, 0] + z[0, 1, 0, 1] / norm[0, 1] + z[0, 2, 1, 1] / norm[1, 1]) / 4
     torch.testing.assert_close(masked_spherical_loss(z, y), expected.reshape(1))
     torch.testing.assert_close(masked_spherical_loss(7.0 * z, y), masked_spherical_loss(z, y))  # scale-free
+
+
+# ------------------------------------------------------------------------------------------------
+# multi-label (sigmoid) outputs
+# ------------------------------------------------------------------------------------------------
+def test_binary_losses_are_the_softmax_losses_of_a_two_class_output():
+    # a sigmoid logit z is the two-class softmax output [0, z]: each binary loss must equal its softmax form there
+    g = torch.Generator().manual_seed(8)
+    z = torch.randn(3, 1, 5, 4, generator=g, dtype=torch.float64) * 3
+    z[0, 0, 0, 0] = 0.0  # a tie: "not > 0" is class 0 in both forms
+    y = (torch.rand(3, 1, 5, 4, generator=g) > 0.6).double()
+    y[2] = 1.0  # an image with one value only
+    two = torch.cat([torch.zeros_like(z), z], dim=1)
+    idx = y[:, 0].long()
+    torch.testing.assert_close(masked_bce_loss(z, y), masked_cross_entropy_loss(two, idx))
+    torch.testing.assert_close(balanced_masked_bce_loss(z, y), balanced_masked_cross_entropy_loss(two, idx))
+    torch.testing.assert_close(binary_jensen_shannon_loss(z, y), jensen_shannon_loss(two, idx))
+    torch.testing.assert_close(pixel_accuracy(z, y, multilabel=True), pixel_accuracy(two, idx))
+
+
+def test_balanced_binary_weights_balance_each_channel_on_its_own():
+    y = torch.tensor([[[1.0, 0.0, 0.0, 0.0], [1.0, 1.0, 1.0, 1.0]]])  # (B=1, K=2, 4 voxels)
+    w = balanced_binary_weights(y)
+    torch.testing.assert_close(
+        w, torch.tensor([[[2.0, 2 / 3, 2 / 3, 2 / 3], [1.0, 1.0, 1.0, 1.0]]], dtype=torch.float64)
+    )
+
+
+class Thresholds(nn.Module):
+    """Two overlapping sigmoid channels: x > 0.5 and x > 0.3 (logits 20 (x - t))."""
+
+    def forward(self, x):
+        return torch.cat([20 * (x - 0.5), 20 * (x - 0.3)], dim=1)
+
+
+def test_sea_attacks_multilabel_sigmoid_outputs():
+    net = Thresholds()
+    x = torch.full((2, 1, 6, 6, 4), 0.8)
+    y = torch.ones(2, 2, 6, 6, 4)  # both channels on everywhere
+    # eps 0.4 reaches 0.4: below the first threshold, not the second, so half the decisions can flip
+    sea = SEA(net, 0.4, steps=6, activation="sigmoid", spatial_dims=3).set_random_state(0)
+    x_adv = sea(x, y)
+    assert x_adv.shape == x.shape and float((x_adv - x).abs().amax()) <= 0.4 + 1e-6
+    with torch.no_grad():
+        got = pixel_accuracy(net(x_adv), y, multilabel=True)
+    assert got.tolist() == [0.5, 0.5]
+    assert sea.describe()["activation"] == "sigmoid"
+    # a custom multi-label loss goes with activation="sigmoid", and a softmax one does not
+    SegmentationAPGD(net, 0.4, loss=multilabel_loss(lambda z, t: z.flatten(1).mean(1)), activation="sigmoid")
+    with pytest.raises(ValueError, match="is a multi-label loss but activation='softmax'"):
+        SegmentationAPGD(net, 0.4, loss=multilabel_loss(lambda z, t: z.flatten(1).mean(1)))
+    # multi-label PGD on the same budget does no better
+    pgd = PGD(net, 0.4, steps=18, loss="bce", spatial_dims=3).set_random_state(0)(x, y)
+    with torch.no_grad():
+        assert (got <= pixel_accuracy(net(pgd), y, multilabel=True)).all()
 
 
 # ------------------------------------------------------------------------------------------------
@@ -401,7 +462,10 @@ def test_dictionary_version_attacks_one_item():
         (dict(losses=()), "at least one loss"),
         (dict(losses=("mask-ce", "dice")), "unknown"),
         (dict(losses=("js", "js")), "repeated"),
-        (dict(activation="sigmoid"), "multi-label sigmoid outputs are not supported"),
+        (dict(activation="tanh"), "activation must be 'softmax'"),
+        (dict(activation="sigmoid", losses=("mask-ce", "mask-sph")), "has no multi-label form"),
+        (dict(activation="sigmoid", class_weights=[1.0, 2.0]), "leave class_weights unset"),
+        (dict(loss="bce"), "activation='sigmoid'"),
         (dict(targeted=True), "untargeted"),
         (dict(dense_success="dice"), "pixel accuracy"),
         (dict(dense_threshold=0.5), "pixel accuracy"),
