@@ -110,6 +110,11 @@ class RobustEvaluator(SupervisedEvaluator):
     construction and ``"accuracy/<name>"`` is the share of predictions an attack leaves unchanged
     (the stability of the deployed model, for data without labels). Batches need no label then.
 
+    The metrics read ``"pred"`` and ``"pred/<name>"`` after MONAI's ``postprocessing`` (which runs on
+    the output before the metrics do): a ``postprocessing`` of a bundle's must leave logits there
+    (softmax: probabilities or one-hot predictions give the same argmax; sigmoid: 0/1 thresholded
+    predictions give the same ``> 0``, probabilities do not), or write to other keys.
+
     The attacks describe themselves in :attr:`attack_descriptions` (type, eps, norm, steps, whether
     they need a detector), which :class:`~monai_adv.handlers.RobustnessReport` reports.
 

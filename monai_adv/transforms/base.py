@@ -137,7 +137,7 @@ class AdversarialAttack(Randomizable, Transform):
         targeted: when True, ``label`` is the class the attack drives the prediction *to*.
         loss: ``loss(logits, labels)`` returning per-sample values ``(B,)`` (or a scalar) that the
             attack increases (untargeted) or decreases (targeted); default cross-entropy. A name of
-            :data:`~monai_adv.transforms.losses.ATTACK_LOSSES`: ``"ce"`` (the default) or ``"bce"``
+            :data:`~monai_adv.transforms.ATTACK_LOSSES`: ``"ce"`` (the default) or ``"bce"``
             (multi-label outputs, above).
         output_transform: maps the network's output to logits; default
             :func:`default_output_transform`.
