@@ -183,22 +183,35 @@ def _target(config: Any) -> str | None:
     return None
 
 
+_LOCATOR: Any = None
+
+
 def _resolve_target(name: str) -> type | None:
+    """The class a ``_target_`` names: a dotted path, a name in ``monai.engines`` (where MONAI's engines are), or
+    any MONAI component (MONAI's ``ComponentLocator``, built once: scanning MONAI takes seconds)."""
     from monai.utils import optional_import
 
+    global _LOCATOR
     try:
-        from monai.bundle.config_item import ComponentLocator
+        module, _, attr = name.rpartition(".")
+        if module:
+            obj, ok = optional_import(module, name=attr)
+            return obj if ok and isinstance(obj, type) else None
+        import monai.engines
 
-        located = ComponentLocator().get_component_module_name(name)
+        obj = getattr(monai.engines, name, None)
+        if isinstance(obj, type):
+            return obj
+        if _LOCATOR is None:
+            from monai.bundle.config_item import ComponentLocator
+
+            _LOCATOR = ComponentLocator()
+        located = _LOCATOR.get_component_module_name(name)
         if isinstance(located, list):
             located = located[0] if located else None
-        if located is not None:
-            obj, ok = optional_import(located, name=name)
-            return obj if ok and isinstance(obj, type) else None
-        module, _, attr = name.rpartition(".")
-        if not module:
+        if located is None:
             return None
-        obj, ok = optional_import(module, name=attr)
+        obj, ok = optional_import(located, name=name)
         return obj if ok and isinstance(obj, type) else None
     except Exception:  # an unimportable target is not an engine of ours to find
         return None
@@ -472,6 +485,13 @@ def _network_expression_loads(parser: Any, evaluator_id: str | None) -> str | No
     while isinstance(ref, str) and ref.startswith("@") and seen < 8:  # follow @network -> @net -> "$..."
         ref, seen = parser.get(ref[1:]), seen + 1
     if isinstance(ref, str) and ref.startswith("$") and re.search(r"load(_weights|_state_dict|_checkpoint)?\(", ref):
+        for key in re.findall(r"@([\w#]+)", ref):  # name the checkpoint file the expression reads
+            try:
+                value = parser.get_parsed_content(key) if isinstance(parser.get(key), str) else None
+            except Exception:  # a reference that cannot be resolved alone is not the file
+                value = None
+            if isinstance(value, str) and value.endswith((".pt", ".pth", ".ckpt", ".ts")):
+                return value
         return f"the network's config expression {ref[1:].strip()!r}"
     return None
 

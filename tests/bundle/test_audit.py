@@ -245,3 +245,32 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
     assert len(report["class_names"]) == 3
     # a fixed z-score (subtrahend 0, divisor 1): eps in original units equals eps
     assert report["attacks"][0]["eps_original"] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize(
+    "bundle, attacks, task",
+    [("oct_robust_classification", "fgsm,pgd", "classification"), ("oct_layer_segmentation", "pgd,segpgd", "segmentation")],
+)
+def test_audit_oct_bundles(tmp_path: Path, bundle: str, attacks: str, task: str):
+    """Our own bundles are audited the same way (random weights, their quick configs)."""
+    import shutil
+
+    from monai.bundle import ConfigParser
+
+    from monai_adv.bundle.cli import main
+
+    root = tmp_path / bundle
+    shutil.copytree(Path(__file__).resolve().parents[2] / "bundles" / bundle, root)
+    parser = ConfigParser()
+    parser.read_config([str(root / "configs" / "train.json"), str(root / "configs" / "quick.json")])
+    parser["bundle_root"] = str(root)
+    ckpt_dir = Path(parser.get_parsed_content("ckpt_dir"))
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    torch.save(parser.get_parsed_content("network_def").state_dict(), ckpt_dir / "model.pt")
+    configs = ["configs/train.json", "configs/evaluate.json", "configs/quick.json"]
+    argv = ["audit", str(root), "--config", *configs, "--attacks", attacks, "--quick", "--num-images", "2"]
+    assert main(argv) == 0
+    report = json.loads((root / "eval" / "robustness" / "report.json").read_text())
+    _check_schema(report, task, "accuracy" if task == "classification" else "mean_dice")
+    assert "model.pt" in report["weights"]  # loaded by the network's own config expression
