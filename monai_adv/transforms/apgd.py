@@ -171,8 +171,8 @@ class APGD(NormBoundedAttack):
         """Which point a run returns: None (APGD's rule) or per-sample scores ``(B,)`` of an iterate.
 
         None: each sample's first adversarial point, else its highest-loss point. A subclass that
-        returns scores makes a run return, per sample, its iterate with the lowest score (the latest
-        among equals) instead of the highest-loss one.
+        returns scores makes a run return, for a sample never adversarial, its iterate with the
+        lowest score (the latest among equals) instead of the highest-loss one.
         """
         return None
 
