@@ -460,3 +460,54 @@ def test_sliding_window_3d_with_attack_inferer():
     assert set(calls) == {(16, 16, 16)}  # the network only ever sees windows, in the attack too
     assert ev.state.output["pred/fgsm"].shape == (1, 3, 24, 24, 24)
     assert ev.state.metrics["dice"] == pytest.approx(1.0) and ev.state.metrics["dice/fgsm"] < 1.0
+
+
+# --------------------------------------------------------------------------------------------------
+# the multi-label attack loss
+# --------------------------------------------------------------------------------------------------
+def test_per_sample_bce_closed_form_and_multilabel_labels():
+    logits = torch.tensor([[0.0, 2.0], [-1.0, 1.0]])
+    y = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # BCE(z, 1) = log(1 + e^-z), BCE(z, 0) = log(1 + e^z); mean over the labels
+    expected = torch.tensor(
+        [
+            (math.log(2) + math.log(1 + math.e**2)) / 2,
+            (math.log(1 + math.e**-1) + math.log(1 + math.e**-1)) / 2,
+        ]
+    )
+    torch.testing.assert_close(per_sample_bce(logits, y), expected)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(4, 2))
+    atk = PGD(net, 0.1, steps=1, loss="bce", spatial_dims=2)
+    assert atk.multilabel and atk.loss is per_sample_bce
+    # success for multi-label outputs: any label flipped (untargeted)
+    z = torch.tensor([[-0.5, 2.0], [-1.0, 1.0]])
+    assert atk.is_adversarial(z, torch.tensor([[1.0, 1.0], [0.0, 1.0]])).tolist() == [True, False]
+    x = torch.rand(2, 1, 2, 2)
+    assert atk(x, torch.tensor([1.0, 0.0])).shape == x.shape  # one item's labels broadcast over the batch
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+        atk(x, torch.tensor([[2.0, 0.0], [0.0, 1.0]]))
+    with pytest.raises(ValueError, match="does not fit multi-hot labels"):
+        atk(x, torch.ones(2, 3))
+    with pytest.raises(ValueError, match="unknown attack loss"):
+        PGD(net, 0.1, loss="hinge")
+
+
+def test_label_free_sigmoid_labels_are_the_thresholded_prediction():
+    torch.manual_seed(6)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    x = torch.rand(2, 1, 8, 8)
+    ev = RobustEvaluator(
+        "cpu",
+        [{"image": x}],
+        net,
+        attacks={"pgd": PGD(net, 0.2, steps=3, loss="bce")},
+        activation="sigmoid",
+        label_free=True,
+        decollate=False,
+    )
+    ev.run()
+    out = ev.state.output
+    assert torch.equal(out["label"], (out["pred"] > 0).float())
+    assert ev.state.metrics["accuracy"] == 1.0
+    expected = ((out["pred/pgd"] > 0).float() == out["label"]).float().mean()
+    assert ev.state.metrics["accuracy/pgd"] == pytest.approx(float(expected)) and float(expected) < 1.0
