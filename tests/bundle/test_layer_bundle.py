@@ -299,11 +299,13 @@ def test_mask_writer_names_and_checks(tmp_path: Path):
 
 
 def test_layer_demo_compares_the_systems(trained: Path, capsys):
-    from monai_adv.bundle import main, run_layer_demo
+    from monai_adv.bundle import main, run_demo, run_layer_demo
 
     with pytest.raises(ValueError, match="unknown method"):
-        run_layer_demo(trained, quick=True, methods=["supervised", "trades"])
-    table = run_layer_demo(trained, quick=True, methods=["supervised"], overrides={"seed": 1})
+        run_demo(trained, quick=True, methods=["supervised", "trades"])
+    with pytest.warns(DeprecationWarning, match="run_layer_demo is deprecated"), pytest.raises(ValueError):
+        run_layer_demo(trained, quick=True, methods=["trades"])
+    table = run_demo(trained, quick=True, methods=["supervised"], overrides={"seed": 1})
     report = json.loads((trained / "quick" / "eval" / "supervised" / "report.json").read_text())
     clean = f"| clean | 0.0 | {report['clean']['mean_dice']:.3f} | {report['clean']['mean_hd95']:.2f} |"
     assert clean in table and "segpgd10_eps0.032" in table
@@ -335,13 +337,13 @@ def test_compare_segmentation_reports_and_init(tmp_path: Path, monkeypatch):
     (tmp_path / "x.json").write_text(json.dumps({"clean_accuracy": 0.5}))
     with pytest.raises(ValueError, match="not a segmentation report"):
         compare_segmentation_reports({"x": tmp_path / "x.json"})
-    # init: the layer bundle, from the package (here the checkout's folder stands in for it)
-    with pytest.raises(SystemExit) as e:
-        main(["init", str(tmp_path / "none"), "--bundle", "oct_layer_segmentation"])
-    assert e.value.code == 2
-    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda name=locate.BUNDLE_NAME: BUNDLE)
+    # init: the layer bundle, from the package (an editable install: the checkout's bundles/)
     monkeypatch.chdir(tmp_path)
     assert main(["init", "--bundle", "oct_layer_segmentation"]) == 0
     assert (tmp_path / "oct_layer_segmentation" / "configs" / "evaluate.json").is_file()
-    with pytest.raises(ValueError, match="unknown bundle"):
+    with pytest.raises(ValueError, match="unknown bundle 'nope'; available: .*oct_layer_segmentation"):
         locate.copy_bundle(tmp_path / "y", name="nope")
+    monkeypatch.setattr(locate, "bundle_search_roots", lambda: [])  # an installation with no bundle
+    with pytest.raises(SystemExit) as e:
+        main(["init", str(tmp_path / "none"), "--bundle", "oct_layer_segmentation"])
+    assert e.value.code == 2 and not (tmp_path / "none").exists()

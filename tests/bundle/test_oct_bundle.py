@@ -479,16 +479,18 @@ def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, ca
 
 
 def test_demo_in_parallel_processes_waits_for_the_model_each_system_starts_from(tmp_path: Path, capsys):
-    from monai_adv.bundle.demo import _depends_on, method_configs, run_demo
+    from monai_adv.bundle import BundleDescription
+    from monai_adv.bundle.demo import _depends_on, run_demo
 
     copy = tmp_path / "oct_robust_classification"
     shutil.copytree(
         BUNDLE, copy, ignore=shutil.ignore_patterns("data", "runs", "eval", "__pycache__", "*.pt", "*.ts")
     )
-    assert _depends_on(copy, method_configs("ssat_robust"), ["supervised", "madry"], "ssat_robust") == [
+    systems = BundleDescription.from_bundle(copy).systems
+    assert _depends_on(copy, systems["ssat_robust"].configs, ["supervised", "madry"], "ssat_robust") == [
         "supervised"
     ]
-    assert _depends_on(copy, method_configs("madry"), ["supervised", "ssat_robust"], "madry") == []
+    assert _depends_on(copy, systems["madry"].configs, ["supervised", "ssat_robust"], "madry") == []
     methods = ["supervised", "ssat_robust"]
     table = run_demo(copy, quick=True, methods=methods, jobs=2)
     out = capsys.readouterr().out

@@ -21,10 +21,10 @@ from monai_adv.bundle import (
     require_file,
     resolve_bundle_dir,
 )
-from monai_adv.bundle.locate import BUNDLE_NAME, is_bundle_dir
+from monai_adv.bundle.locate import is_bundle_dir
 
 REPO = Path(__file__).resolve().parents[2]
-BUNDLE = REPO / "bundles" / BUNDLE_NAME
+BUNDLE = REPO / "bundles" / "oct_robust_classification"
 
 FULL = {
     "title": "t",
@@ -144,7 +144,7 @@ def test_attack_grid():
 def test_bundle_location(tmp_path, monkeypatch):
     assert is_bundle_dir(BUNDLE) and not is_bundle_dir(tmp_path)
     assert resolve_bundle_dir(BUNDLE) == BUNDLE
-    with pytest.raises(FileNotFoundError, match="is not the OCT bundle folder"):
+    with pytest.raises(FileNotFoundError, match="is not a bundle folder"):
         resolve_bundle_dir(tmp_path)
     # copied without data, models or reports; a non-empty target is refused
     copy = copy_bundle(tmp_path / "b", src=BUNDLE)
@@ -155,14 +155,15 @@ def test_bundle_location(tmp_path, monkeypatch):
     # no bundle given: a working copy in the folder, made from the packaged bundle, reused after
     import monai_adv.bundle.locate as locate
 
-    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda name=BUNDLE_NAME: None)
-    with pytest.raises(FileNotFoundError, match="pass --bundle-dir"):
+    monkeypatch.setattr(locate, "bundle_search_roots", lambda: [tmp_path / "no_bundles_here"])
+    assert locate.packaged_bundle_dir() is None
+    with pytest.raises(FileNotFoundError, match="provides no bundle"):
         resolve_bundle_dir(work_dir=tmp_path / "w")
-    with pytest.raises(FileNotFoundError, match="ships none"):
+    with pytest.raises(FileNotFoundError, match="provides no bundle"):
         copy_bundle(tmp_path / "c")
-    monkeypatch.setattr(locate, "packaged_bundle_dir", lambda name=BUNDLE_NAME: BUNDLE)
-    work = resolve_bundle_dir(work_dir=tmp_path / "w")
-    assert work == tmp_path / "w" / BUNDLE_NAME and is_bundle_dir(work)
+    monkeypatch.setattr(locate, "bundle_search_roots", lambda: [BUNDLE.parent])
+    work = resolve_bundle_dir(work_dir=tmp_path / "w")  # the bundle marked default
+    assert work == tmp_path / "w" / BUNDLE.name and is_bundle_dir(work)
     (work / "models" / "keep.txt").write_text("x")
     assert resolve_bundle_dir(work_dir=tmp_path / "w") == work and (work / "models" / "keep.txt").exists()
 
