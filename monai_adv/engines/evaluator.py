@@ -53,8 +53,8 @@ logger = logging.getLogger(__name__)
 def _check_attack_loss(name: str, attack: Any, activation: str) -> None:
     """Refuse an attack whose loss does not fit the outputs (softmax cross-entropy on sigmoid outputs)."""
     inner = getattr(attack, "__wrapped__", attack)
-    # an ensemble's members carry the losses; anything that is not one of our attacks is trusted
-    if not isinstance(inner, AdversarialAttack) or hasattr(inner, "attacks"):
+    # each of our attacks reads its labels by its own loss (ensembles too); any other callable is trusted
+    if not isinstance(inner, AdversarialAttack):
         return
     if activation == "sigmoid" and not inner.multilabel:
         raise ValueError(
