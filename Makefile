@@ -32,7 +32,7 @@ demo: $(STAMP)
 # the OCT layer segmentation bundle: trains the baseline and SSAT (UNet, 128 px), evaluates Dice under
 # FGSM, PGD, SegPGD and CosPGD, compares
 layers: $(STAMP)
-	$(BIN)/python -m monai_adv.bundle layers --bundle-dir bundles/oct_layer_segmentation
+	$(BIN)/python -m monai_adv.bundle demo --bundle-dir bundles/oct_layer_segmentation
 
 # the attacks alone on a small undefended classifier (two minutes)
 attack-demo: $(STAMP)

@@ -55,27 +55,24 @@ class DatasetLayout:
     One preparation path (:func:`prepare_dataset`) and one division into labeled, unlabeled,
     validation and test lists (:func:`split_datalists`) serve every layout; a layout says only what
     differs: how a split folder is listed, how a user's folder is checked, and what the generator writes.
-
-    Attributes:
-        name: the layout's name (a key of :data:`DATASET_LAYOUTS`).
-        list_split: ``(root, split, seed) -> (labeled, unlabeled)`` items of one split folder.
-        split_folder: ``(root, split) -> folder`` whose presence means the split exists.
-        stratify_key: the item key the patient divisions keep balanced (``"label"`` for classes), or
-            None (e.g. label maps).
-        check_folder: ``(path, check, read_files)`` raises for a user's folder that cannot be used.
-        missing_hint: what a ``--dataset_dir`` should hold, said when it does not exist.
-        synthetic_options: extra arguments of :func:`~monai_adv.data.write_synthetic_oct_dataset`.
-        default_counts: images per class of the synthetic ``train`` split, and the divisors giving
-            its ``val`` and ``test`` splits.
     """
 
+    #: the layout's name (a key of :data:`DATASET_LAYOUTS`).
     name: str
+    #: ``(root, split, seed) -> (labeled, unlabeled)`` items of one split folder.
     list_split: Callable[[Path, str, int], tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+    #: ``(root, split) -> folder`` whose presence means the split exists.
     split_folder: Callable[[Path, str], Path]
+    #: the item key the patient divisions keep balanced (``"label"`` for classes), or None (e.g. label maps).
     stratify_key: str | None
+    #: ``(path, check, read_files)`` raises for a user's folder that cannot be used.
     check_folder: Callable[[str, bool, bool], None]
+    #: what a ``--dataset_dir`` should hold, said when it does not exist.
     missing_hint: str
+    #: extra arguments of :func:`~monai_adv.data.write_synthetic_oct_dataset`.
     synthetic_options: Mapping[str, Any] = field(default_factory=dict)
+    #: images per class of the synthetic ``train`` split, and the divisors giving its ``val`` and ``test``
+    #: splits.
     default_counts: tuple[int, int, int] = (200, 8, 4)
 
 

@@ -2,36 +2,9 @@
 
 The demo runner, ``init`` and the comparer read a bundle from this section, so adding a bundle needs
 no code change. MONAI ignores the key (``ConfigWorkflow`` and ``verify_net_in_out`` read other keys).
-The section, in the classification bundle's words::
-
-    "monai_adv": {
-        "default": true,                        # the bundle demo and init use when none is named
-        "task": "classification",               # or "segmentation": which comparer reads the reports
-        "report": "eval/{system}/report.json",  # each system's report, relative to the work folder
-        "quick": {"config": "configs/quick.json", "work_dir": "quick"},
-        "demo": {
-            "title": "OCT robustness: ...",     # printed above the comparison
-            "systems": ["supervised", "ssat", "ssat_robust"],   # what demo runs by default, in order
-            "steps": [                          # per system: its configs plus each step's
-                {"name": "train", "configs": []},
-                {"name": "fit_detector", "configs": ["configs/fit_detector.json"]},
-                {"name": "evaluate", "configs": ["configs/evaluate.json"]}
-            ],
-            "outputs": "plots and report.md"    # what eval/<system>/ holds, said at the end
-        },
-        "systems": {                            # every system the bundle can train
-            "ssat": {
-                "method": "ssat",               # the registered training method it uses
-                "configs": ["configs/train.json", "configs/finetune.json"],
-                "starts_from": "supervised",    # the system whose model it needs (weights, teacher)
-                "recipe": "the paper's SSAT loss exactly ..."
-            }
-        }
-    }
-
 Only ``task`` and ``systems`` are needed to describe a bundle; ``demo`` (with ``steps``) is needed to
 run its demo, ``quick`` to run it at smoke size. :class:`BundleDescription` reads and checks the
-section, naming the key to fix in its errors.
+section (its docstring shows it), naming the key to fix in its errors.
 """
 
 from __future__ import annotations
@@ -52,35 +25,29 @@ TASKS = ("classification", "segmentation")
 
 @dataclass(frozen=True)
 class DemoStep:
-    """One step of the demo, run for each system: the system's configs followed by ``configs``.
+    """One step of the demo, run for each system: the system's configs followed by ``configs``."""
 
-    Attributes:
-        name: the step's name (``train``, ``fit_detector``, ``evaluate``); it names the step's log file.
-        configs: the config files the step adds to the system's, relative to the bundle folder.
-    """
-
+    #: the step's name (``train``, ``fit_detector``, ``evaluate``); it names the step's log file.
     name: str
+    #: the config files the step adds to the system's, relative to the bundle folder.
     configs: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class DemoSystem:
-    """One system a bundle can train: a registered training method with the bundle's configs for it.
+    """One system a bundle can train: a registered training method with the bundle's configs for it."""
 
-    Attributes:
-        name: the system's name (``eval/<name>/report.json`` holds its report).
-        method: the registered training method it uses (``"supervised"``, ``"madry"``, ``"trades"``,
-            ``"rst"``, ``"ssat"``, ...).
-        configs: its training config files, in the order ``monai.bundle run`` stacks them.
-        recipe: one line saying how it is trained, printed by the demo.
-        starts_from: the system whose trained model it needs, as its initial weights or its teacher
-            (train that one first), or None.
-    """
-
+    #: the system's name (``eval/<name>/report.json`` holds its report).
     name: str
+    #: the registered training method it uses (``"supervised"``, ``"madry"``, ``"trades"``, ``"rst"``,
+    #: ``"ssat"``, ...).
     method: str
+    #: its training config files, in the order ``monai.bundle run`` stacks them.
     configs: tuple[str, ...]
+    #: one line saying how it is trained, printed by the demo.
     recipe: str = ""
+    #: the system whose trained model it needs, as its initial weights or its teacher (train that one first),
+    #: or None.
     starts_from: str | None = None
 
 
@@ -88,8 +55,11 @@ class DemoSystem:
 class DemoRun:
     """One ``monai.bundle run`` of the demo: a step of a system, with the config files it stacks."""
 
+    #: the system's name.
     system: str
+    #: the step's name.
     step: str
+    #: the config files, relative to the bundle folder, in the order ``monai.bundle run`` stacks them.
     configs: tuple[str, ...]
 
 
@@ -109,33 +79,62 @@ def _strings(value: Any, path: Path, key: str) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class BundleDescription:
-    """A bundle as its ``metadata.json`` describes it to monai-adv (see the module's docstring).
+    """A bundle as the ``"monai_adv"`` section of its ``configs/metadata.json`` describes it to monai-adv.
 
-    Attributes:
-        root: the bundle folder.
-        task: ``"classification"`` or ``"segmentation"`` (:data:`TASKS`).
-        systems: every system the bundle can train, by name, in the metadata's order.
-        demo_systems: the systems ``demo`` runs by default, in training order.
-        steps: the demo's steps, run for each system in this order (the first is its training).
-        title: printed above the demo's comparison.
-        outputs: what each system's report folder holds, said at the end of the demo.
-        report: each system's report, relative to the work folder, with ``{system}`` in it.
-        quick_config: the config that makes a run smoke-sized, or None.
-        quick_work_dir: where a quick run writes, relative to the bundle folder.
-        default: whether this is the bundle ``demo`` and ``init`` use when none is named.
+    The section, in the classification bundle's words (abridged)::
+
+        "monai_adv": {
+            "default": true,                        # the bundle demo and init use when none is named
+            "task": "classification",               # or "segmentation": which comparer reads the reports
+            "report": "eval/{system}/report.json",  # each system's report, relative to the work folder
+            "quick": {"config": "configs/quick.json", "work_dir": "quick"},
+            "demo": {
+                "title": "OCT robustness: ...",     # printed above the comparison
+                "systems": ["supervised", "ssat", "ssat_robust"],   # what demo runs by default, in order
+                "steps": [                          # per system: its configs plus each step's
+                    {"name": "train", "configs": []},
+                    {"name": "fit_detector", "configs": ["configs/fit_detector.json"]},
+                    {"name": "evaluate", "configs": ["configs/evaluate.json"]}
+                ],
+                "outputs": "plots and report.md"    # what eval/<system>/ holds, said at the end
+            },
+            "systems": {                            # every system the bundle can train
+                "ssat": {
+                    "method": "ssat",               # the registered training method it uses
+                    "configs": ["configs/train.json", "configs/finetune.json"],
+                    "starts_from": "supervised",    # the system whose model it needs (weights, teacher)
+                    "recipe": "the paper's SSAT loss exactly ..."
+                }
+            }
+        }
+
+    Only ``task`` and ``systems`` are needed to describe a bundle; ``demo`` (with ``steps``) is needed
+    to run its demo, ``quick`` to run it at smoke size.
     """
 
+    #: the bundle folder.
     root: Path
+    #: ``"classification"`` or ``"segmentation"`` (:data:`TASKS`).
     task: str
+    #: every system the bundle can train, by name, in the metadata's order.
     systems: Mapping[str, DemoSystem]
+    #: the systems ``demo`` runs by default, in training order.
     demo_systems: tuple[str, ...] = ()
+    #: the demo's steps, run for each system in this order (the first is its training).
     steps: tuple[DemoStep, ...] = ()
+    #: printed above the demo's comparison.
     title: str = ""
+    #: what each system's report folder holds, said at the end of the demo.
     outputs: str = "the report"
+    #: each system's report, relative to the work folder, with ``{system}`` in it.
     report: str = "eval/{system}/report.json"
+    #: the config that makes a run smoke-sized, or None.
     quick_config: str | None = None
+    #: where a quick run writes, relative to the bundle folder.
     quick_work_dir: str = "quick"
+    #: whether this is the bundle ``demo`` and ``init`` use when none is named.
     default: bool = False
+    #: the ``metadata.json`` it was read from (named in errors).
     metadata_file: Path = field(default=Path("configs/metadata.json"), repr=False)
 
     @property
