@@ -36,6 +36,7 @@ from monai_adv.bundle.introspect import (
     class_names_from_metadata,
     default_config_files,
     engine_ids,
+    engine_postprocessing,
     first_batch,
     intensity_map,
     load_bundle_config,
@@ -49,6 +50,7 @@ from monai_adv.bundle.introspect import (
 __all__ = [
     "AUDIT_ATTACKS",
     "DEFAULT_ATTACKS",
+    "SIGMOID_ATTACKS",
     "AttackBudget",
     "BundleAudit",
     "build_attacks",
@@ -80,6 +82,10 @@ DEFAULT_ATTACKS: dict[str, tuple[str, ...]] = {
     "classification": ("fgsm", "pgd", "autoattack"),
     "segmentation": ("fgsm", "pgd", "segpgd", "cospgd", "sea"),
 }
+
+
+#: the attacks that take independent sigmoid outputs (multi-label): binary cross-entropy, or SEA's binary losses
+SIGMOID_ATTACKS = ("fgsm", "pgd", "sea")
 
 
 class AttackBudget:
@@ -163,10 +169,10 @@ def build_attacks(
             raise BundleInputError(f"unknown attack {name!r}; choose from {', '.join(AUDIT_ATTACKS)}.")
         if task not in AUDIT_ATTACKS[name]:
             raise BundleInputError(f"the attack {name!r} does not apply to {task}.")
-        if activation == "sigmoid" and name not in ("fgsm", "pgd"):
+        if activation == "sigmoid" and name not in SIGMOID_ATTACKS:
             raise BundleInputError(
                 f"the attack {name!r} assumes exclusive classes (softmax); this bundle's outputs are "
-                "independent sigmoid channels: use --attacks fgsm,pgd."
+                f"independent sigmoid channels: use --attacks {','.join(SIGMOID_ATTACKS)}."
             )
         for eps in eps_values:
             alpha = 2.5 * eps / budget.steps
@@ -213,8 +219,9 @@ def build_attacks(
                 atk = T.SegPGD(network, eps=eps, alpha=alpha, steps=budget.steps, **common)
             elif name == "cospgd":
                 atk = T.CosPGD(network, eps=eps, alpha=alpha, steps=budget.steps, **common)
-            else:  # sea
-                atk = T.SEA(network, eps=eps, steps=budget.sea_steps, **common)
+            else:  # sea: its own losses (binary forms for sigmoid outputs)
+                sea_args = {k: v for k, v in common.items() if k != "loss"}
+                atk = T.SEA(network, eps=eps, steps=budget.sea_steps, activation=activation, **sea_args)
             if hasattr(atk, "set_random_state"):
                 atk.set_random_state(seed)
             attacks[f"{name}_{_eps_name(eps)}"] = atk
@@ -344,7 +351,8 @@ class BundleAudit:
                 "(B, K) nor dense logits (B, K, *spatial of the input): the audit cannot attack it."
             )
         num_classes = int(logits.shape[1])
-        activation = output_activation(getattr(src, "postprocessing", None), num_classes)
+        postprocessing = engine_postprocessing(src, self.parser, self.info.get("evaluator_id"))
+        activation = output_activation(postprocessing, num_classes)
         if labels is None and not self.label_free:
             raise BundleInputError(
                 "the evaluation data has no labels: pass --label-free to audit the stability of the predictions, "
@@ -413,7 +421,7 @@ class BundleAudit:
         eps_values = self._eps_grid(imap, value_range, found["first_inputs"])
         names = self.attack_names or list(DEFAULT_ATTACKS[task])
         if found["activation"] == "sigmoid" and not self.attack_names:
-            names = ["fgsm", "pgd"]
+            names = [n for n in names if n in SIGMOID_ATTACKS]
         attacks = build_attacks(
             src.network,
             names,

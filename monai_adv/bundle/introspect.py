@@ -38,6 +38,7 @@ __all__ = [
     "intensity_map",
     "output_activation",
     "checkpoint_loaders",
+    "engine_postprocessing",
     "load_evaluator_weights",
     "engine_ids_of_type",
     "first_batch",
@@ -443,6 +444,7 @@ def output_activation(postprocessing: Any, num_outputs: int) -> str:
     ``threshold`` means independent per-channel outputs, ``argmax`` exclusive classes); without either,
     one output channel means sigmoid, more mean softmax.
     """
+
     def on(value: Any) -> bool:
         values = value if isinstance(value, (list, tuple)) else [value]
         return any(v is not None and v is not False for v in values)
@@ -462,6 +464,27 @@ def output_activation(postprocessing: Any, num_outputs: int) -> str:
             if on(getattr(t, "argmax", None)) or on(kwargs.get("argmax")):
                 return "softmax"
     return "sigmoid" if num_outputs == 1 else "softmax"
+
+
+def engine_postprocessing(engine: Any, parser: Any | None = None, engine_id: str | None = None) -> Any:
+    """The ``postprocessing`` a MONAI engine was built with (MONAI keeps it only inside an event handler).
+
+    From the config when the parser and the engine's id are given, else from the engine's registered
+    postprocessing handler; None when there is none.
+    """
+    if parser is not None and engine_id is not None and f"{engine_id}#postprocessing" in parser:
+        try:
+            return parser.get_parsed_content(f"{engine_id}#postprocessing")
+        except Exception:  # fall back to the engine's own handler
+            pass
+    from monai.engines.utils import IterationEvents
+
+    for handler, _, _ in engine._event_handlers.get(IterationEvents.MODEL_COMPLETED, []):
+        if getattr(handler, "__name__", "") == "_run_postprocessing":
+            for cell in handler.__closure__ or ():
+                if callable(cell.cell_contents):
+                    return cell.cell_contents
+    return None
 
 
 def checkpoint_loaders(engine: Any) -> list:
@@ -484,7 +507,11 @@ def _network_expression_loads(parser: Any, evaluator_id: str | None) -> str | No
     seen, ref = 0, parser.get(f"{evaluator_id}#network")
     while isinstance(ref, str) and ref.startswith("@") and seen < 8:  # follow @network -> @net -> "$..."
         ref, seen = parser.get(ref[1:]), seen + 1
-    if isinstance(ref, str) and ref.startswith("$") and re.search(r"load(_weights|_state_dict|_checkpoint)?\(", ref):
+    if (
+        isinstance(ref, str)
+        and ref.startswith("$")
+        and re.search(r"load(_weights|_state_dict|_checkpoint)?\(", ref)
+    ):
         for key in re.findall(r"@([\w#]+)", ref):  # name the checkpoint file the expression reads
             try:
                 value = parser.get_parsed_content(key) if isinstance(parser.get(key), str) else None

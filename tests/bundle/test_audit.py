@@ -64,7 +64,9 @@ def test_audit_classification_template(tmp_path: Path):
 
 def test_audit_spleen_eps_in_hu_and_spacing(tmp_path: Path):
     zb = zoo_bundle("spleen_ct_segmentation", tmp_path)
-    code, err, out = _audit(zb, "evaluate", "--attacks", "pgd", "--eps-original", "10", "--quick", "--num-images", "1")
+    code, err, out = _audit(
+        zb, "evaluate", "--attacks", "pgd", "--eps-original", "10", "--quick", "--num-images", "1"
+    )
     assert code == 0, err
     report = json.loads((out / "report.json").read_text())
     _check_schema(report, "segmentation", "mean_dice")
@@ -152,7 +154,12 @@ def test_intensity_map_closed_forms():
         m.to_network(1.0)
     # two maps compose: a window, then a fixed z-score
     m = intensity_map(
-        Compose([ScaleIntensityRanged("image", 0, 100, 0.0, 1.0), NormalizeIntensityd("image", subtrahend=0.5, divisor=0.25)])
+        Compose(
+            [
+                ScaleIntensityRanged("image", 0, 100, 0.0, 1.0),
+                NormalizeIntensityd("image", subtrahend=0.5, divisor=0.25),
+            ]
+        )
     )
     assert m.scale == pytest.approx(0.01 / 0.25)
     m = intensity_map(Compose([ScaleIntensityd("image", factor=1.0)]))
@@ -172,7 +179,12 @@ def test_parse_overrides_and_activation():
     }
     with pytest.raises(Exception, match="no value"):
         parse_overrides(["--a"])
-    assert output_activation(Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]), 3) == "sigmoid"
+    assert (
+        output_activation(
+            Compose([Activationsd("pred", sigmoid=True), AsDiscreted("pred", threshold=0.5)]), 3
+        )
+        == "sigmoid"
+    )
     assert output_activation(Compose([Activationsd("pred", softmax=True)]), 3) == "softmax"
     assert output_activation(None, 1) == "sigmoid" and output_activation(None, 4) == "softmax"
 
@@ -198,7 +210,15 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
     config = {
         "imports": ["$import torch"],
         "device": "$torch.device('cpu')",
-        "network_def": {"_target_": "SegResNet", "spatial_dims": 3, "in_channels": 1, "out_channels": 3, "init_filters": 8, "blocks_down": [1, 1], "blocks_up": [1]},
+        "network_def": {
+            "_target_": "SegResNet",
+            "spatial_dims": 3,
+            "in_channels": 1,
+            "out_channels": 3,
+            "init_filters": 8,
+            "blocks_down": [1, 1],
+            "blocks_up": [1],
+        },
         "network": "$@network_def.to(@device)",
         "preprocessing": {
             "_target_": "Compose",
@@ -218,7 +238,11 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
             ],
         },
         "handlers": [
-            {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'", "load_dict": {"model": "@network"}}
+            {
+                "_target_": "CheckpointLoader",
+                "load_path": "$@bundle_root + '/models/model.pt'",
+                "load_dict": {"model": "@network"},
+            }
         ],
         "evaluator": {
             "_target_": "SupervisedEvaluator",
@@ -235,21 +259,27 @@ def test_audit_sigmoid_multilabel_3d(tmp_path: Path):
     from monai.networks.nets import SegResNet
 
     torch.manual_seed(0)
-    net = SegResNet(spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=[1, 1], blocks_up=[1])
+    net = SegResNet(
+        spatial_dims=3, in_channels=1, out_channels=3, init_filters=8, blocks_down=[1, 1], blocks_up=[1]
+    )
     torch.save(net.state_dict(), root / "models" / "model.pt")
     from monai_adv.bundle.audit import audit_bundle
 
-    report = audit_bundle(root, attacks="pgd", eps=[0.5], quick=True)
+    report = audit_bundle(root, attacks="pgd,sea", eps=[0.5], quick=True)
     _check_schema(report, "segmentation", "mean_dice")
     assert report["activation"] == "sigmoid" and report["spatial_dims"] == 3
     assert len(report["class_names"]) == 3
     # a fixed z-score (subtrahend 0, divisor 1): eps in original units equals eps
     assert report["attacks"][0]["eps_original"] == pytest.approx(0.5)
+    assert [a["name"] for a in report["attacks"]] == ["pgd_0.5", "sea_0.5"]
 
 
 @pytest.mark.parametrize(
     "bundle, attacks, task",
-    [("oct_robust_classification", "fgsm,pgd", "classification"), ("oct_layer_segmentation", "pgd,segpgd", "segmentation")],
+    [
+        ("oct_robust_classification", "fgsm,pgd", "classification"),
+        ("oct_layer_segmentation", "pgd,segpgd", "segmentation"),
+    ],
 )
 def test_audit_oct_bundles(tmp_path: Path, bundle: str, attacks: str, task: str):
     """Our own bundles are audited the same way (random weights, their quick configs)."""
@@ -274,3 +304,20 @@ def test_audit_oct_bundles(tmp_path: Path, bundle: str, attacks: str, task: str)
     report = json.loads((root / "eval" / "robustness" / "report.json").read_text())
     _check_schema(report, task, "accuracy" if task == "classification" else "mean_dice")
     assert "model.pt" in report["weights"]  # loaded by the network's own config expression
+
+
+def test_engine_postprocessing_found_without_the_config():
+    """The overlay has only the evaluator object: its postprocessing is read back from the engine."""
+    from monai.engines import SupervisedEvaluator
+    from monai.transforms import Activationsd, Compose
+
+    from monai_adv.bundle.introspect import engine_postprocessing, output_activation
+
+    post = Compose([Activationsd("pred", sigmoid=True)])
+    engine = SupervisedEvaluator(
+        "cpu", [{"image": torch.zeros(1, 1, 4, 4)}], torch.nn.Identity(), postprocessing=post
+    )
+    assert engine_postprocessing(engine) is post
+    assert output_activation(engine_postprocessing(engine), 3) == "sigmoid"
+    plain = SupervisedEvaluator("cpu", [{"image": torch.zeros(1, 1, 4, 4)}], torch.nn.Identity())
+    assert engine_postprocessing(plain) is None
