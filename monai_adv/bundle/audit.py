@@ -481,7 +481,7 @@ class BundleAudit:
                 label_free=self.label_free,
                 activation=found["activation"],
                 epoch_length=epoch_length,
-                val_handlers=[report_handler, _progress(task)],
+                val_handlers=[report_handler, _progress(task), *_metric_handlers(staging)],
                 decollate=False,
                 amp=self.amp,
             )
@@ -511,6 +511,18 @@ class BundleAudit:
             f"robustness audit of {self.bundle_root} done in {time.time() - t0:.1f} s: {self.output_dir}"
         )
         return report
+
+
+def _metric_handlers(folder: Path) -> list:
+    """MONAI's own writers of ``engine.state.metrics``: ``metrics.csv`` and TensorBoard scalars in the report folder."""
+    from monai.handlers import MetricsSaver, TensorBoardStatsHandler
+
+    return [
+        MetricsSaver(save_dir=str(folder), metrics="*", save_rank=0),
+        TensorBoardStatsHandler(
+            log_dir=str(folder / "tensorboard"), iteration_log=False, output_transform=lambda x: None
+        ),
+    ]
 
 
 def _progress(task: str) -> Any:

@@ -59,6 +59,10 @@ def test_audit_classification_template(tmp_path: Path):
     val = {a["name"]: a["value"] for a in report["attacks"]}
     assert val["pgd_0.05"] <= val["fgsm_0.05"] + 0.25 + 1e-6
     assert (out / "report.md").is_file()
+    # the robust metrics reach engine.state.metrics, so MONAI's MetricsSaver and TensorBoard see them
+    metrics = (out / "metrics.csv").read_text()
+    assert "accuracy/pgd_0.05" in metrics and "accuracy/worst" in metrics
+    assert list((out / "tensorboard").iterdir())
     assert not [p for p in out.parent.iterdir() if ".incomplete" in p.name], "staging folder left behind"
 
 
