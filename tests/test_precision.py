@@ -280,11 +280,11 @@ def test_the_demo_comparison_says_how_the_numbers_were_computed():
     from monai_adv.bundle import compare_reports
 
     compute = {"precision": "fp32", "channels_last": True, "device": "cpu", "cpu_capability": "AVX2"}
-    report = {"clean_accuracy": 0.9, "attacks": [], "compute": compute}
+    report = {"task": "classification", "metric": "accuracy", "clean": 0.9, "attacks": [], "compute": compute}
     table = compare_reports({"a": report, "b": report})
     assert "Computed in fp32, channels-last on cpu (CPU capability AVX2)." in table
     other = {**report, "compute": {**compute, "precision": "bf16", "cpu_capability": "AVX512"}}
     assert "a: fp32, channels-last on cpu (CPU capability AVX2); b: bf16" in compare_reports(
         {"a": report, "b": other}
     )
-    assert "Computed" not in compare_reports({"a": {"clean_accuracy": 0.9, "attacks": []}})
+    assert "Computed" not in compare_reports({"a": {k: v for k, v in report.items() if k != "compute"}})

@@ -1,11 +1,12 @@
-"""What the OCT bundle writes: ``report.json`` in the bundle's layout and ``predictions.csv``."""
+"""What the classification bundle's inference writes: ``predictions.csv``. (``report.json`` is written by
+:class:`~monai_adv.handlers.RobustnessReport`; ``BundleReportWriter`` and ``bundle_report`` are deprecated.)"""
 
 from __future__ import annotations
 
 import csv
 import io
-import logging
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -13,126 +14,42 @@ import torch
 
 from monai_adv.data.utils import OCT_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_write_json, atomic_write_text, json_safe
+from monai_adv.io import atomic_write_text, json_safe
 
 __all__ = ["bundle_report", "BundleReportWriter", "PredictionWriter"]
 
-logger = logging.getLogger(__name__)
-
 
 def bundle_report(report: Mapping[str, Any], eps_of: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """The bundle's ``report.json`` layout from a :class:`~monai_adv.handlers.RobustnessReport` report.
+    """Deprecated: :class:`~monai_adv.handlers.RobustnessReport` writes ``report.json`` in the one schema.
 
-    ``{"clean_accuracy", "clean_flag_rate", "per_class_recall", "confusion_matrix", "class_names",
-    "degenerate", "n", "detector", "risk_parameters", "attacks": [{"name", "type", "eps",
-    "robust_accuracy", "detection_auroc", "detection_tpr", "undetected_error", "risk_classifier",
-    "risk_detector", "risk_system", "risk", "risk_no_detector"}, ...]}``. ``degenerate`` is true when
-    one class takes more than 90% of the clean predictions (detection and risk numbers are then not
-    meaningful).
-
-    Args:
-        report: the :class:`~monai_adv.handlers.RobustnessReport` report (``engine.state.robustness_report``).
-        eps_of: ``{attack name: eps}`` for attacks whose report entry has no eps (reports written before
-            attacks described themselves).
+    Returns ``report`` as it is (JSON-safe); ``eps_of`` is ignored. Kept for one release.
     """
-    attacks = []
-    for name, a in report.get("attacks", {}).items():
-        risk = a.get("risk") or {}
-        no_det = a.get("risk_no_detector") or {}
-        eps = a.get("eps")
-        if eps is None and eps_of is not None:
-            eps = eps_of.get(name)
-        attacks.append(
-            {
-                "name": name,
-                "type": a.get("type"),
-                "eps": eps,
-                "robust_accuracy": a.get("accuracy"),
-                "detection_auroc": a.get("auroc"),
-                "detection_tpr": a.get("tpr"),
-                "undetected_error": risk.get("undetected_error", no_det.get("undetected_error")),
-                "risk_classifier": no_det.get("risk_classifier"),
-                "risk_detector": risk.get("risk_detector"),
-                "risk_system": risk.get("risk_system", no_det.get("risk_system")),
-                "risk": risk or None,
-                "risk_no_detector": no_det or None,
-            }
-        )
-    clean = report.get("clean", {})
-    return json_safe(
-        {
-            "title": report.get("title", ""),
-            "n": report.get("n"),
-            "clean_accuracy": clean.get("accuracy"),
-            "clean_flag_rate": clean.get("flag_rate"),
-            "per_class_recall": clean.get("per_class_recall"),
-            "confusion_matrix": clean.get("confusion_matrix"),
-            "class_names": clean.get("class_names"),
-            "degenerate": bool(report.get("degenerate", False)),
-            "detector": report.get("detector"),
-            "risk_parameters": report.get("risk_parameters"),
-            "compute": report.get("compute"),
-            "attacks": attacks,
-        }
+    warnings.warn(
+        "bundle_report is deprecated: RobustnessReport writes report.json in the one report schema itself.",
+        DeprecationWarning,
+        stacklevel=2,
     )
+    return json_safe(dict(report))
 
 
 class BundleReportWriter:
-    """Writes ``report.json`` in the bundle's layout (see :func:`bundle_report`) at the end of an evaluation.
+    """Deprecated, and does nothing: :class:`~monai_adv.handlers.RobustnessReport` writes ``report.json``
+    itself, once, in the one report schema (it used to be rewritten by this handler in another layout).
 
-    Attach it after a :class:`~monai_adv.handlers.RobustnessReport` (which puts its report in
-    ``engine.state.robustness_report`` and writes ``report.md`` and the plots); the full
-    report of that handler stays in ``output_dir`` as ``robustness_report.json``.
-
-    Args:
-        output_dir: where ``report.json`` goes.
-        filename: the file name.
-        summary: print a one-line summary per attack to the log.
+    Kept for one release so that configs naming it still run; drop it from the handler list.
     """
 
-    def __init__(
-        self, output_dir: str | os.PathLike, filename: str = "report.json", summary: bool = True
-    ) -> None:
-        self.output_dir = os.fspath(output_dir)
-        self.filename = filename
-        self.summary = summary
-        self.report: dict[str, Any] | None = None
+    def __init__(self, output_dir: str | os.PathLike | None = None, *args: Any, **kwargs: Any) -> None:
+        warnings.warn(
+            "BundleReportWriter is deprecated and does nothing: RobustnessReport writes report.json itself; "
+            "remove it from the evaluator's handlers.",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        self.output_dir = None if output_dir is None else os.fspath(output_dir)
 
     def attach(self, engine: Any) -> None:
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    def __call__(self, engine: Any) -> None:
-        full = getattr(engine.state, "robustness_report", None)
-        if full is None:
-            raise RuntimeError(
-                "BundleReportWriter found no engine.state.robustness_report; attach a "
-                "monai_adv.handlers.RobustnessReport before it."
-            )
-        # the robustness report carries each attack's own description (eps included)
-        self.report = bundle_report(full)
-        if not is_main_process():
-            return
-        out = os.path.join(self.output_dir, self.filename)
-        full_path = os.path.join(self.output_dir, "robustness_report.json")
-        atomic_write_json(full_path, full)
-        atomic_write_json(out, self.report)
-        if self.summary:
-            logger.info(f"clean accuracy {self.report['clean_accuracy']:.4f}")
-            recall = self.report.get("per_class_recall") or {}
-            if recall:
-                logger.info(
-                    "per-class recall "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in recall.items() if v is not None)
-                )
-            for a in self.report["attacks"]:
-                acc, auroc = a["robust_accuracy"], a["detection_auroc"]
-                logger.info(
-                    f"{a['name']}: eps {a['eps']}, robust accuracy {'-' if acc is None else f'{acc:.4f}'}, "
-                    f"detection AUROC {'-' if auroc is None else f'{auroc:.4f}'}, system risk {a['risk_system']}"
-                )
-        print(f"report written to {out}", flush=True)
+        """Nothing to attach."""
 
 
 class PredictionWriter:

@@ -30,6 +30,7 @@ from monai.engines import SupervisedTrainer
 from monai.engines.utils import IterationEvents
 from monai.engines.workflow import Workflow
 from monai.utils import CommonKeys as Keys
+from monai.utils import ensure_tuple
 from torch.optim import Optimizer
 
 from monai_adv.distributed import sync_buffers, unwrap_network
@@ -115,6 +116,32 @@ def _voxel_mean_loss(loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor])
     return per_sample
 
 
+class _SingleValueTransform:
+    """An output transform whose 1-tuple result is unpacked: ``(loss,)`` -> ``loss``.
+
+    MONAI's logging handlers read a trainer's loss with ``from_engine(["loss"], first=True)`` (the
+    default of ``--tracking mlflow``, and of the model zoo's ``StatsHandler`` / ``TensorBoardStatsHandler``),
+    written for the decollated output, a list of per-item dicts, where it returns the value. On the batch
+    dict these trainers return without decollation (``decollate=False``: no per-item copies of the
+    images) it returns the 1-tuple ``(loss,)``, which no logger can log (MLflow: "float() argument must
+    be ... not 'tuple'"). A 1-tuple is never a loggable value, so unpacking it changes nothing else.
+    """
+
+    def __init__(self, transform: Callable[[Any], Any]) -> None:
+        self.transform = transform
+
+    def __call__(self, output: Any) -> Any:
+        value = self.transform(output)
+        return value[0] if isinstance(value, tuple) and len(value) == 1 else value
+
+
+def _logging_handler_types() -> tuple[type, ...]:
+    """MONAI's handlers that log a value read from the engine output with their ``output_transform``."""
+    from monai.handlers import MLFlowHandler, StatsHandler, TensorBoardStatsHandler
+
+    return (MLFlowHandler, StatsHandler, TensorBoardStatsHandler)
+
+
 class _AdversarialTrainerBase(SupervisedTrainer):
     """Shared set-up: event registration, checks, forward helpers, mixed precision on any device.
 
@@ -145,6 +172,20 @@ class _AdversarialTrainerBase(SupervisedTrainer):
         configure_engine_amp(self)
         self.network_output_transform = network_output_transform
         self.attack_amp = attack_amp
+
+    def _register_handlers(self, handlers: Any) -> None:
+        """MONAI's handler registration; the logging handlers read the loss from the batch output (see
+        :class:`_SingleValueTransform`), so that ``--tracking mlflow`` and the model zoo's loss loggers
+        work with ``decollate=False``."""
+        for handler in ensure_tuple(handlers):
+            transform = getattr(handler, "output_transform", None)
+            if (
+                isinstance(handler, _logging_handler_types())
+                and callable(transform)
+                and not isinstance(transform, _SingleValueTransform)
+            ):
+                handler.output_transform = _SingleValueTransform(transform)
+        super()._register_handlers(handlers)
 
     def run(self) -> None:  # type: ignore[override]
         """Run the training; MONAI's ``Trainer.run`` is bypassed only for its CUDA-only grad scaler."""

@@ -1,5 +1,5 @@
-"""Ignite handlers: unsupervised adversarial detection, the adversarial-risk metric, the robustness reports
-(classification and segmentation)."""
+"""Ignite handlers: unsupervised adversarial detection, the adversarial-risk metric, and the robustness report
+(one ``report.json`` schema for classification and segmentation)."""
 
 from monai_adv.handlers.detection import AdversarialDetectionHandler
 from monai_adv.handlers.keys import RobustKeys

@@ -1,9 +1,10 @@
-"""Plots: accuracy against eps, detection ROC curves, adversarial risk; Dice against eps and segmentation
+"""Plots: a headline metric (accuracy, Dice) against eps, detection ROC curves, adversarial risk, segmentation
 overlay galleries."""
 
 from monai_adv.visualize.plots import (
     plot_accuracy_vs_eps,
     plot_confusion_matrix,
+    plot_metric_vs_eps,
     plot_risk,
     plot_roc_curves,
     save_figure,
@@ -11,6 +12,7 @@ from monai_adv.visualize.plots import (
 from monai_adv.visualize.segmentation import label_colors, plot_dice_vs_eps, plot_segmentation_gallery
 
 __all__ = [
+    "plot_metric_vs_eps",
     "plot_accuracy_vs_eps",
     "plot_roc_curves",
     "plot_risk",

@@ -1,5 +1,5 @@
-"""Robustness plots: accuracy against eps per attack, detection ROC curves, risk with and without a detector,
-and the clean confusion matrix."""
+"""Robustness plots: a headline metric (accuracy, Dice) against eps per attack, detection ROC curves, risk with
+and without a detector, and the clean confusion matrix."""
 
 from __future__ import annotations
 
@@ -15,7 +15,14 @@ import numpy as np
 from monai_adv.io import atomic_open
 from monai_adv.metrics.detection import detection_auroc, detection_roc_curve
 
-__all__ = ["plot_accuracy_vs_eps", "plot_roc_curves", "plot_risk", "plot_confusion_matrix", "save_figure"]
+__all__ = [
+    "plot_metric_vs_eps",
+    "plot_accuracy_vs_eps",
+    "plot_roc_curves",
+    "plot_risk",
+    "plot_confusion_matrix",
+    "save_figure",
+]
 
 
 def _style(i: int) -> dict:
@@ -30,10 +37,47 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> str:
     return os.fspath(path)
 
 
+def plot_metric_vs_eps(
+    curves: Mapping[str, Sequence[tuple[float, float]]],
+    clean: float | None = None,
+    title: str = "",
+    metric: str = "accuracy",
+    eps_units: str = "intensity units",
+) -> Any:
+    """A headline metric (accuracy, mean Dice, ...) against eps, one line per attack type.
+
+    Args:
+        curves: ``{attack type: [(eps, value), ...]}``.
+        clean: the clean value, drawn at eps = 0 on every line when given.
+        title: the figure title (default ``"<metric> under attack"``).
+        metric: the metric's name, on the y axis.
+        eps_units: the units of eps, on the x axis.
+
+    Raises:
+        ValueError: when there is nothing to plot.
+    """
+    if not curves:
+        raise ValueError(f"no {metric} curves to plot.")
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for i, (label, pts) in enumerate(curves.items()):
+        pts = sorted(pts)
+        if clean is not None and (not pts or pts[0][0] > 0):
+            pts = [(0.0, clean)] + pts
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **_style(i))
+    ax.set_xlabel(f"eps ({eps_units})")
+    ax.tick_params(axis="x", labelrotation=30)
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"{metric} under attack")
+    return fig
+
+
 def plot_accuracy_vs_eps(
     curves: Mapping[str, Sequence[tuple[float, float]]], clean_accuracy: float | None = None, title: str = ""
 ) -> Any:
-    """Accuracy against eps, one line per attack type.
+    """Accuracy against eps, one line per attack type (:func:`plot_metric_vs_eps` for accuracy).
 
     Args:
         curves: ``{attack type: [(eps, accuracy), ...]}``.
@@ -43,22 +87,7 @@ def plot_accuracy_vs_eps(
     Raises:
         ValueError: when there is nothing to plot.
     """
-    if not curves:
-        raise ValueError("no accuracy curves to plot.")
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    for i, (label, pts) in enumerate(curves.items()):
-        pts = sorted(pts)
-        if clean_accuracy is not None and (not pts or pts[0][0] > 0):
-            pts = [(0.0, clean_accuracy)] + pts
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=label, **_style(i))
-    ax.set_xlabel("eps (intensity units)")
-    ax.tick_params(axis="x", labelrotation=30)
-    ax.set_ylabel("accuracy")
-    ax.set_ylim(-0.02, 1.02)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title or "accuracy under attack")
-    return fig
+    return plot_metric_vs_eps(curves, clean_accuracy, title, metric="accuracy")
 
 
 def plot_roc_curves(

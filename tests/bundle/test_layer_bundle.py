@@ -135,16 +135,22 @@ def test_evaluate_reports_dice_under_every_attack(trained: Path):
     w.finalize()
     out = trained / "quick" / "eval" / "ssat"
     report = json.loads((out / "report.json").read_text())
+    assert (report["task"], report["metric"]) == ("segmentation", "mean_dice")
     assert report["class_names"] == CLASSES and report["n"] == 4
-    assert 0.0 <= report["clean"]["mean_dice"] <= 1.0 and set(report["clean"]["dice"]) == set(CLASSES)
-    types = {a["type"] for a in report["attacks"].values()}
-    assert types == {"FGSM", "PGD", "SegPGD", "CosPGD"}
-    assert {"fgsm_eps0.016", "pgd10_eps0.008", "segpgd10_eps0.032", "cospgd10_eps0.008"} <= set(
-        report["attacks"]
-    )
-    for a in report["attacks"].values():
-        assert 0.0 <= a["mean_dice"] <= 1.0 and a["mean_hd95"] >= 0.0 and isinstance(a["eps"], float)
-        assert a["dice_drop"] == pytest.approx(report["clean"]["mean_dice"] - a["mean_dice"])
+    assert 0.0 <= report["clean"] <= 1.0 and report["clean"] == report["details"]["mean_dice"]
+    assert set(report["details"]["dice"]) == set(CLASSES)
+    attacks = {a["name"]: a for a in report["attacks"]}
+    assert {a["attack"] for a in attacks.values()} == {"FGSM", "PGD", "SegPGD", "CosPGD"}
+    assert {"fgsm_eps0.016", "pgd10_eps0.008", "segpgd10_eps0.032", "cospgd10_eps0.008"} <= set(attacks)
+    for a in attacks.values():
+        assert 0.0 <= a["value"] <= 1.0 and a["value"] == a["mean_dice"]
+        assert a["mean_hd95"] >= 0.0 and isinstance(a["eps"], float)
+        assert a["dice_drop"] == pytest.approx(report["clean"] - a["mean_dice"])
+    # PGD, SegPGD and CosPGD share eps 0.008 and 0.032 (FGSM too at 0.032): the per-image worst case
+    worst = {w["eps"]: w for w in report["worst_case"]}
+    assert set(worst) == {0.008, 0.032} and len(worst[0.032]["attacks"]) == 4
+    for eps, w in worst.items():
+        assert w["value"] <= min(a["value"] for a in attacks.values() if a["eps"] == eps) + 1e-6
     for f in ("report.md", "dice_vs_eps.png", "segmentation_gallery.png"):
         assert (out / f).is_file(), f
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
@@ -307,7 +313,7 @@ def test_layer_demo_compares_the_systems(trained: Path, capsys):
         run_layer_demo(trained, quick=True, methods=["trades"])
     table = run_demo(trained, quick=True, methods=["supervised"], overrides={"seed": 1})
     report = json.loads((trained / "quick" / "eval" / "supervised" / "report.json").read_text())
-    clean = f"| clean | 0.0 | {report['clean']['mean_dice']:.3f} | {report['clean']['mean_hd95']:.2f} |"
+    clean = f"| clean | 0.0 | {report['clean']:.3f} | {report['details']['mean_hd95']:.2f} |"
     assert clean in table and "segpgd10_eps0.032" in table
     out = capsys.readouterr().out
     assert "| attack | eps | supervised: mean Dice | supervised: mean HD95 |" in out
@@ -325,18 +331,35 @@ def test_layer_demo_compares_the_systems(trained: Path, capsys):
 def test_compare_segmentation_reports_and_init(tmp_path: Path, monkeypatch):
     from monai_adv.bundle import compare_segmentation_reports, locate, main
 
-    a = {
-        "metrics": {"hausdorff": "hd95"},
-        "clean": {"mean_dice": 0.9, "mean_hd95": 2.0},
-        "attacks": {"pgd_eps0.004": {"eps": 0.004, "mean_dice": 0.4, "mean_hd95": 20.0}},
-    }
-    b = {"metrics": {"hausdorff": "hd95"}, "clean": {"mean_dice": 0.8, "mean_hd95": 3.0}, "attacks": {}}
+    def report(clean, hd, attacks):
+        return {
+            "task": "segmentation",
+            "metric": "mean_dice",
+            "clean": clean,
+            "metrics": {"hausdorff": "hd95"},
+            "details": {"mean_dice": clean, "mean_hd95": hd, "distance_units": "voxels"},
+            "attacks": attacks,
+        }
+
+    a = report(
+        0.9, 2.0, [{"name": "pgd_eps0.004", "eps": 0.004, "value": 0.4, "mean_dice": 0.4, "mean_hd95": 20.0}]
+    )
+    b = report(0.8, 3.0, [])
     table = compare_segmentation_reports({"a": a, "b": b})
+    assert (
+        "| system | clean mean Dice | clean mean HD95 | |" in table
+        and "| a | 0.900 | 2.00 voxels | |" in table
+    )
     assert "| clean | 0.0 | 0.900 | 2.00 | 0.800 | 3.00 |" in table
     assert "| pgd_eps0.004 | 0.004 | 0.400 | 20.00 | - | - |" in table
-    (tmp_path / "x.json").write_text(json.dumps({"clean_accuracy": 0.5}))
+    (tmp_path / "x.json").write_text(
+        json.dumps({"task": "classification", "metric": "accuracy", "clean": 0.5, "attacks": []})
+    )
     with pytest.raises(ValueError, match="not a segmentation report"):
         compare_segmentation_reports({"x": tmp_path / "x.json"})
+    (tmp_path / "old.json").write_text(json.dumps({"clean": {"mean_dice": 0.5}, "attacks": {}}))
+    with pytest.raises(ValueError, match="old layout .*former segmentation report layout"):
+        compare_segmentation_reports({"x": tmp_path / "old.json"})
     # init: the layer bundle, from the package (an editable install: the checkout's bundles/)
     monkeypatch.chdir(tmp_path)
     assert main(["init", "--bundle", "oct_layer_segmentation"]) == 0

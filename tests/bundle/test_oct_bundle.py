@@ -179,17 +179,23 @@ def test_evaluate_cli(fitted: Path):
     run_cli(["run", "--config_file", configs("train", "evaluate")], fitted)
     out = fitted / "quick" / "eval" / "ssat"
     report = json.loads((out / "report.json").read_text())
-    assert 0.0 <= report["clean_accuracy"] <= 1.0
+    assert report["task"] == "classification" and report["metric"] == "accuracy"
+    assert 0.0 <= report["clean"] <= 1.0 and report["clean"] == report["details"]["accuracy"]
     assert isinstance(report["attacks"], list) and len(report["attacks"]) >= 4
     names = {a["name"] for a in report["attacks"]}
     # the detector-aware adaptive attack is in the grid once a detector is fitted
     assert {"fgsm_eps0.001", "pgd10_eps0.002", "adaptive_pgd20_eps0.004"} <= names
     for a in report["attacks"]:
-        for key in ("name", "eps", "robust_accuracy", "detection_auroc", "risk_system", "undetected_error"):
+        for key in ("name", "attack", "eps", "value", "auroc", "risk_system", "undetected_error"):
             assert key in a, key
-        assert 0.0 <= a["robust_accuracy"] <= 1.0
-        assert a["detection_auroc"] is not None and 0.0 <= a["detection_auroc"] <= 1.0
+        assert 0.0 <= a["value"] <= 1.0 and a["value"] == a["accuracy"]
+        assert a["auroc"] is not None and 0.0 <= a["auroc"] <= 1.0
         assert isinstance(a["eps"], float)
+    # several attacks at eps 0.004: the per-image worst case over them
+    worst = {w["eps"]: w for w in report["worst_case"]}
+    assert len(worst[0.004]["attacks"]) >= 3
+    assert worst[0.004]["value"] <= min(a["value"] for a in report["attacks"] if a["eps"] == 0.004)
+    assert not (out / "robustness_report.json").exists()  # one report, written once
     assert (out / "report.md").is_file() and (out / "accuracy_vs_eps.png").is_file()
     assert (out / "roc.png").is_file()
 
@@ -390,43 +396,40 @@ def test_resume_continues_from_the_last_checkpoint(trained: Path, tmp_path: Path
 
 
 def test_compare_reports(tmp_path: Path, capsys):
-    from monai_adv.bundle import bundle_report, compare_reports, main
+    from monai_adv.bundle import compare_reports, main
 
-    full = {
+    rep = {
+        "task": "classification",
+        "metric": "accuracy",
+        "clean": 0.75,
         "n": 4,
-        "clean": {"accuracy": 0.75, "flag_rate": 0.25},
-        "attacks": {
-            "fgsm_eps0.002": {
-                "type": "FGSM",
+        "details": {"accuracy": 0.75, "flag_rate": 0.25, "per_class_recall": {"CNV": 1.0, "DME": 0.5}},
+        "attacks": [
+            {
+                "name": "fgsm_eps0.002",
+                "attack": "FGSM",
                 "eps": 0.002,
-                "accuracy": 0.5,
+                "value": 0.5,
                 "auroc": 0.8,
-                "tpr": 0.5,
-                "risk": {"undetected_error": 0.25, "risk_system": 0.3},
-                "risk_no_detector": {"risk_classifier": 0.5, "risk_system": 0.5},
-            }
-        },
+                "risk_system": 0.3,
+            },
+            {
+                "name": "pgd_eps0.002",
+                "attack": "PGD",
+                "eps": 0.002,
+                "value": 0.25,
+                "auroc": 0.9,
+                "risk_system": 0.4,
+            },
+        ],
+        "worst_case": [{"eps": 0.002, "value": 0.25, "attacks": ["fgsm_eps0.002", "pgd_eps0.002"]}],
     }
-    rep = bundle_report(full)
-    assert rep["clean_accuracy"] == 0.75
-    assert rep["attacks"] == [
-        {
-            "name": "fgsm_eps0.002",
-            "type": "FGSM",
-            "eps": 0.002,
-            "robust_accuracy": 0.5,
-            "detection_auroc": 0.8,
-            "detection_tpr": 0.5,
-            "undetected_error": 0.25,
-            "risk_classifier": 0.5,
-            "risk_detector": None,
-            "risk_system": 0.3,
-            "risk": {"undetected_error": 0.25, "risk_system": 0.3},
-            "risk_no_detector": {"risk_classifier": 0.5, "risk_system": 0.5},
-        }
-    ]
     table = compare_reports({"a": rep, "b": rep})
+    assert "| system | clean accuracy | recall CNV | recall DME | clean flag rate | |" in table
+    assert "| a | 0.750 | 1.000 | 0.500 | 0.250 | |" in table
+    assert "| clean | 0.0 | 0.750 | - | - | 0.750 | - | - |" in table
     assert "| fgsm_eps0.002 | 0.002 | 0.500 | 0.800 | 0.300 | 0.500 | 0.800 | 0.300 |" in table
+    assert "| 0.002 | 0.250 | 0.250 |" in table  # the worst case
     path = tmp_path / "ssat" / "report.json"
     path.parent.mkdir()
     path.write_text(json.dumps(rep))
@@ -435,6 +438,17 @@ def test_compare_reports(tmp_path: Path, capsys):
     assert "base: accuracy" in out and "ssat: accuracy" in out
     with pytest.raises(FileNotFoundError, match="evaluate.json"):
         compare_reports({"x": tmp_path / "missing.json"})
+    # a report.json written before the one schema is named as such
+    old = tmp_path / "old" / "report.json"
+    old.parent.mkdir()
+    old.write_text(json.dumps({"clean_accuracy": 0.5, "attacks": []}))
+    with pytest.raises(ValueError, match="old layout"):
+        compare_reports({"old": old})
+    with pytest.raises(SystemExit):
+        main(["compare", str(old)])
+    assert "old layout" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="different tasks"):
+        compare_reports({"a": rep, "s": {**rep, "task": "segmentation", "metric": "mean_dice"}})
 
 
 def test_attack_grid_aims_adaptive_attacks_at_the_detector_and_skips_them_without_one(caplog):
@@ -466,7 +480,7 @@ def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, ca
     for method in ("supervised", "ssat", "ssat_robust"):
         report = json.loads((copy / "quick" / "eval" / method / "report.json").read_text())
         assert "adaptive_pgd20_eps0.004" in {a["name"] for a in report["attacks"]}
-        assert {"per_class_recall", "confusion_matrix", "degenerate"} <= set(report)
+        assert {"per_class_recall", "confusion_matrix", "degenerate"} <= set(report["details"])
         assert f"{method}: accuracy" in table
     # the SSAT systems start from the supervised model and keep their own checkpoints; a smoke run
     # writes under quick/, never over the full run's models/ and eval/

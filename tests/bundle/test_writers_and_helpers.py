@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -26,59 +25,17 @@ from monai_adv.bundle.locate import is_bundle_dir
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_robust_classification"
 
-FULL = {
-    "title": "t",
-    "n": 4,
-    "degenerate": False,
-    "clean": {"accuracy": 0.75, "flag_rate": 0.25, "per_class_recall": {"CNV": 1.0}, "class_names": ["CNV"]},
-    "detector": {"class": "MahalanobisDetector"},
-    "risk_parameters": {"attack_prior": 0.1},
-    "attacks": {
-        "pgd_eps0.004": {
-            "type": "PGD",
-            "eps": 0.004,
-            "norm": "linf",
-            "steps": 10,
-            "accuracy": 0.5,
-            "auroc": 0.8,
-            "tpr": 0.4,
-            "risk": {"undetected_error": 0.25, "risk_detector": 0.1, "risk_system": 0.2},
-            "risk_no_detector": {"risk_classifier": 0.3, "risk_system": 0.3},
-        },
-        "old": {
-            "type": "FGSM",
-            "accuracy": float("nan"),
-            "risk": None,
-            "risk_no_detector": {"risk_system": 0.5},
-        },
-    },
-}
 
-
-def test_bundle_report_layout():
-    r = bundle_report(FULL, eps_of={"old": 0.002, "pgd_eps0.004": 99})
-    assert r["clean_accuracy"] == 0.75 and r["clean_flag_rate"] == 0.25 and r["n"] == 4
-    pgd, old = r["attacks"]
-    assert pgd["name"] == "pgd_eps0.004" and pgd["eps"] == 0.004  # the report's own eps wins
-    assert (pgd["type"], pgd["robust_accuracy"], pgd["detection_auroc"]) == ("PGD", 0.5, 0.8)
-    assert "norm" not in pgd  # the bundle's report.json keeps its layout; robustness_report.json has it all
-    assert pgd["risk_system"] == 0.2 and pgd["risk_classifier"] == 0.3 and pgd["undetected_error"] == 0.25
-    assert old["eps"] == 0.002  # taken from eps_of when the report has none
-    assert old["risk_system"] == 0.5 and old["risk"] is None
-    assert old["robust_accuracy"] is None  # NaN made JSON-safe
-    json.dumps(r, allow_nan=False)
-
-
-def test_bundle_report_writer(tmp_path, caplog):
-    writer = BundleReportWriter(tmp_path / "eval")
-    with pytest.raises(RuntimeError, match="RobustnessReport before it"):
-        writer(SimpleNamespace(state=SimpleNamespace()))
-    with caplog.at_level(logging.INFO):
-        writer(SimpleNamespace(state=SimpleNamespace(robustness_report=FULL)))
-    saved = json.loads((tmp_path / "eval" / "report.json").read_text())
-    assert saved == writer.report and saved["attacks"][0]["eps"] == 0.004
-    assert json.loads((tmp_path / "eval" / "robustness_report.json").read_text())["title"] == "t"
-    assert "pgd_eps0.004: eps 0.004" in caplog.text
+def test_the_former_report_writers_are_deprecated_and_write_nothing(tmp_path):
+    # RobustnessReport writes report.json once, in the one schema; the bundle no longer rewrites it
+    with pytest.warns(DeprecationWarning, match="does nothing"):
+        writer = BundleReportWriter(tmp_path / "eval")
+    engine = SimpleNamespace(state=SimpleNamespace(), add_event_handler=lambda *a: pytest.fail("attached"))
+    writer.attach(engine)
+    assert not (tmp_path / "eval").exists()
+    report = {"task": "classification", "clean": float("nan"), "attacks": []}
+    with pytest.warns(DeprecationWarning, match="one report schema"):
+        assert bundle_report(report) == {"task": "classification", "clean": None, "attacks": []}
 
 
 def test_prediction_writer(tmp_path):

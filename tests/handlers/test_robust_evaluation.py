@@ -151,19 +151,41 @@ def test_robustness_report(setup, tmp_path):
     writer.close()
     r = json.loads((tmp_path / "out" / "report.json").read_text())
     with torch.no_grad():
-        assert r["clean"]["accuracy"] == pytest.approx(float((net(x).argmax(1) == y).float().mean()))
-    assert set(r["attacks"]) == set(attacks) and r["n"] == N
-    a = r["attacks"]["pgd_8"]
-    assert a["type"] == "PGD" and a["eps"] == pytest.approx(8 / 255)
-    assert 0 <= a["accuracy"] <= r["clean"]["accuracy"] and a["auroc"] > 0.9
+        clean = float((net(x).argmax(1) == y).float().mean())
+    assert (r["task"], r["metric"], r["label_free"]) == ("classification", "accuracy", False)
+    assert r["clean"] == pytest.approx(clean) and r["details"]["accuracy"] == pytest.approx(clean)
+    assert [a["name"] for a in r["attacks"]] == list(attacks) and r["n"] == N
+    a = {a["name"]: a for a in r["attacks"]}["pgd_8"]
+    assert a["attack"] == "PGD" and a["eps"] == pytest.approx(8 / 255) and a["value"] == a["accuracy"]
+    assert 0 <= a["accuracy"] <= r["clean"] and a["auroc"] > 0.9
     assert a["risk"]["risk_system"] < a["risk_no_detector"]["risk_classifier"]
     assert a["risk_no_detector"]["risk_system"] == pytest.approx(a["risk_no_detector"]["risk_classifier"])
+    assert (
+        a["risk_system"] == a["risk"]["risk_system"]
+        and a["undetected_error"] == a["risk"]["undetected_error"]
+    )
+    # fgsm_8 and pgd_8 share eps 8/255: an image counts in the worst case only if both leave it right
+    (worst,) = r["worst_case"]
+    assert worst["attacks"] == ["fgsm_8", "pgd_8"] and worst["eps"] == pytest.approx(8 / 255)
+    items = torch.load(tmp_path / "out" / "items.pt", weights_only=True)
+    by_items = (
+        ((items["pred/fgsm_8"] == items["label"]) & (items["pred/pgd_8"] == items["label"])).float().mean()
+    )
+    assert worst["value"] == pytest.approx(float(by_items))
+    assert worst["value"] <= min(a["value"] for a in r["attacks"] if a["name"] != "fgsm_2")
+    # the headline values reach engine.state.metrics (MLflow, MetricsSaver); the report does not
+    assert ev.state.metrics["accuracy/pgd_8"] == pytest.approx(a["value"])
+    assert all(isinstance(v, (int, float)) for v in ev.state.metrics.values())
     md = (tmp_path / "out" / "report.md").read_text()
     rows = [line for line in md.splitlines() if line.startswith("| ") and line.split(" | ")[0][2:] in attacks]
     assert "| pgd_8 | PGD |" in md and len(rows) == len(attacks)  # one row per attack (and other tables)
-    for png in ("accuracy_vs_eps.png", "roc.png", "risk.png"):
+    assert "| 0.03137 | " in md and "fgsm_8, pgd_8 |" in md  # the worst-case table
+    for png in ("accuracy_vs_eps.png", "roc.png", "risk.png", "attack_gallery.png"):
         assert (tmp_path / "out" / png).read_bytes()[:4] == b"\x89PNG"
+    # report.json is written last: no file in the folder is newer
+    newest = max(p.stat().st_mtime_ns for p in (tmp_path / "out").iterdir() if p.is_file())
+    assert (tmp_path / "out" / "report.json").stat().st_mtime_ns == newest
     assert list((tmp_path / "tb").iterdir())  # TensorBoard event file
-    assert ev.state.robustness_report["attacks"]["fgsm_2"]["eps"] == pytest.approx(2 / 255)
+    assert ev.state.robustness_report["attacks"][0]["eps"] == pytest.approx(2 / 255)
     items = torch.load(tmp_path / "out" / "items.pt", weights_only=True)
     assert items["uad_score/pgd_8"].shape == (N,) and torch.equal(items["label"].long(), y)
