@@ -18,11 +18,12 @@ COMMAND_MODULES = (
     "monai_adv.bundle.audit",
     "monai_adv.bundle.compare",
     "monai_adv.bundle.demo",
+    "monai_adv.bundle.harden",
     "monai_adv.bundle.overlays",
 )
 
 #: commands that take ``--KEY VALUE`` overrides of the bundle's config ids
-TAKES_OVERRIDES: set[str] = {"audit"}
+TAKES_OVERRIDES: set[str] = {"audit", "harden"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

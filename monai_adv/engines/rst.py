@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+from monai.utils import CommonKeys as Keys
 
 from monai_adv.distributed import unwrap_network
 from monai_adv.engines.batches import CyclingLoader, check_logits, unlabeled_images
@@ -196,7 +197,9 @@ class RobustSelfTrainingTrainer(TradesAdversarialTrainer):
     mixed batch ``x = [x_l; x_p]``, ``y = [y_l; y_p]``: the attack maximises the KL from the clean
     prediction, and ``L = loss_function(f(x), y) + beta * mean_i KL(softmax f(x)_i || softmax f(x_adv)_i)``.
     ``engine.state.output`` holds the mixed batch (so a training metric counts the pseudo-labeled items
-    too) and, with a teacher, the pseudo-labels' mean confidence and class histogram.
+    too) and, with a teacher, the pseudo-labels' mean confidence and class histogram; a dict
+    ``engine.state.batch`` becomes ``{"image": x, "label": y}`` of the mixed batch, so that MONAI's
+    ``postprocessing`` (which pairs the batch's items with the output's) sees every item.
 
     Args:
         device, max_epochs, train_data_loader, network, optimizer, loss_function: as for
@@ -274,7 +277,12 @@ class RobustSelfTrainingTrainer(TradesAdversarialTrainer):
                 "extra network arguments (it returned some)."
             )
         x_p, y_p = self._pseudo_labeled_items(engine, inputs, targets)
-        return torch.cat([inputs, x_p]), torch.cat([targets, y_p]), args, kwargs
+        x, y = torch.cat([inputs, x_p]), torch.cat([targets, y_p])
+        if isinstance(engine.state.batch, Mapping):
+            # MONAI's postprocessing (decollate=True) pairs the batch's items with the output's, one by one:
+            # the batch becomes the mixed one, or the pseudo-labeled half would not be post-processed
+            engine.state.batch = {Keys.IMAGE: x, Keys.LABEL: y}
+        return x, y, args, kwargs
 
     def _pseudo_labeled_items(
         self, engine: Any, like_x: torch.Tensor, like_y: torch.Tensor

@@ -285,3 +285,31 @@ def test_rst_trains_a_segmentation_network_on_pseudo_label_masks(one_hot):
     pseudo = first[2:].argmax(1) if one_hot else first[2:, 0]
     assert torch.equal(pseudo.long(), masks[:2])  # the teacher's argmax masks, in the labels' format
     assert any(not torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_monai_postprocessing_sees_every_item_of_the_mixed_batch():
+    """With decollate=True MONAI post-processes the batch's items paired with the output's: all 2n of them."""
+    from ignite.metrics import Accuracy
+    from monai.handlers import from_engine
+    from monai.transforms import AsDiscreted
+
+    x, y = toy_dataset(4, seed=1)
+    xu, _ = toy_dataset(4, seed=2)
+    net = _net()
+    trainer = RobustSelfTrainingTrainer(
+        "cpu",
+        1,
+        [{"image": x, "label": y}],
+        [xu],
+        net,
+        torch.optim.SGD(net.parameters(), lr=LR),
+        nn.CrossEntropyLoss(),
+        PGD(net, eps=0.03, steps=1),
+        teacher_network=_net(7),
+        postprocessing=AsDiscreted(keys=["pred", "label"], argmax=[True, False], to_onehot=4),
+        key_train_metric={"acc": Accuracy(output_transform=from_engine(["pred", "label"]))},
+    )
+    trainer.run()
+    assert len(trainer.state.output) == 8
+    assert all(item["label"].shape == (4,) and item["pred"].shape == (4,) for item in trainer.state.output)
+    assert 0.0 <= trainer.state.metrics["acc"] <= 1.0
