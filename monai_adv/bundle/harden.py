@@ -16,14 +16,19 @@ bundle's configs with the overlay stacked last, as ``python -m monai.bundle run 
 Extra ``--KEY VALUE`` arguments override config ids exactly as ``monai.bundle run`` takes them
 (``--train#dataloader#num_workers 0``).
 
-The same is available without the CLI as overlays shipped in the package (:func:`overlay_path`):
-``adversarial_training.json`` for a trainer with the id ``train#trainer`` (the model zoo's JSON
-bundles) and ``adversarial_training_trainer.json`` for one with the id ``trainer`` (MONAI's bundle
-templates); their settings are the ids ``harden#method``, ``harden#eps``, ... (see
-:func:`adversarial_training_overlay`), set on the command line::
+The same is available without the CLI as overlays shipped in the package (:func:`training_overlay_path`,
+or ``python -m monai_adv.bundle overlay NAME`` prints the path): ``adversarial_training.json`` for a
+trainer with the id ``train#trainer`` (the model zoo's JSON bundles, e.g. spleen_ct_segmentation) and
+``adversarial_training_trainer.json`` for one with the id ``trainer`` (MONAI's bundle templates); their
+settings are the ids ``harden#method``, ``harden#eps``, ... (see :func:`adversarial_training_overlay`),
+set on the command line::
 
-    python -m monai.bundle run --config_file "['configs/train.json', '<adversarial_training.json>']" \\
+    python -m monai.bundle run --config_file \\
+        "['configs/train.json', '$(python -m monai_adv.bundle overlay adversarial_training)']" \\
         --harden#method trades --harden#eps 0.01
+    python -m monai.bundle run --config_file \\
+        "['configs/train.yaml', '$(python -m monai_adv.bundle overlay adversarial_training_trainer)']" \\
+        --harden#method rst --harden#unlabeled_dir /data/unlabeled --harden#teacher_file models/model.pt
 
 For any other trainer id, ``harden --trainer-id ID --dry-run`` writes the overlay for it.
 
@@ -82,7 +87,7 @@ __all__ = [
     "HardenError",
     "HardenResult",
     "OVERLAYS",
-    "overlay_path",
+    "training_overlay_path",
     "adversarial_training_overlay",
     "adversarial_trainer",
     "find_trainer_ids",
@@ -153,7 +158,7 @@ def _fail(message: str) -> HardenError:
 # ----------------------------------------------------------------------------------------------------
 # overlays
 # ----------------------------------------------------------------------------------------------------
-def overlay_path(trainer_id: str = "train#trainer") -> str:
+def training_overlay_path(trainer_id: str = "train#trainer") -> str:
     """The shipped overlay for a trainer with the id ``trainer_id`` (``"train#trainer"`` or ``"trainer"``).
 
     Raises:
@@ -699,24 +704,21 @@ def _weights_candidates(parser: Any, bundle: Path) -> list[Path]:
 
 @dataclass
 class HardenResult:
-    """What :func:`harden_bundle` did.
+    """What :func:`harden_bundle` did."""
 
-    Attributes:
-        method: the training method.
-        trainer_id: the config id of the trainer it replaced.
-        overlay: the overlay file written.
-        command: the ``python -m monai.bundle run`` command that repeats the run.
-        trainer: the trainer that ran (None for a dry run).
-        workflow: MONAI's ``ConfigWorkflow`` of the run (None for a dry run).
-        settings: the ``harden`` settings written into the overlay.
-    """
-
+    #: the training method
     method: str
+    #: the config id of the trainer it replaced
     trainer_id: str
+    #: the overlay file written
     overlay: str
+    #: the ``python -m monai.bundle run`` command that repeats the run
     command: str
+    #: the trainer that ran (None for a dry run)
     trainer: Any = None
+    #: MONAI's ``ConfigWorkflow`` of the run (None for a dry run)
     workflow: Any = None
+    #: the ``harden`` settings written into the overlay
     settings: dict = field(default_factory=dict)
 
 

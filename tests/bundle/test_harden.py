@@ -26,7 +26,7 @@ from monai_adv.bundle.harden import (
     find_trainer_ids,
     harden_bundle,
     infer_value_range,
-    overlay_path,
+    training_overlay_path,
     unlabeled_preprocessing,
 )
 from monai_adv.engines import (
@@ -172,16 +172,16 @@ def test_cli_hardens_keeps_the_weights_and_prints_the_command(tmp_path, capsys):
 def test_shipped_overlays_stack_on_a_bundle_with_monai_syntax(tmp_path):
     """The package's overlay for a top-level ``trainer`` id, its settings given as ``--harden#...`` overrides."""
     for trainer_id, name in OVERLAYS.items():
-        shipped = json.loads(Path(overlay_path(trainer_id)).read_text())
+        shipped = json.loads(Path(training_overlay_path(trainer_id)).read_text())
         assert shipped == adversarial_training_overlay(trainer_id)  # the files are what the code writes
-        assert Path(overlay_path(trainer_id)).name == name
+        assert Path(training_overlay_path(trainer_id)).name == name
     zb = zoo_bundle("classification_template", tmp_path)
     overrides = {**_tiny(zb), "harden#method": "trades", "harden#eps": 0.02, "harden#steps": 1}
-    trainer, start, _ = _run_with_overlay(zb, overlay_path("trainer"), overrides)
+    trainer, start, _ = _run_with_overlay(zb, training_overlay_path("trainer"), overrides)
     assert type(trainer) is TradesAdversarialTrainer and trainer.attack.eps == pytest.approx(0.02)
     assert trainer.attack.value_range == (0.0, 1.0)  # read from the bundle's ScaleIntensityd
     with pytest.raises(ValueError, match="--trainer-id"):
-        overlay_path("my#trainer")
+        training_overlay_path("my#trainer")
 
 
 @requires_zoo
