@@ -777,6 +777,10 @@ def harden_bundle(
     overrides = dict(overrides or {})
     overrides.setdefault("bundle_root", str(bundle))
 
+    if (
+        str(bundle) not in sys.path
+    ):  # a trainer class in the bundle's own scripts/, as monai.bundle run finds it
+        sys.path.insert(1, str(bundle))
     parser = ConfigParser()
     parser.read_config(f=files)
     parser.update(pairs=overrides)

@@ -281,3 +281,20 @@ def test_oct_bundle_train_rst_trains_with_the_supervised_model_as_teacher(tmp_pa
     assert trainer.state.iteration >= 1 and torch.isfinite(trainer.state.output["loss"])
     assert 0.0 < trainer.state.metrics["pseudo_label_confidence"] <= 1.0
     assert (bundle / "quick" / "models" / "rst" / "model.pt").is_file()
+
+
+def test_the_trainer_is_found_by_its_class_whatever_its_id():
+    config = {
+        "train": {"trainer": {"_target_": "SupervisedTrainer", "max_epochs": 1}},
+        "gan": {"_target_": "monai.engines.GanTrainer"},  # a trainer, but not a SupervisedTrainer
+        "mine": [{"_target_": "monai_adv.engines.SemiSupervisedAdversarialTrainer"}],
+        "off": {"_target_": "SupervisedTrainer", "_disabled_": True},
+        "evaluator": {"_target_": "SupervisedEvaluator"},
+        "broken": {"_target_": "no.such.module.Trainer"},
+    }
+    assert find_trainer_ids(config) == ["train#trainer", "mine#0"]
+    overlay = adversarial_training_overlay("mine#0", method="rst", eps=0.02)
+    assert overlay["mine#0#_target_"] == "monai_adv.bundle.harden.adversarial_trainer"
+    assert overlay["mine#0#eps"] == "@harden#eps" and overlay["harden"]["eps"] == 0.02
+    with pytest.raises(ValueError, match="unknown harden settings"):
+        adversarial_training_overlay("trainer", epsilon=0.1)
