@@ -30,9 +30,14 @@ from monai.utils import optional_import
 from monai_adv.distributed import is_main_process
 from monai_adv.io import atomic_torch_save, atomic_write_json, atomic_write_text, json_safe
 from monai_adv.keys import RobustKeys
-from monai_adv.metrics.classification import DEGENERATE_FRACTION, classification_summary
+from monai_adv.metrics.classification import (
+    DEGENERATE_FRACTION,
+    classification_correctness,
+    classification_summary,
+)
 from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
+from monai_adv.metrics.robust import worst_case_per_image
 from monai_adv.metrics.segmentation import dense_indices
 from monai_adv.precision import record_of
 from monai_adv.utils import first_output, gather_output, plain_tensor, predicted_classes
@@ -110,21 +115,6 @@ def _gather(t: torch.Tensor) -> torch.Tensor:
     return evenly_divisible_all_gather(t, concat=True)
 
 
-def _correctness(logits: Any, label: Any, activation: str) -> torch.Tensor:
-    """Per image ``(B,)``: 1/0 for softmax (argmax against the class), the share of labels right for sigmoid."""
-    z = plain_tensor(logits).detach().float().cpu()
-    y = plain_tensor(label).detach().cpu()
-    if activation == "sigmoid":
-        if y.ndim == 1 and z.ndim == 2 and z.shape[1] == 1:
-            y = y.reshape(-1, 1)
-        if tuple(y.shape) != tuple(z.shape):
-            raise ValueError(
-                f"multi-label (sigmoid) labels of shape {tuple(y.shape)} do not fit the logits {tuple(z.shape)}."
-            )
-        return ((z > 0) == (y > 0.5)).float().reshape(z.shape[0], -1).mean(dim=1)
-    return (predicted_classes(z) == predicted_classes(y)).float()
-
-
 class RobustnessReport:
     """Writes how a classifier or a segmentation network holds up under attack, at the end of each evaluation.
 
@@ -165,10 +155,9 @@ class RobustnessReport:
       attacked predictions as overlays for the first ``gallery_items`` images);
 
     and, given a ``summary_writer``, the scalars and figures to TensorBoard. The report is also kept in
-    :attr:`report` and ``engine.state.robustness_report``. The evaluators put the metrics themselves in
-    ``engine.state.metrics`` (where MONAI's ``StatsHandler``, ``MetricsSaver`` and MLflow see them); where an
-    evaluator does not, this handler adds the classification headline values there (``"accuracy"``,
-    ``"accuracy/<attack>"``), never replacing one.
+    :attr:`report` and ``engine.state.robustness_report``; the numbers themselves are the evaluator's
+    ``engine.state.metrics`` (``"accuracy/<attack>"``, ``"dice/<attack>"``: where MONAI's ``StatsHandler``,
+    ``MetricsSaver`` and ``--tracking mlflow`` see them), read here when present.
 
     Args:
         output_dir: folder for the files (created).
@@ -313,7 +302,7 @@ class RobustnessReport:
                 continue
             v = plain_tensor(gather_output(output, key)).detach().cpu()
             if base == RobustKeys.PRED and label is not None:
-                self._correct[key].append(_correctness(v, label, activation))
+                self._correct[key].append(classification_correctness(v, label, activation).cpu())
             if base in (RobustKeys.PRED, RobustKeys.LABEL):
                 if activation == "sigmoid":
                     continue  # multi-label: no single class per image
@@ -504,7 +493,6 @@ class RobustnessReport:
             # its lowest share of labels right)
             per_image = torch.stack([correct[RobustKeys.adv(RobustKeys.PRED, a)] for a in group]).amin(dim=0)
             worst.append((eps, float(per_image.mean()), group, {}))
-        self._fill_metrics(engine, clean, attacks)
         class_names = summary.get("class_names") or self.class_names
         return {
             "n": n,
@@ -524,17 +512,6 @@ class RobustnessReport:
             },
             "risk_parameters": dict(self.risk_parameters),
         }
-
-    @staticmethod
-    def _fill_metrics(engine: Engine, clean: float, attacks: Mapping[str, Mapping[str, Any]]) -> None:
-        """Put the classification headline values in ``engine.state.metrics`` where the evaluator did not."""
-        state = getattr(engine, "state", None)
-        metrics = getattr(state, "metrics", None)
-        if metrics is None:
-            return
-        metrics.setdefault("accuracy", clean)
-        for name, a in attacks.items():
-            metrics.setdefault(f"accuracy/{name}", a["accuracy"])
 
     def _segmentation(self, engine: Engine) -> dict[str, Any]:
         results = engine.per_class_results()
@@ -599,8 +576,6 @@ class RobustnessReport:
         """Per image the attack with the lowest Dice (the mean over the classes that count in it), then MONAI's
         mean of those images' values, as the evaluator's mean Dice is computed (Croce, Singh & Hein 2024)."""
         from monai.metrics.utils import do_metric_reduction
-
-        from monai_adv.metrics.robust import worst_case_per_image
 
         if torch.as_tensor(values[0]).numel() == 0:
             return (eps, None, group, {"chosen": {a: 0 for a in group}})
