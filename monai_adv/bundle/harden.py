@@ -79,6 +79,14 @@ import torch
 import torch.nn as nn
 
 from monai_adv.bundle.errors import BundleInputError, input_error
+from monai_adv.bundle.introspect import (
+    engine_ids,
+    flatten_transforms,
+    intensity_map,
+    parse_overrides,
+    target_class,
+    walk_config,
+)
 from monai_adv.distributed import unwrap_network
 from monai_adv.engines.methods import TRAINING_METHODS, create_trainer, training_method
 from monai_adv.engines.rst import load_teacher
@@ -96,7 +104,6 @@ __all__ = [
     "unlabeled_preprocessing",
     "unlabeled_datalist",
     "unlabeled_loader",
-    "parse_overrides",
     "harden_bundle",
     "add_commands",
 ]
@@ -198,41 +205,15 @@ def adversarial_training_overlay(trainer_id: str = "train#trainer", **settings: 
 # ----------------------------------------------------------------------------------------------------
 # what the overlay's trainer reads from the bundle
 # ----------------------------------------------------------------------------------------------------
-def _flat_transforms(transform: Any) -> list:
-    from monai.transforms import Compose
-
-    if isinstance(transform, Compose):
-        return list(transform.flatten().transforms)
-    if isinstance(transform, (list, tuple)):
-        return [t for item in transform for t in _flat_transforms(item)]
-    return [] if transform is None else [transform]
-
-
 def infer_value_range(transform: Any) -> tuple[float, float] | None:
     """The range of the network input's values that a preprocessing chain guarantees, or None (unbounded).
 
-    The last intensity transform of the chain decides: ``ScaleIntensity(d)`` to ``(minv, maxv)``, or a
-    ``ScaleIntensityRange(d)`` / ``ScaleIntensityRangePercentiles(d)`` with ``clip=True``, bound the values;
-    any other intensity transform after them (noise, normalisation, ...) leaves them unbounded. Spatial,
-    cropping, padding and type transforms do not change the range.
+    Read by :func:`~monai_adv.bundle.introspect.intensity_map`: ``ScaleIntensity(d)`` to ``(minv, maxv)``, or a
+    clipping ``ScaleIntensityRange(d)`` / ``ScaleIntensityRangePercentiles(d)``, bound the values; any other
+    intensity transform after them (noise, normalisation, ...) leaves them unbounded. Spatial, cropping,
+    padding and type transforms do not change the range.
     """
-    for t in reversed(_flat_transforms(transform)):
-        if not type(t).__module__.startswith("monai.transforms.intensity"):
-            continue
-        scaler = getattr(t, "scaler", t)
-        name = type(scaler).__name__
-        if name == "ScaleIntensity":
-            minv, maxv = getattr(scaler, "minv", None), getattr(scaler, "maxv", None)
-            if minv is not None and maxv is not None and getattr(scaler, "factor", None) is None:
-                return (float(min(minv, maxv)), float(max(minv, maxv)))
-            return None
-        if name in ("ScaleIntensityRange", "ScaleIntensityRangePercentiles"):
-            b_min, b_max = getattr(scaler, "b_min", None), getattr(scaler, "b_max", None)
-            if getattr(scaler, "clip", False) and b_min is not None and b_max is not None:
-                return (float(min(b_min, b_max)), float(max(b_min, b_max)))
-            return None
-        return None
-    return None
+    return intensity_map(transform).value_range
 
 
 def infer_spatial_dims(network: nn.Module) -> int:
@@ -290,7 +271,7 @@ def unlabeled_preprocessing(transform: Any, image_key: str = "image", label_key:
     from monai.transforms import Compose, MapTransform
 
     out: list = []
-    for t in _flat_transforms(transform):
+    for t in flatten_transforms(transform):
         if not isinstance(t, MapTransform):
             out.append(t)
             continue
@@ -604,44 +585,6 @@ def adversarial_trainer(
 # ----------------------------------------------------------------------------------------------------
 # the bundle's configs
 # ----------------------------------------------------------------------------------------------------
-def _walk(node: Any, path: str = ""):
-    if isinstance(node, Mapping):
-        yield path, node
-        for k, v in node.items():
-            if not str(k).startswith("_"):
-                yield from _walk(v, f"{path}#{k}" if path else str(k))
-    elif isinstance(node, list):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{path}#{i}" if path else str(i))
-
-
-_LOCATOR: Any = None
-
-
-def _target_class(item: Mapping, item_id: str) -> Any:
-    """The class (or function) an item's ``_target_`` names, as MONAI's config parser resolves it; None if unknown."""
-    global _LOCATOR
-    from monai.bundle import ComponentLocator, ConfigComponent
-    from monai.utils import optional_import
-
-    target = item.get("_target_")
-    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
-        return None
-    name = target
-    if "." not in target:  # a short name (``SupervisedTrainer``): MONAI's locator finds its module
-        if _LOCATOR is None:
-            _LOCATOR = ComponentLocator()  # one scan of MONAI's modules, shared
-        try:
-            name = ConfigComponent(config=dict(item), id=item_id, locator=_LOCATOR).resolve_module_name()
-        except Exception:
-            return None
-        if not isinstance(name, str):
-            return name
-    module, _, attr = name.rpartition(".")
-    obj, ok = optional_import(module, name=attr) if module else (None, False)
-    return obj if ok else None
-
-
 def find_trainer_ids(config: Mapping[str, Any]) -> list[str]:
     """The ids of the items whose ``_target_`` is MONAI's ``SupervisedTrainer`` or a subclass (not disabled).
 
@@ -650,16 +593,13 @@ def find_trainer_ids(config: Mapping[str, Any]) -> list[str]:
     """
     from monai.engines import SupervisedTrainer
 
-    found = []
-    for item_id, item in _walk(config):
-        if "_target_" not in item or item.get("_disabled_") in (True, "true", "True"):
-            continue
-        cls = _target_class(item, item_id)
-        if inspect.isclass(cls) and issubclass(cls, SupervisedTrainer):
-            found.append(item_id)
-        elif cls is adversarial_trainer:
-            found.append(item_id)
-    return found
+    found = set(engine_ids(config, SupervisedTrainer))
+    # a bundle hardened before: its trainer is our factory function, not a class
+    for item_id, item in walk_config(config):
+        if "_target_" in item and item.get("_disabled_") not in (True, "true", "True"):
+            if target_class(item, item_id) is adversarial_trainer:
+                found.add(item_id)
+    return [item_id for item_id, _ in walk_config(config) if item_id in found]
 
 
 def _default_train_configs(bundle: Path) -> list[str]:
@@ -898,34 +838,6 @@ def _command(bundle: Path, files: list[str], overrides: Mapping[str, Any], track
 # ----------------------------------------------------------------------------------------------------
 # the command line
 # ----------------------------------------------------------------------------------------------------
-def parse_overrides(extra: Sequence[str]) -> dict[str, Any]:
-    """``["--a#b", "0", "--c=[1,2]"]`` -> ``{"a#b": 0, "c": [1, 2]}``, values parsed as ``monai.bundle run`` does.
-
-    Raises:
-        HardenError: for an argument that is not ``--KEY VALUE`` or ``--KEY=VALUE``.
-    """
-    from fire.parser import DefaultParseValue
-
-    out: dict[str, Any] = {}
-    items = list(extra)
-    i = 0
-    while i < len(items):
-        arg = items[i]
-        if not arg.startswith("--") or len(arg) <= 2:
-            raise _fail(
-                f"unexpected argument {arg!r}: config overrides are --KEY VALUE (e.g. --train#dataloader#num_workers 0)."
-            )
-        key, eq, value = arg[2:].partition("=")
-        if not eq:
-            if i + 1 >= len(items) or items[i + 1].startswith("--"):
-                raise _fail(f"override --{key} has no value: write --{key} VALUE.")
-            value = items[i + 1]
-            i += 1
-        out[key] = DefaultParseValue(value)
-        i += 1
-    return out
-
-
 def _eps_value(text: str) -> Any:
     try:
         if "," in text:

@@ -10,7 +10,6 @@ build on them.
 
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -30,7 +29,10 @@ __all__ = [
     "default_config_files",
     "parse_overrides",
     "load_bundle_config",
+    "walk_config",
+    "target_class",
     "engine_ids",
+    "flatten_transforms",
     "run_target_id",
     "bundle_metadata",
     "class_names_from_metadata",
@@ -103,34 +105,32 @@ def default_config_files(bundle_dir: str | os.PathLike, label_free: bool = False
 
 
 def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
-    """``["--KEY", "VALUE", ...]`` as ``python -m monai.bundle run`` takes them, as ``{KEY: value}``.
-
-    Values are Python literals where they parse as one (``0``, ``False``, ``[64,64,64]``, ``'a'``), else
-    strings; ``--KEY=VALUE`` works too. MONAI's ``#`` separates nested ids.
+    """``["--KEY", "VALUE", ...]`` (or ``--KEY=VALUE``) as ``{KEY: value}``, values parsed as ``python -m monai.bundle
+    run`` parses them (with ``fire``: ``0``, ``False``, ``[64,64,64]``; ``false`` stays a string). MONAI's ``#``
+    separates nested ids.
 
     Raises:
         BundleInputError: for an argument that is not ``--KEY`` or a ``--KEY`` without a value.
     """
+    from fire.parser import DefaultParseValue
+
     out: dict[str, Any] = {}
     items = list(args)
     i = 0
     while i < len(items):
-        key = items[i]
-        if not key.startswith("--") or len(key) < 3:
-            raise BundleInputError(f"expected a --KEY VALUE config override, got {key!r}.")
-        key = key[2:]
-        if "=" in key:
-            key, value = key.split("=", 1)
-            i += 1
-        else:
-            if i + 1 >= len(items):
-                raise BundleInputError(f"the config override --{key} has no value.")
+        arg = items[i]
+        if not arg.startswith("--") or len(arg) <= 2:
+            raise BundleInputError(
+                f"unexpected argument {arg!r}: config overrides are --KEY VALUE (e.g. --train#dataloader#num_workers 0)."
+            )
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(items) or items[i + 1].startswith("--"):
+                raise BundleInputError(f"the config override --{key} has no value: write --{key} VALUE.")
             value = items[i + 1]
-            i += 2
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
+            i += 1
+        out[key] = DefaultParseValue(value)
+        i += 1
     return out
 
 
@@ -177,73 +177,72 @@ def load_bundle_config(
     return parser
 
 
-def _target(config: Any) -> str | None:
-    if isinstance(config, Mapping):
-        target = config.get("_target_")
-        return target if isinstance(target, str) else None
-    return None
+def walk_config(node: Any, path: str = ""):
+    """``(id, item)`` for every dict item of a raw config (``ConfigParser.get()``), depth first; keys starting
+    with ``_`` (``_target_``, ``_disabled_``, ...) are not descended into."""
+    if isinstance(node, Mapping):
+        if path:
+            yield path, node
+        for key, value in node.items():
+            if not str(key).startswith("_"):
+                yield from walk_config(value, f"{path}#{key}" if path else str(key))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from walk_config(value, f"{path}#{i}" if path else str(i))
 
 
 _LOCATOR: Any = None
 
 
-def _resolve_target(name: str) -> type | None:
-    """The class a ``_target_`` names: a dotted path, a name in ``monai.engines`` (where MONAI's engines are), or
-    any MONAI component (MONAI's ``ComponentLocator``, built once: scanning MONAI takes seconds)."""
+def target_class(item: Mapping, item_id: str = "") -> Any:
+    """The class (or function) an item's ``_target_`` names, resolved as MONAI's config parser resolves it (a
+    dotted path, or a short name such as ``SupervisedTrainer`` found by MONAI's ``ComponentLocator``, whose
+    scan of MONAI's modules is done once and shared); None when it cannot be resolved."""
+    global _LOCATOR
+    from monai.bundle import ComponentLocator, ConfigComponent
     from monai.utils import optional_import
 
-    global _LOCATOR
-    try:
-        module, _, attr = name.rpartition(".")
-        if module:
-            obj, ok = optional_import(module, name=attr)
-            return obj if ok and isinstance(obj, type) else None
+    target = item.get("_target_")
+    if not isinstance(target, str) or target.startswith(("$", "@", "%")):
+        return None
+    name = target
+    if "." not in target:
         import monai.engines
 
-        obj = getattr(monai.engines, name, None)
-        if isinstance(obj, type):
-            return obj
+        found = getattr(monai.engines, target, None)  # MONAI's engines, without the locator's scan
+        if found is not None:
+            return found
         if _LOCATOR is None:
-            from monai.bundle.config_item import ComponentLocator
-
             _LOCATOR = ComponentLocator()
-        located = _LOCATOR.get_component_module_name(name)
-        if isinstance(located, list):
-            located = located[0] if located else None
-        if located is None:
+        try:
+            name = ConfigComponent(config=dict(item), id=item_id, locator=_LOCATOR).resolve_module_name()
+        except Exception:  # an unresolvable target is not an engine to find
             return None
-        obj, ok = optional_import(located, name=name)
-        return obj if ok and isinstance(obj, type) else None
-    except Exception:  # an unimportable target is not an engine of ours to find
-        return None
-
-
-def _walk(config: Any, prefix: str = ""):
-    """``(id, item)`` for every dict item of a raw config, depth first."""
-    if isinstance(config, Mapping):
-        for key, value in config.items():
-            child = f"{prefix}#{key}" if prefix else str(key)
-            yield child, value
-            yield from _walk(value, child)
-    elif isinstance(config, list):
-        for i, value in enumerate(config):
-            child = f"{prefix}#{i}" if prefix else str(i)
-            yield child, value
-            yield from _walk(value, child)
+        if not isinstance(name, str):
+            return name
+    module, _, attr = name.rpartition(".")
+    obj, ok = optional_import(module, name=attr) if module else (None, False)
+    return obj if ok else None
 
 
 def engine_ids(parser: Any, base: type) -> list[str]:
-    """The ids of the config items that instantiate a subclass of ``base`` (e.g. MONAI's ``Evaluator``).
+    """The ids of the (enabled) config items that instantiate a subclass of ``base`` (e.g. MONAI's ``Evaluator``
+    or ``SupervisedTrainer``), found by their ``_target_`` whatever the key layout (``evaluator``,
+    ``validate#evaluator``, ``train#trainer``, ...).
 
-    Found by their ``_target_``, whatever the key layout (``evaluator``, ``validate#evaluator``, ...).
+    Args:
+        parser: a ``ConfigParser``, or the merged raw config (``ConfigParser.get()``).
+        base: the class the items must instantiate.
     """
+    import inspect
+
+    config = parser.get() if hasattr(parser, "get_parsed_content") else parser
     found = []
-    for item_id, item in _walk(parser.get()):
-        target = _target(item)
-        if target is None or item.get("_disabled_") is True:
+    for item_id, item in walk_config(config):
+        if "_target_" not in item or item.get("_disabled_") in (True, "true", "True"):
             continue
-        cls = _resolve_target(target)
-        if cls is not None and issubclass(cls, base):
+        cls = target_class(item, item_id)
+        if inspect.isclass(cls) and issubclass(cls, base):
             found.append(item_id)
     return found
 
@@ -297,14 +296,12 @@ class IntensityMap:
         value_range: the network input's bounds ``(low, high)`` that the preprocessing guarantees (a clipping
             ``ScaleIntensityRanged``, a min-max ``ScaleIntensityd``), or None (unbounded).
         description: what the map was read from, for the report.
-        approximate: the scale was estimated from the data (per-image min-max scaling).
     """
 
     scale: float | None
     original_units: str
     value_range: tuple[float, float] | None
     description: str
-    approximate: bool = False
 
     def to_network(self, eps_original: float) -> float:
         """eps in network-input units for ``eps_original`` in original units.
@@ -328,42 +325,40 @@ def _keys_of(transform: Any) -> tuple:
     return tuple(keys) if isinstance(keys, (list, tuple)) else ((keys,) if keys is not None else ())
 
 
-def _flatten(transform: Any) -> list:
-    inner = getattr(transform, "transforms", None)
-    if isinstance(inner, (list, tuple)):
-        out = []
-        for t in inner:
-            out += _flatten(t)
-        return out
-    return [transform]
+def flatten_transforms(transform: Any) -> list:
+    """The transforms of a chain in order (a ``Compose``, nested ones included, a list, or one transform)."""
+    from monai.transforms import Compose
+
+    if isinstance(transform, Compose):
+        return list(transform.flatten().transforms)
+    if isinstance(transform, (list, tuple)):
+        return [t for item in transform for t in flatten_transforms(item)]
+    return [] if transform is None else [transform]
 
 
-def intensity_map(
-    preprocessing: Any,
-    image_key: str = "image",
-    modality: str | None = None,
-    sample_ranges: Sequence[float] = (),
-) -> IntensityMap:
-    """Read the affine intensity map from a bundle's (evaluation) preprocessing.
+def intensity_map(preprocessing: Any, image_key: str = "image", modality: str | None = None) -> IntensityMap:
+    """Read the affine intensity map, and the bounds it guarantees, from a bundle's preprocessing.
 
-    Understood, in order of application to ``image_key``: ``ScaleIntensityRange(d)`` (fixed window:
+    Understood, in order of application to ``image_key``: ``ScaleIntensityRange(d)`` (a fixed window:
     ``scale = (b_max - b_min) / (a_max - a_min)``, bounds ``[b_min, b_max]`` when clipping),
-    ``NormalizeIntensity(d)`` with a fixed ``subtrahend``/``divisor`` (scalars), ``ScaleIntensity(d)``
-    with ``factor`` (``x * (1 + factor)``) or ``minv``/``maxv`` (per-image min-max: the scale differs per
-    image; with ``sample_ranges``, the original max - min of some evaluated images, it is estimated by their
-    median and marked approximate). Any other transform that changes intensities of the image (another
-    ``*Intensity*`` transform, a ``Lambda``) makes the map unknown.
+    ``NormalizeIntensity(d)`` with a fixed ``subtrahend`` and ``divisor`` (scalars), ``ScaleIntensity(d)``
+    with ``factor`` (``x * (1 + factor)``). A min-max ``ScaleIntensity(d)``, a ``ScaleIntensityRangePercentiles(d)``
+    or a ``NormalizeIntensity(d)`` on each image's own statistics scales each image differently, and any other
+    intensity transform (noise, bias field, ``Lambda``) is not a fixed affine map: after them eps stays in
+    network units (the map says why). The bounds are the last bounding transform's (a min-max scaling, a
+    clipping window), unless an intensity transform after it moves the values again.
 
     Args:
         preprocessing: a MONAI ``Compose`` (or a list of transforms, or one transform).
         image_key: the image's key in dictionary transforms.
         modality: the bundle's modality (metadata); ``"CT"`` names the units HU.
-        sample_ranges: ``max - min`` of the original intensities of some images, for per-image min-max scaling.
     """
     units = "HU" if (modality or "").upper() == "CT" else "original intensity units"
-    transforms = _flatten(preprocessing) if preprocessing is not None else []
-    scale, value_range, steps, approximate = 1.0, None, [], False
-    for t in transforms:
+    scale: float = 1.0
+    value_range: tuple[float, float] | None = None
+    steps: list[str] = []
+    unknown: str | None = None  # why there is no fixed map, once one transform breaks it
+    for t in flatten_transforms(preprocessing):
         name = type(t).__name__
         keys = _keys_of(t)
         if keys and image_key not in keys:
@@ -373,68 +368,56 @@ def intensity_map(
         if cname == "ScaleIntensityRange":
             a_min, a_max, b_min, b_max = (core.a_min, core.a_max, core.b_min, core.b_max)
             if b_min is None or b_max is None or a_max == a_min:
-                return IntensityMap(None, units, None, f"{name} without a fixed output range")
-            s = (b_max - b_min) / (a_max - a_min)
-            scale *= s
+                unknown, value_range = f"{name} without a fixed output range", None
+                continue
+            scale *= (b_max - b_min) / (a_max - a_min)
             value_range = (float(min(b_min, b_max)), float(max(b_min, b_max))) if core.clip else None
             steps.append(f"{name}([{a_min:g}, {a_max:g}] -> [{b_min:g}, {b_max:g}])")
         elif cname == "NormalizeIntensity":
             sub, div = core.subtrahend, core.divisor
-            if (
-                sub is None
-                or div is None
-                or not all(
+            fixed = (
+                sub is not None
+                and div is not None
+                and all(
                     isinstance(v, (int, float)) or (hasattr(v, "numel") and v.numel() == 1)
                     for v in (sub, div)
                 )
-            ):
-                return IntensityMap(
-                    None, units, None, f"{name} uses each image's own mean and std (no fixed statistics)"
-                )
-            scale *= 1.0 / float(div)
-            value_range = None
-            steps.append(f"{name}(subtrahend {float(sub):g}, divisor {float(div):g})")
-        elif cname == "ScaleIntensity":
-            if core.factor is not None:
-                scale *= 1.0 + float(core.factor)
-                steps.append(f"{name}(factor {float(core.factor):g})")
-                value_range = None
-            elif core.minv is not None and core.maxv is not None:
-                if not sample_ranges:
-                    return IntensityMap(
-                        None,
-                        units,
-                        (float(core.minv), float(core.maxv)),
-                        f"{name} scales each image by its own range",
-                    )
-                ranges = sorted(float(r) for r in sample_ranges if r > 0)
-                if not ranges:
-                    return IntensityMap(None, units, None, f"{name} on constant images")
-                median = ranges[len(ranges) // 2]
-                scale *= (float(core.maxv) - float(core.minv)) / median
-                value_range = (float(core.minv), float(core.maxv))
-                approximate = True
-                steps.append(
-                    f"{name} per-image min-max to [{float(core.minv):g}, {float(core.maxv):g}] (original ranges "
-                    f"{ranges[0]:g}..{ranges[-1]:g}, median {median:g} used)"
-                )
-            else:
-                return IntensityMap(None, units, None, f"{name} without a fixed scale")
-        elif "Intensity" in cname or cname in ("Lambda", "Lambdad", "ClipIntensityPercentiles"):
-            return IntensityMap(
-                None, units, None, f"{name} changes intensities in a way that is not a fixed affine map"
             )
+            value_range = None
+            if not fixed:
+                unknown = f"{name} uses each image's own mean and std (no fixed statistics)"
+                continue
+            scale /= float(div)
+            steps.append(f"{name}(subtrahend {float(sub):g}, divisor {float(div):g})")
+        elif cname == "ScaleIntensity" and core.factor is not None:
+            scale *= 1.0 + float(core.factor)
+            value_range = None
+            steps.append(f"{name}(factor {float(core.factor):g})")
+        elif cname == "ScaleIntensity" and core.minv is not None and core.maxv is not None:
+            unknown = f"{name} scales each image by its own range"
+            value_range = (float(min(core.minv, core.maxv)), float(max(core.minv, core.maxv)))
+        elif cname == "ScaleIntensityRangePercentiles":
+            unknown = f"{name} scales each image by its own percentiles"
+            clips = core.clip and core.b_min is not None and core.b_max is not None
+            value_range = (
+                (float(min(core.b_min, core.b_max)), float(max(core.b_min, core.b_max))) if clips else None
+            )
+        elif type(t).__module__.startswith("monai.transforms.intensity") or cname in ("Lambda", "Lambdad"):
+            # noise, bias fields, histogram changes, ...: not a fixed affine map, and no earlier bound survives
+            unknown, value_range = f"{name} changes intensities in a way that is not a fixed affine map", None
+    if unknown is not None:
+        return IntensityMap(None, units, value_range, unknown)
     if not steps:
         return IntensityMap(
             None,
             units,
             None,
             "no invertible intensity transform (ScaleIntensityRange, NormalizeIntensity with fixed "
-            "statistics, ScaleIntensity) in the preprocessing",
+            "statistics, ScaleIntensity with a factor) in the preprocessing",
         )
     if not math.isfinite(scale) or scale == 0:
         return IntensityMap(None, units, None, "a degenerate intensity map (" + ", ".join(steps) + ")")
-    return IntensityMap(scale, units, value_range, ", ".join(steps), approximate)
+    return IntensityMap(scale, units, value_range, ", ".join(steps))
 
 
 def output_activation(postprocessing: Any, num_outputs: int) -> str:
@@ -449,7 +432,7 @@ def output_activation(postprocessing: Any, num_outputs: int) -> str:
         values = value if isinstance(value, (list, tuple)) else [value]
         return any(v is not None and v is not False for v in values)
 
-    for t in _flatten(postprocessing) if postprocessing is not None else []:
+    for t in flatten_transforms(postprocessing) if postprocessing is not None else []:
         # dictionary versions keep the per-key arguments on themselves, array versions on the transform
         name = type(t).__name__.rstrip("d").rstrip("D")
         if name == "Activations":
@@ -591,8 +574,8 @@ def engine_ids_of_type(parser: Any, class_name: str) -> list[str]:
     """Ids of config items whose ``_target_`` ends with ``class_name`` (no import needed)."""
     return [
         item_id
-        for item_id, item in _walk(parser.get())
-        if (_target(item) or "").split(".")[-1] == class_name and item.get("_disabled_") is not True
+        for item_id, item in walk_config(parser.get())
+        if str(item.get("_target_", "")).split(".")[-1] == class_name and item.get("_disabled_") is not True
     ]
 
 

@@ -325,3 +325,18 @@ def test_engine_postprocessing_found_without_the_config():
     assert output_activation(engine_postprocessing(engine), 3) == "sigmoid"
     plain = SupervisedEvaluator("cpu", [{"image": torch.zeros(1, 1, 4, 4)}], torch.nn.Identity())
     assert engine_postprocessing(plain) is None
+
+
+def test_intensity_map_bounds_follow_the_last_bounding_transform():
+    from monai.transforms import Compose, RandGaussianNoised, ScaleIntensityd, ScaleIntensityRanged
+
+    from monai_adv.bundle.introspect import intensity_map
+
+    # noise, then a min-max scaling (the model zoo's classification template): bounded, no fixed map
+    m = intensity_map(Compose([RandGaussianNoised("image"), ScaleIntensityd("image")]))
+    assert m.value_range == (0.0, 1.0) and m.scale is None
+    # a clipping window, then noise: the noise moves values out of the window
+    m = intensity_map(
+        Compose([ScaleIntensityRanged("image", 0, 10, 0.0, 1.0, clip=True), RandGaussianNoised("image")])
+    )
+    assert m.value_range is None and m.scale is None and "RandGaussianNoise" in m.description
