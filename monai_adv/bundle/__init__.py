@@ -6,12 +6,17 @@ unlabeled, validation and test lists, list the files to predict, load checkpoint
 the bundle's ``report.json`` and ``predictions.csv``. Everything here is plain Python with clear
 errors; the models, attacks, engines and detectors themselves come from the rest of ``monai_adv``.
 
+Any MONAI bundle: :func:`audit_bundle` (``python -m monai_adv.bundle audit``) evaluates a model-zoo bundle's
+own model under attack and writes one robustness report; :func:`harden_bundle` (``... harden``) turns its
+training config into adversarial training; both are also config overlays (:func:`overlay_path`).
+
 No bundle is named in code: the bundles are found by scanning (:func:`available_bundles`) and each
 describes itself, its task, its systems and its demo steps, in the ``"monai_adv"`` section of its
 ``metadata.json`` (:class:`BundleDescription`), which the demo runner (:func:`run_demo`) and the
 comparer read.
 """
 
+from monai_adv.bundle.audit import AUDIT_ATTACKS, DEFAULT_ATTACKS, AttackBudget, BundleAudit, audit_bundle
 from monai_adv.bundle.cli import main
 from monai_adv.bundle.compare import compare_reports, compare_segmentation_reports
 from monai_adv.bundle.components import (
@@ -35,6 +40,7 @@ from monai_adv.bundle.data import (
 from monai_adv.bundle.demo import demo_plan, run_demo, run_layer_demo
 from monai_adv.bundle.description import BundleDescription, DemoRun, DemoStep, DemoSystem
 from monai_adv.bundle.errors import BundleInputError, input_error
+from monai_adv.bundle.harden import HardenResult, harden_bundle
 from monai_adv.bundle.inference import readable_datalist
 from monai_adv.bundle.locate import (
     available_bundles,
@@ -45,6 +51,7 @@ from monai_adv.bundle.locate import (
     packaged_bundle_dir,
     resolve_bundle_dir,
 )
+from monai_adv.bundle.overlays import available_overlays, overlay_path
 from monai_adv.bundle.segmentation import (
     MaskWriter,
     oct_layer_datalists,
@@ -55,6 +62,15 @@ from monai_adv.bundle.writers import BundleReportWriter, PredictionWriter, bundl
 from monai_adv.distributed import is_main_process, rank
 
 __all__ = [
+    "audit_bundle",
+    "BundleAudit",
+    "AttackBudget",
+    "AUDIT_ATTACKS",
+    "DEFAULT_ATTACKS",
+    "harden_bundle",
+    "HardenResult",
+    "overlay_path",
+    "available_overlays",
     "prepare_dataset",
     "split_datalists",
     "DatasetLayout",

@@ -287,20 +287,17 @@ def class_names_from_metadata(metadata: Mapping, num_classes: int) -> list[str]:
 
 @dataclass(frozen=True)
 class IntensityMap:
-    """The affine map from the image's original intensities to the network's input: ``x_net = scale * x + shift``.
+    """The affine map from the image's original intensities to the network's input: ``x_net = scale * x + shift``."""
 
-    Attributes:
-        scale: network units per original unit, or None when the preprocessing holds no invertible map
-            with fixed parameters (eps then stays in network-input units).
-        original_units: the name of the original units (``"HU"`` for CT, else ``"original intensity units"``).
-        value_range: the network input's bounds ``(low, high)`` that the preprocessing guarantees (a clipping
-            ``ScaleIntensityRanged``, a min-max ``ScaleIntensityd``), or None (unbounded).
-        description: what the map was read from, for the report.
-    """
-
+    #: network units per original unit, or None when the preprocessing holds no invertible map with fixed
+    #: parameters (eps then stays in network-input units)
     scale: float | None
+    #: the original units' name: ``"HU"`` for CT, else ``"original intensity units"``
     original_units: str
+    #: the network input's bounds ``(low, high)`` that the preprocessing guarantees (a clipping
+    #: ``ScaleIntensityRanged``, a min-max ``ScaleIntensityd``), or None (unbounded)
     value_range: tuple[float, float] | None
+    #: what the map was read from (or why there is none), for the report
     description: str
 
     def to_network(self, eps_original: float) -> float:
