@@ -285,6 +285,8 @@ class BundleAudit:
         info: extra entries for ``report.json`` (the configs used, the overrides).
         seed: the attacks' random state.
         amp: the precision of the evaluation and the attacks (``"auto"``, True, False).
+        tracking_uri: also log the clean and robust metrics to MLflow (MONAI's ``MLFlowHandler``) at this
+            tracking URI (``"default"``: an SQLite store ``mlflow.db`` in the output folder).
     """
 
     def __init__(
@@ -304,6 +306,7 @@ class BundleAudit:
         info: Mapping[str, Any] | None = None,
         seed: int = 0,
         amp: bool | str = "auto",
+        tracking_uri: str | None = None,
     ) -> None:
         if eps is not None and eps_original is not None:
             raise BundleInputError(
@@ -326,6 +329,7 @@ class BundleAudit:
         self.info = dict(info or {})
         self.seed = int(seed)
         self.amp = amp
+        self.tracking_uri = tracking_uri
 
     # -- what the bundle is ------------------------------------------------------------------------------
     def _inspect(self) -> dict[str, Any]:
@@ -395,6 +399,27 @@ class BundleAudit:
         if not math.isfinite(width) or width <= 0:
             raise BundleInputError("the first batch is constant: give --eps in network-input units.")
         return [width / 255.0, 4.0 * width / 255.0]
+
+    def _tracking(self, title: str) -> list:
+        """MONAI's MLflow handler on the audit's metrics (``engine.state.metrics``), when asked for."""
+        if self.tracking_uri is None:
+            return []
+        from monai.handlers import MLFlowHandler
+        from monai.utils import path_to_sqlite_uri
+
+        uri = self.tracking_uri
+        if uri == "default":
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            uri = path_to_sqlite_uri(str(self.output_dir / "mlflow.db"))
+        return [
+            MLFlowHandler(
+                tracking_uri=uri,
+                iteration_log=False,
+                experiment_name="monai_adv_audit",
+                run_name=title,
+                close_on_complete=True,
+            )
+        ]
 
     # -- the run -------------------------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -481,7 +506,12 @@ class BundleAudit:
                 label_free=self.label_free,
                 activation=found["activation"],
                 epoch_length=epoch_length,
-                val_handlers=[report_handler, _progress(task), *_metric_handlers(staging)],
+                val_handlers=[
+                    report_handler,
+                    _progress(task),
+                    *_metric_handlers(staging),
+                    *self._tracking(title),
+                ],
                 decollate=False,
                 amp=self.amp,
             )
@@ -653,6 +683,14 @@ def add_commands(sub: Any) -> dict[str, Any]:
     a.add_argument("--device", default=None, help="cpu or cuda (default: the bundle's device)")
     a.add_argument("--weights", default=None, help="a checkpoint to audit instead of the bundle's own")
     a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="default",
+        default=None,
+        metavar="URI",
+        help="log the clean and robust metrics to MLflow (default URI: an SQLite store OUT/mlflow.db)",
+    )
 
     def run(args: Any, extra: list[str], parser: Any) -> int:
         try:
@@ -674,6 +712,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
                 output_dir=args.output_dir,
                 weights=args.weights,
                 seed=args.seed,
+                tracking_uri=args.mlflow,
             )
         except BundleInputError as e:
             parser.exit(2, f"error: {e}\n")

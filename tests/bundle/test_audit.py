@@ -93,14 +93,14 @@ def test_audit_label_free_on_inference_config(tmp_path: Path):
 
 
 def test_audit_segmentation_template_finds_test_config(tmp_path: Path):
-    """No --config: the audit picks the labelled standalone test config itself."""
+    """No --config: the audit picks the labelled standalone test config itself; --mlflow logs the metrics."""
     from monai_adv.bundle.introspect import default_config_files
 
     zb = zoo_bundle("segmentation_template", tmp_path)
     assert [p.name for p in default_config_files(zb.root)] == ["test.yaml"]
     from monai_adv.bundle.cli import main
 
-    argv = ["audit", str(zb.root), "--attacks", "fgsm,segpgd", "--eps", "0.05", "--quick"]
+    argv = ["audit", str(zb.root), "--attacks", "fgsm,segpgd", "--eps", "0.05", "--quick", "--mlflow"]
     for key, value in zb.overrides["evaluate"].items():
         argv += [f"--{key}", str(value)]
     assert main(argv) == 0
@@ -108,6 +108,15 @@ def test_audit_segmentation_template_finds_test_config(tmp_path: Path):
     _check_schema(report, "segmentation", "mean_dice")
     # the bundle's Dice leaves the background out (include_background false), and so does the report
     assert len(report["class_names"]) == 3 and "background" not in report["class_names"]
+    from mlflow.tracking import MlflowClient
+    from monai.utils import path_to_sqlite_uri
+
+    client = MlflowClient(tracking_uri=path_to_sqlite_uri(str(zb.root / "eval" / "robustness" / "mlflow.db")))
+    (experiment,) = [e for e in client.search_experiments() if e.name == "monai_adv_audit"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    logged = run.data.metrics
+    assert logged["dice/segpgd_0.05"] == pytest.approx(report["attacks"][1]["value"], abs=1e-6)
+    assert logged["dice"] == pytest.approx(report["clean"], abs=1e-6) and "dice/worst" in logged
 
 
 def test_audit_refuses_what_it_cannot_audit(tmp_path: Path, capsys):
