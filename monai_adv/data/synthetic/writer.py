@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -34,6 +35,7 @@ __all__ = [
     "DEFAULT_SPLITS",
     "UNLABELED_PREFIX",
     "MANIFEST_NAME",
+    "MANIFEST_FORMAT",
     "IMAGES_DIR",
     "LABELS_DIR",
     "main",
@@ -45,6 +47,8 @@ DEFAULT_SPLITS: dict[str, int] = {"train": 100, "unlabeled": 300, "test": 50}
 UNLABELED_PREFIX = "SCAN"
 #: Name of the manifest file written at the data set root.
 MANIFEST_NAME = "synthetic_oct.json"
+#: The manifest's ``"format"``: a manifest without it is not the writer's own, and nothing it lists is touched.
+MANIFEST_FORMAT = "monai-adv synthetic OCT"
 #: Folders of the segmentation layout (``layers=True``): ``<split>/images/`` and ``<split>/labels/``.
 IMAGES_DIR, LABELS_DIR = "images", "labels"
 
@@ -123,6 +127,64 @@ def _render_job(args: tuple) -> tuple[str, str, str | None, str | None]:
     with atomic_open(label_path, "wb") as fh:
         Image.fromarray(layers).save(fh, format="PNG")  # 8-bit indices, lossless
     return path, _sha1(path), label_path, _sha1(label_path)
+
+
+def _inside(root: Path, path: Path) -> bool:
+    """Whether ``path``, with every link resolved, lies inside ``root`` (links resolved too)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
+def _make_folder_inside(root: Path, folder: Path) -> None:
+    """Create ``folder`` under ``root``, refusing one that is (or passes through) a link leading out of it."""
+    existing = folder
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if _inside(root, existing):  # check before creating anything, and again after (a link made meanwhile)
+        folder.mkdir(parents=True, exist_ok=True)
+    if not _inside(root, folder):
+        raise FileExistsError(
+            f"{folder} leads out of the data set folder {root} (a symbolic link, to {folder.resolve()}): the "
+            "synthetic writer writes only inside its own folder; remove the link or choose another folder."
+        )
+
+
+def _remove_own_files(root: Path, manifest: Mapping[str, Any]) -> None:
+    """Remove the files an old manifest lists, but only those the writer wrote.
+
+    A listed path is removed only when it is relative, resolves (links included) inside ``root``, and
+    the file there still has the SHA-1 the manifest recorded for it; anything else (an absolute or
+    ``../`` path, a link out of the folder, a file changed since, a path with no checksum) is left
+    alone with a warning.
+    """
+    skipped = []
+    for f in manifest.get("files") or []:
+        if not isinstance(f, Mapping):
+            continue
+        for key, sha_key in (("path", "sha1"), ("layers", "layers_sha1")):
+            rel = f.get(key)
+            if not rel:
+                continue
+            rel_s = str(rel)
+            p = root / rel_s
+            if os.path.isabs(rel_s) or ".." in Path(rel_s).parts or not _inside(root, p):
+                skipped.append(f"{rel_s} (outside {root})")
+                continue
+            if p.is_symlink() or not p.is_file():
+                continue
+            if f.get(sha_key) is None or _sha1(p) != f.get(sha_key):
+                skipped.append(f"{rel_s} (not the file the writer recorded)")
+                continue
+            p.unlink()
+    if skipped:
+        warnings.warn(
+            f"the old manifest of {root} lists {len(skipped)} file(s) the synthetic writer did not write, left "
+            f"untouched: {', '.join(skipped[:5])}{' ...' if len(skipped) > 5 else ''}",
+            stacklevel=3,
+        )
 
 
 def _sha1(path: str | Path) -> str:
@@ -222,12 +284,17 @@ def write_synthetic_oct_dataset(
     args = json.loads(json.dumps(args))
     manifest_path = root / MANIFEST_NAME
     old: dict[str, Any] | None = None
+    if root.exists() and not root.is_dir():
+        raise FileExistsError(f"{root} is not a folder: the synthetic set is not written there.")
     if manifest_path.exists():
         try:
             old = json.loads(manifest_path.read_text())
+            if not isinstance(old, dict) or old.get("format") != MANIFEST_FORMAT:
+                raise ValueError(f"not a manifest of the synthetic OCT writer (format {MANIFEST_FORMAT!r})")
         except (OSError, ValueError) as e:
             raise FileExistsError(
-                f"unreadable manifest {manifest_path}: {e}; remove it or pass overwrite=True."
+                f"unreadable manifest {manifest_path}: {e}; the folder is left untouched: remove the manifest "
+                "(and the files it lists) yourself, or choose another folder."
             ) from e
         if old.get("arguments") != args:
             if not overwrite:
@@ -237,12 +304,14 @@ def write_synthetic_oct_dataset(
                     f"{(old.get('arguments') or {}).get('generator_version', 1)}, this is "
                     f"{GENERATOR_VERSION}); pass overwrite=True or choose another folder."
                 )
-            for f in old.get("files", []):
-                for key in ("path", "layers"):
-                    p = root / f[key] if f.get(key) else None
-                    if p is not None and p.is_file():
-                        p.unlink()
+            _remove_own_files(root, old)
             old = None
+    elif root.is_dir() and any(True for _ in os.scandir(root)):
+        raise FileExistsError(
+            f"{root} is not empty and holds no {MANIFEST_NAME}: it is not a synthetic set written by monai-adv, "
+            "so nothing is written there (a real data set would be mixed with synthetic images). Point "
+            "--synthetic_dir (or the writer's root) at a new or empty folder."
+        )
 
     plan = _plan(counts, int(images_per_patient), bool(layers))
     known = {f["path"]: f.get("sha1") for f in (old or {}).get("files", [])}
@@ -260,7 +329,7 @@ def write_synthetic_oct_dataset(
             rec["layers"] = label_rel
         records[relp] = rec
         p = root / relp
-        ok = p.is_file() and relp in known
+        ok = p.is_file() and known.get(relp) is not None
         if ok and verify:
             ok = _sha1(p) == known[relp]
         if ok and label_rel is not None:
@@ -273,9 +342,9 @@ def write_synthetic_oct_dataset(
             if label_rel is not None:
                 rec["layers_sha1"] = known_layers[relp]
         else:
-            p.parent.mkdir(parents=True, exist_ok=True)
+            _make_folder_inside(root, p.parent)
             if label_rel is not None:
-                (root / label_rel).parent.mkdir(parents=True, exist_ok=True)
+                _make_folder_inside(root, (root / label_rel).parent)
             todo.append(
                 (
                     gen_kwargs,
@@ -292,6 +361,16 @@ def write_synthetic_oct_dataset(
                 )
             )
 
+    if todo and old is None:
+        # the folder is ours from now on: a manifest naming every planned file (without checksums: they
+        # are rendered again) goes first, so that a run killed while rendering is resumed, not refused
+        pending = {
+            "format": MANIFEST_FORMAT, "version": 1, "complete": False, "classes": list(OCT_CLASSES),
+            "arguments": args, "files": [{k: v for k, v in records[rel + ext].items() if not k.endswith("sha1")}
+                                         for *_, rel in plan],
+        }  # fmt: skip
+        root.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(manifest_path, json.dumps(pending, indent=1))
     if todo:
         workers = min(8, os.cpu_count() or 1) if num_workers is None else max(1, int(num_workers))
         workers = min(workers, len(todo))
@@ -317,8 +396,9 @@ def write_synthetic_oct_dataset(
                 rec["layers_sha1"] = layers_digest
 
     manifest = {
-        "format": "monai-adv synthetic OCT",
+        "format": MANIFEST_FORMAT,
         "version": 1,
+        "complete": True,
         "classes": list(OCT_CLASSES),
         "arguments": args,
         "counts": {s: n * len(OCT_CLASSES) for s, n in counts.items()},
@@ -326,7 +406,7 @@ def write_synthetic_oct_dataset(
     }
     if layers:
         manifest["layer_classes"] = list(OCT_LAYER_CLASSES)
-    if todo or old is None:
+    if todo or old is None or old.get("complete") is False:
         atomic_write_text(manifest_path, json.dumps(manifest, indent=1))
     return manifest
 
