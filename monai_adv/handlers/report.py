@@ -149,7 +149,8 @@ class RobustnessReport:
       settings).
     - ``report.md``: the same as Markdown tables;
     - classification: ``accuracy_vs_eps.png``, ``roc.png`` (with a detector), ``risk.png``,
-      ``confusion_matrix.png``, ``attack_gallery.png`` (with adversarial images kept), ``items.pt``
+      ``confusion_matrix.png``, ``attack_gallery.png`` (the first image under the gallery attacks, when the
+      evaluator keeps the adversarial images), ``items.pt``
       (per-item labels, predicted classes, scores and flags; ``torch.load(..., weights_only=True)``);
     - segmentation: ``dice_vs_eps.png`` and ``segmentation_gallery.png`` (image, label, clean and
       attacked predictions as overlays for the first ``gallery_items`` images);
@@ -285,7 +286,7 @@ class RobustnessReport:
     def _collect_classification(self, engine: Engine) -> None:
         output = engine.state.output
         first = first_output(output) or {}
-        label = gather_output(output, RobustKeys.LABEL, required=False) if RobustKeys.LABEL in first else None
+        label = gather_output(output, RobustKeys.LABEL) if first.get(RobustKeys.LABEL) is not None else None
         activation = str(getattr(engine, "activation", "softmax"))
         pred = first.get(RobustKeys.PRED)
         if isinstance(pred, torch.Tensor) and pred.ndim > (2 if first is output else 1):
@@ -298,7 +299,10 @@ class RobustnessReport:
             if not isinstance(key, str):
                 continue
             base = key.split("/", 1)[0]
-            if base not in (RobustKeys.PRED, RobustKeys.LABEL, RobustKeys.SCORE, RobustKeys.FLAG):
+            if (
+                base not in (RobustKeys.PRED, RobustKeys.LABEL, RobustKeys.SCORE, RobustKeys.FLAG)
+                or first[key] is None
+            ):
                 continue
             v = plain_tensor(gather_output(output, key)).detach().cpu()
             if base == RobustKeys.PRED and label is not None:
