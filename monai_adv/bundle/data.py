@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from monai_adv.bundle.errors import BundleInputError, input_error
-from monai_adv.data.check import check_dataset
+from monai_adv.data.check import check_dataset, check_segmentation_dataset
 from monai_adv.data.datalists import (
     DICOM_EXTENSIONS,
     NIFTI_EXTENSIONS,
@@ -65,8 +65,8 @@ class DatasetLayout:
     split_folder: Callable[[Path, str], Path]
     #: the item key the patient divisions keep balanced (``"label"`` for classes), or None (e.g. label maps).
     stratify_key: str | None
-    #: ``(path, check, read_files)`` raises for a user's folder that cannot be used.
-    check_folder: Callable[[str, bool, bool], None]
+    #: ``(path, check, read_files, num_classes)`` raises for a user's folder that cannot be used.
+    check_folder: Callable[[str, bool, bool, int | None], None]
     #: what a ``--dataset_dir`` should hold, said when it does not exist.
     missing_hint: str
     #: extra arguments of :func:`~monai_adv.data.write_synthetic_oct_dataset`.
@@ -76,12 +76,7 @@ class DatasetLayout:
     default_counts: tuple[int, int, int] = (200, 8, 4)
 
 
-def _check_kermany_folder(path: str, check: bool, read_files: bool) -> None:
-    if not any(True for _ in os.scandir(path)):
-        raise input_error(ValueError(f"dataset_dir {path!r} is an empty folder."))
-    if not check:
-        return
-    problems = check_dataset(path, read_files=read_files)
+def _report_problems(path: str, problems: Sequence[Any]) -> None:
     for p in problems:
         (logger.error if p.severity == "error" else logger.warning)(f"{p.path}: {p.message}")
     errors = [str(p) for p in problems if p.severity == "error"]
@@ -95,7 +90,16 @@ def _check_kermany_folder(path: str, check: bool, read_files: bool) -> None:
         )
 
 
-def _check_segmentation_folder(path: str, check: bool, read_files: bool) -> None:
+def _check_kermany_folder(path: str, check: bool, read_files: bool, num_classes: int | None = None) -> None:
+    if not any(True for _ in os.scandir(path)):
+        raise input_error(ValueError(f"dataset_dir {path!r} is an empty folder."))
+    if check:
+        _report_problems(path, check_dataset(path, read_files=read_files))
+
+
+def _check_segmentation_folder(
+    path: str, check: bool, read_files: bool, num_classes: int | None = None
+) -> None:
     if not os.path.isdir(os.path.join(path, "train", "images")):
         raise input_error(
             FileNotFoundError(
@@ -103,6 +107,11 @@ def _check_segmentation_folder(path: str, check: bool, read_files: bool) -> None
                 "<split>/images/ and <split>/labels/ (label maps of class indices, named as their images)."
             )
         )
+    if check:
+        from monai_adv.data.synthetic import OCT_LAYER_CLASSES
+
+        k = len(OCT_LAYER_CLASSES) if num_classes is None else int(num_classes)
+        _report_problems(path, check_segmentation_dataset(path, k, read_files=read_files))
 
 
 #: the data-set layouts of the bundles: ``"kermany"`` (class folders, the classification bundle) and
@@ -151,6 +160,7 @@ def prepare_dataset(
     progress: bool = True,
     check: bool = True,
     read_files: bool = True,
+    num_classes: int | None = None,
 ) -> str:
     """Make sure ``dataset_dir`` holds a data set in ``layout`` and return its path.
 
@@ -174,6 +184,9 @@ def prepare_dataset(
         progress: show a progress bar while rendering.
         check: check a user's data set first.
         read_files: the check opens and decodes every file (the slow part).
+        num_classes: the classes a segmentation label map may hold (default: the 13 OCT layer classes);
+            the ``"segmentation"`` check (:func:`~monai_adv.data.check_segmentation_dataset`) reads every
+            label map as class indices and refuses colour maps and values outside the classes.
 
     Raises:
         FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder (or, for
@@ -204,7 +217,7 @@ def prepare_dataset(
         )
     if not os.path.isdir(path):
         raise input_error(FileNotFoundError(f"dataset_dir {path!r} is not a folder."))
-    lay.check_folder(path, check, read_files)
+    lay.check_folder(path, check, read_files, num_classes)
     return path
 
 

@@ -40,6 +40,8 @@ def prepare_oct_layer_dataset(
     seed: int = 0,
     num_workers: int | None = 1,
     progress: bool = True,
+    num_classes: int | None = None,
+    check: bool = True,
 ) -> str:
     """:func:`~monai_adv.bundle.data.prepare_dataset` in the segmentation layout: the layer bundle's data set.
 
@@ -57,7 +59,7 @@ def prepare_oct_layer_dataset(
     """
     return prepare_dataset(
         dataset_dir, synthetic_dir, "segmentation", n_per_class=n_per_class, image_size=image_size, seed=seed,
-        num_workers=num_workers, progress=progress,
+        num_workers=num_workers, progress=progress, check=check, num_classes=num_classes,
     )  # fmt: skip
 
 

@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0.
 """OCT data: the embedded synthetic OCT generator and loaders for real OCT layouts."""
 
-from monai_adv.data.check import DatasetProblem, check_dataset, format_problems
+from monai_adv.data.check import DatasetProblem, check_dataset, check_segmentation_dataset, format_problems
 from monai_adv.data.datalists import (
     DICOM_EXTENSIONS,
     KERMANY_NAME_PATTERN,
@@ -35,6 +35,10 @@ from monai_adv.data.synthetic import (
     write_synthetic_oct_dataset,
 )
 from monai_adv.data.transforms import (
+    LoadLabelMap,
+    LoadLabelMapD,
+    LoadLabelMapd,
+    LoadLabelMapDict,
     LoadOCT,
     LoadOCTD,
     LoadOCTd,
@@ -47,11 +51,15 @@ from monai_adv.data.transforms import (
     oct_segmentation_transforms,
     oct_train_transforms,
     read_image_file,
+    read_label_map,
 )
 from monai_adv.data.utils import (
     CLASS_TO_INDEX,
     IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    MAX_VOLUME_BSCANS,
     OCT_CLASSES,
+    ImageTooLargeError,
     center_crop_resize,
     label_to_index,
 )
@@ -83,6 +91,15 @@ __all__ = [
     "LoadOCT",
     "read_image_file",
     "check_dataset",
+    "check_segmentation_dataset",
+    "read_label_map",
+    "LoadLabelMap",
+    "LoadLabelMapd",
+    "LoadLabelMapD",
+    "LoadLabelMapDict",
+    "MAX_IMAGE_PIXELS",
+    "MAX_VOLUME_BSCANS",
+    "ImageTooLargeError",
     "DatasetProblem",
     "format_problems",
     "SquareCenterCrop",

@@ -29,7 +29,14 @@ from pathlib import Path
 from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, parse_kermany_name
 from monai_adv.data.utils import IMAGE_EXTENSIONS, OCT_CLASSES
 
-__all__ = ["DatasetProblem", "check_dataset", "format_problems", "main", "SPLITS"]
+__all__ = [
+    "DatasetProblem",
+    "check_dataset",
+    "check_segmentation_dataset",
+    "format_problems",
+    "main",
+    "SPLITS",
+]
 
 #: the split folders a Kermany-layout data set may hold
 SPLITS: tuple[str, ...] = ("train", "val", "test", "unlabeled")
@@ -180,6 +187,86 @@ def check_dataset(
     return problems
 
 
+def check_segmentation_dataset(
+    root: str | os.PathLike,
+    num_classes: int,
+    required_splits: Sequence[str] = ("train",),
+    read_files: bool = True,
+) -> list[DatasetProblem]:
+    """Check a segmentation data set (``<split>/images/`` with label maps in ``<split>/labels/``) before
+    any work; returns the problems found, one per line with its path.
+
+    Checked: the required splits exist and each split present lists (see
+    :func:`~monai_adv.data.segmentation_datalist`: no label map without its image, no lossy label map);
+    ``train`` has at least one labeled image; with ``read_files`` every image reads
+    (:class:`~monai_adv.data.LoadOCT`), every label map reads as class indices
+    (:func:`~monai_adv.data.read_label_map`: palette PNGs as their indices, colour label maps refused),
+    holds only values in ``[0, num_classes)`` and has its image's size; a label map of a single value
+    is a warning.
+
+    Args:
+        root: the data set folder.
+        num_classes: the classes of the network's output.
+        required_splits: split folders that must exist.
+        read_files: open and decode every image and label map.
+    """
+    from monai_adv.data.datalists import segmentation_datalist
+    from monai_adv.data.transforms import LoadOCT, read_label_map
+
+    problems: list[DatasetProblem] = []
+    root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
+    if not root.is_dir():
+        return [DatasetProblem("error", str(root), "does not exist or is not a folder")]
+    for s in required_splits:
+        if not (root / s / "images").is_dir():
+            problems.append(DatasetProblem("error", str(root / s / "images"), "split folder missing"))
+    loader = LoadOCT() if read_files else None
+    for split in SPLITS:
+        if not (root / split / "images").is_dir():
+            continue
+        try:
+            labeled, unlabeled = segmentation_datalist(root, split)
+        except (OSError, ValueError) as e:
+            problems.append(DatasetProblem("error", str(root / split), str(e).splitlines()[0]))
+            continue
+        if split == "train" and not labeled:
+            problems.append(
+                DatasetProblem("error", str(root / split / "labels"), "no label map: nothing to train on")
+            )
+        for item in labeled + unlabeled:
+            if loader is None:
+                continue
+            try:
+                img = loader(item["image"])
+            except Exception as e:
+                problems.append(
+                    DatasetProblem("error", item["image"], f"unreadable: {str(e).splitlines()[0]}")
+                )
+                continue
+            if "label" not in item:
+                continue
+            try:
+                lab = read_label_map(item["label"], num_classes)
+            except Exception as e:
+                problems.append(DatasetProblem("error", item["label"], str(e).splitlines()[0]))
+                continue
+            if tuple(lab.shape) != tuple(img.shape[1:3]):
+                problems.append(
+                    DatasetProblem(
+                        "error",
+                        item["label"],
+                        f"has size {tuple(lab.shape)}, its image {tuple(img.shape[1:3])}",
+                    )
+                )
+            elif lab.size and int(lab.min()) == int(lab.max()):
+                problems.append(
+                    DatasetProblem(
+                        "warning", item["label"], f"holds one value only ({int(lab.min())}) for every pixel"
+                    )
+                )
+    return problems
+
+
 def format_problems(problems: Sequence[DatasetProblem]) -> str:
     """One line per problem, then a summary line."""
     n_err = sum(p.severity == "error" for p in problems)
@@ -198,7 +285,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     c.add_argument("--require", default="train", help="comma-separated split folders that must exist")
     c.add_argument("--label-fraction", type=float, default=None)
     c.add_argument("--no-read", action="store_true", help="do not open the files (structure and names only)")
+    c.add_argument(
+        "--segmentation",
+        type=int,
+        default=None,
+        metavar="NUM_CLASSES",
+        help="check a segmentation data set (<split>/images, <split>/labels) whose label maps hold NUM_CLASSES classes",
+    )
     args = parser.parse_args(argv)
+    if args.segmentation is not None:
+        problems = check_segmentation_dataset(
+            args.dataset_dir,
+            args.segmentation,
+            required_splits=[s.strip() for s in args.require.split(",") if s.strip()],
+            read_files=not args.no_read,
+        )
+        print(format_problems(problems))
+        return 1 if any(p.severity == "error" for p in problems) else 0
     problems = check_dataset(
         args.dataset_dir,
         classes=[s.strip() for s in args.classes.split(",") if s.strip()],

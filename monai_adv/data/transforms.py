@@ -30,11 +30,16 @@ from monai.transforms import (
 )
 
 from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS
-from monai_adv.data.utils import IMAGE_EXTENSIONS
+from monai_adv.data.utils import IMAGE_EXTENSIONS, ImageTooLargeError, check_pixel_limit
 
 __all__ = [
     "read_image_file",
+    "read_label_map",
     "LoadOCT",
+    "LoadLabelMap",
+    "LoadLabelMapd",
+    "LoadLabelMapD",
+    "LoadLabelMapDict",
     "SquareCenterCrop",
     "LoadOCTd",
     "SquareCenterCropd",
@@ -95,12 +100,15 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
 
     Raises:
         OSError: naming the file when it cannot be opened or decoded.
+        ImageTooLargeError: (a ``ValueError``) naming the file, before decoding, for an image over
+            :data:`~monai_adv.data.utils.MAX_IMAGE_PIXELS` values (width x height x channels).
     """
     from PIL import Image
 
     p = os.fspath(path)
     try:
         with Image.open(p) as im:
+            check_pixel_limit(im.size, len(im.getbands()) if im.mode != "P" else 3, p)
             im.load()
             mode = im.mode
             if mode == "P":
@@ -110,6 +118,8 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
                 im = im.convert("RGB")
                 mode = "RGB"
             arr = np.array(im)  # a writable copy
+    except ImageTooLargeError:
+        raise
     except Exception as e:
         raise OSError(f"cannot read image file {p!r}: {e}") from e
     bits: int | None = None
@@ -125,13 +135,122 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
         if arr.shape[-1] == 1:
             arr = arr[..., 0]
         elif arr.shape[-1] == 3:
-            gray = arr.astype(np.float64) @ _LUMA
+            gray = arr.astype(np.float32) @ _LUMA.astype(np.float32)  # float32: 4 bytes per pixel and channel
             return (gray / float(2**bits - 1) if bits else gray).astype(np.float32), None
         else:
             raise OSError(f"image file {p!r}: unsupported {arr.shape[-1]}-channel mode {mode!r}.")
     if arr.ndim != 2:
         raise OSError(f"image file {p!r}: expected a 2D image, got shape {arr.shape} (mode {mode!r}).")
     return arr, bits
+
+
+def read_label_map(path: str | os.PathLike, num_classes: int | None = None) -> np.ndarray:
+    """Read a label map (class indices) as an int64 ``(H, W)`` array, as drawn.
+
+    Gray (``L``, ``I;16``, ``I``, ``1``) images give their values; palette (``P``) PNGs, what
+    annotation tools export, give their palette indices (not the colours they show). Colour (RGB,
+    RGBA, LA, ...) label maps are refused: their colours are no class indices (the luma of a colour
+    is not its class), so they would become wrong labels. Float images must hold whole numbers.
+    NIfTI label maps (2D) are read with nibabel.
+
+    Args:
+        path: the label map file (PNG, TIFF, BMP, NIfTI).
+        num_classes: when given, every value must lie in ``[0, num_classes)``.
+
+    Raises:
+        OSError: naming the file, when it cannot be read.
+        ValueError: naming the file, for a colour label map, fractional values, or values outside the
+            classes (naming them and the classes).
+    """
+    from PIL import Image
+
+    p = os.fspath(path)
+    if p.lower().endswith(NIFTI_EXTENSIONS):
+        import nibabel as nib
+
+        try:
+            arr = np.asarray(nib.load(p).dataobj)
+        except Exception as e:
+            raise OSError(f"cannot read label map {p!r}: {e}") from e
+        arr = arr.reshape([s for s in arr.shape if s != 1]) if arr.ndim > 2 else arr
+    else:
+        try:
+            with Image.open(p) as im:
+                check_pixel_limit(im.size, len(im.getbands()), p)
+                im.load()
+                mode = im.mode
+                arr = np.array(im)
+        except ImageTooLargeError:
+            raise
+        except Exception as e:
+            raise OSError(f"cannot read label map {p!r}: {e}") from e
+        if mode not in ("1", "L", "P", "I", "F") and not mode.startswith("I;16"):
+            raise ValueError(
+                f"label map {p!r} is a {mode} colour image: its colours are not class indices. Save label "
+                "maps as 8-bit gray or palette PNGs whose pixel values are the class indices."
+            )
+    if arr.ndim != 2:
+        raise ValueError(f"label map {p!r} must be 2D, got shape {arr.shape}.")
+    if np.issubdtype(arr.dtype, np.floating):
+        if not np.all(np.isfinite(arr)) or not np.array_equal(arr, np.round(arr)):
+            raise ValueError(f"label map {p!r} holds values that are not whole class indices.")
+    out = arr.astype(np.int64)
+    if num_classes is not None and out.size:
+        bad = np.unique(out[(out < 0) | (out >= int(num_classes))])
+        if bad.size:
+            raise ValueError(
+                f"label map {p!r} holds value(s) {bad[:10].tolist()} outside the {int(num_classes)} classes "
+                f"(0..{int(num_classes) - 1})."
+            )
+    return out
+
+
+class LoadLabelMap(Transform):
+    """Load a label map of class indices (see :func:`read_label_map`) as a ``(1, H, W)`` int64 ``MetaTensor``.
+
+    Args:
+        num_classes: when given, a value outside ``[0, num_classes)`` is an error naming the file.
+
+    Raises:
+        FileNotFoundError: for a missing file.
+        OSError, ValueError: from :func:`read_label_map`.
+    """
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        self.num_classes = None if num_classes is None else int(num_classes)
+
+    def __call__(self, src: str | os.PathLike | np.ndarray | torch.Tensor) -> MetaTensor:
+        if isinstance(src, (np.ndarray, torch.Tensor)):
+            arr = src.detach().cpu().numpy() if isinstance(src, torch.Tensor) else np.asarray(src)
+            arr = arr.reshape(arr.shape[-2:]) if arr.ndim == 3 and 1 in (arr.shape[0],) else arr
+            return MetaTensor(torch.as_tensor(np.asarray(arr, dtype=np.int64))[None])
+        if not Path(src).is_file():
+            raise FileNotFoundError(f"label map {os.fspath(src)!r} does not exist.")
+        arr = read_label_map(src, self.num_classes)
+        meta = {"filename_or_obj": os.fspath(src), "spatial_shape": arr.shape}
+        return MetaTensor(torch.as_tensor(np.ascontiguousarray(arr))[None], meta=meta)
+
+
+class LoadLabelMapd(MapTransform):
+    """Dictionary version of :class:`LoadLabelMap`.
+
+    Args:
+        keys: keys of the label maps.
+        num_classes: see :class:`LoadLabelMap`.
+        allow_missing_keys: don't raise for missing keys (unlabeled items).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, num_classes: int | None = None, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.loader = LoadLabelMap(num_classes)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = self.loader(d[key])
+        return d
 
 
 class LoadOCT(Transform):
@@ -329,6 +448,7 @@ class SquareCenterCropd(MapTransform):
 
 
 LoadOCTD = LoadOCTDict = LoadOCTd
+LoadLabelMapD = LoadLabelMapDict = LoadLabelMapd
 SquareCenterCropD = SquareCenterCropDict = SquareCenterCropd
 
 
@@ -410,6 +530,7 @@ def oct_segmentation_transforms(
     image_key: str = "image",
     label_key: str | None = "label",
     augment: bool = False,
+    num_classes: int | None = None,
 ) -> Compose:
     """An image and its label map: load -> centre square crop -> resize -> tensors (-> augmentation).
 
@@ -425,11 +546,14 @@ def oct_segmentation_transforms(
         label_key: the label map key, or ``None`` for images alone (inference).
         augment: add a horizontal flip of both (left and right eyes) and a mild gamma change of the
             image; no affine, whose border filling would invent labels.
+        num_classes: when given, a label map value outside ``[0, num_classes)`` is an error naming the
+            file. Label maps are read by :class:`LoadLabelMapd`: palette PNGs as their indices, colour
+            label maps refused.
     """
     size = _size(image_size)
     tfs: list[Any] = [LoadOCTd(image_key)]
     if label_key is not None:
-        tfs.append(LoadOCTd(label_key, scale=None, allow_missing_keys=True))
+        tfs.append(LoadLabelMapd(label_key, num_classes=num_classes, allow_missing_keys=True))
     both = [image_key] + ([label_key] if label_key is not None else [])
     tfs += [
         SquareCenterCropd(both, allow_missing_keys=True),

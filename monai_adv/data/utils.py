@@ -16,6 +16,10 @@ __all__ = [
     "label_to_index",
     "center_crop_square",
     "center_crop_resize",
+    "MAX_IMAGE_PIXELS",
+    "MAX_VOLUME_BSCANS",
+    "ImageTooLargeError",
+    "check_pixel_limit",
 ]
 
 #: The four Kermany / OCTMNIST classes, in label order (OCTMNIST uses the same order).
@@ -24,6 +28,47 @@ OCT_CLASSES: tuple[str, ...] = ("CNV", "DME", "DRUSEN", "NORMAL")
 CLASS_TO_INDEX: dict[str, int] = {name: i for i, name in enumerate(OCT_CLASSES)}
 #: File extensions read as 2D B-scan images.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpeg", ".jpg", ".png", ".bmp", ".tif", ".tiff")
+
+#: The most pixels one 2D image (B-scan or label map) may have, over all its channels: 2**26 (about 67
+#: million: 8192 x 8192 gray, or 4729 x 4729 RGB). Reading one costs at most about 12 bytes per pixel
+#: and channel (the decoded image and its float32 gray copy), so about 800 MB at this limit. Set the
+#: environment variable ``MONAI_ADV_MAX_IMAGE_PIXELS`` to change it.
+MAX_IMAGE_PIXELS: int = 2**26
+#: The most B-scans one DICOM or NIfTI file may claim in its header (``MONAI_ADV_MAX_VOLUME_BSCANS``
+#: changes it); the claim is also checked against the file's size before anything is listed.
+MAX_VOLUME_BSCANS: int = 65536
+
+
+class ImageTooLargeError(ValueError):
+    """An image or volume larger than the documented limit (:data:`MAX_IMAGE_PIXELS`, :data:`MAX_VOLUME_BSCANS`)."""
+
+
+def _env_limit(name: str, default: int) -> int:
+    import os
+
+    v = os.environ.get(name)
+    try:
+        return int(v) if v else int(default)
+    except ValueError as e:
+        raise ValueError(f"environment variable {name}={v!r} must be a whole number.") from e
+
+
+def check_pixel_limit(size: Sequence[int], channels: int = 1, source: str = "<image>") -> None:
+    """Refuse an image of ``size`` (its sides) and ``channels`` with more pixel values than
+    :data:`MAX_IMAGE_PIXELS` (or ``MONAI_ADV_MAX_IMAGE_PIXELS``), before it is decoded.
+
+    Raises:
+        ImageTooLargeError: naming the file, its size and the limit.
+    """
+    limit = _env_limit("MONAI_ADV_MAX_IMAGE_PIXELS", MAX_IMAGE_PIXELS)
+    n = int(np.prod([int(s) for s in size], dtype=np.int64)) * max(1, int(channels))
+    if n > limit:
+        dims = " x ".join(str(int(s)) for s in size)
+        raise ImageTooLargeError(
+            f"image {source!r} of {dims} pixels x {channels} channel(s) ({n} values) is over the limit of "
+            f"{limit} values per image (about {12 * limit / 1e9:.1f} GB to read); set "
+            "MONAI_ADV_MAX_IMAGE_PIXELS to read it anyway."
+        )
 
 
 def label_to_index(label: int | str | np.integer) -> int:
