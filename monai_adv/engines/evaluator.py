@@ -348,7 +348,7 @@ class RobustSegmentationEvaluator(RobustEvaluator):
     and the image diagonal as distance (an attack that erases or invents a structure is counted). At
     epoch end ``engine.state.metrics[name]`` holds MONAI's ``mean`` (over the images of the mean over
     the classes that count), and ``engine.state.metric_details[name]`` the ``(N, K)`` values, from
-    which :meth:`per_class_results` (and :class:`~monai_adv.handlers.SegmentationRobustnessReport`)
+    which :meth:`per_class_results` (and :class:`~monai_adv.handlers.RobustnessReport`)
     take the per-class means. Unless ``key_val_metric`` is given, the clean ``"dice"`` is the key
     metric (for ``CheckpointSaver(save_key_metric=True)`` and early stopping). With
     ``label_free=True`` the labels are the clean argmax masks ``(B, 1, *spatial)`` (sigmoid: the
@@ -390,7 +390,7 @@ class RobustSegmentationEvaluator(RobustEvaluator):
         evaluator = RobustSegmentationEvaluator(
             device, val_loader, unet, num_classes=13,
             attacks={"pgd": PGD(unet, 0.004, steps=10), "segpgd": SegPGD(unet, 0.004, steps=10)},
-            val_handlers=[SegmentationRobustnessReport("eval", class_names=OCT_LAYER_CLASSES)])
+            val_handlers=[RobustnessReport("eval", class_names=OCT_LAYER_CLASSES)])
         evaluator.run()
         evaluator.state.metrics["dice/segpgd"], evaluator.state.metrics["dice/worst"]
     """
