@@ -35,6 +35,12 @@ __all__ = [
     "json_safe",
     "current_umask",
     "remove_stale_temp_files",
+    "check_writable",
+    "FolderLock",
+    "FolderLockedError",
+    "hold_folder_lock",
+    "OutputSet",
+    "output_set",
 ]
 
 #: temporary files of :func:`atomic_open`: ``.<name>.<pid>@<host>-<random>.tmp``; older monai-adv
@@ -174,9 +180,12 @@ def atomic_open(
                 f.flush()
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno is not None and not e.filename:
+            # a failed write (disk full: [Errno 28]) names no file of its own: name the destination
+            raise OSError(e.errno, f"{e.strerror or e} (writing {path})", path) from e
         raise
     if durable:
         _fsync_folder(folder)
@@ -210,3 +219,249 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, durable: bool = True) -
     with atomic_open(path, "wb", durable=durable) as f:
         torch.save(obj, f)
     return os.fspath(path)
+
+
+def check_writable(folder: str | os.PathLike, what: str = "output folder") -> str:
+    """Make sure files can be written in ``folder`` (created when missing) before any work; returns it.
+
+    A temporary file is created and removed there, so a read-only folder, a missing permission or a
+    full disk is found before the work whose result would go there, not after it.
+
+    Raises:
+        PermissionError (or the ``OSError`` met): naming ``what`` and the folder.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(
+            dir=folder, prefix=f".write-check.{os.getpid()}@{_host_tag()}-", suffix=".tmp"
+        )
+        os.close(fd)
+        os.remove(tmp)
+    except OSError as e:
+        raise type(e)(
+            e.errno, f"the {what} {folder} is not writable ({e.strerror or e}); nothing was done", folder
+        ) from e
+    return folder
+
+
+class FolderLockedError(RuntimeError):
+    """A folder is held by another running process (named in the message)."""
+
+
+class FolderLock:
+    """An exclusive lock on a folder (a run folder, a derived data set), held by one process at a time.
+
+    The lock is the file ``<folder>/.lock`` created with ``O_EXCL``, holding its holder's pid, host,
+    start time and command line. A lock whose holder no longer runs on this host (a killed run) is
+    stale and taken over; a live holder makes :meth:`acquire` wait up to ``wait_s`` seconds, then
+    refuse with :class:`FolderLockedError` naming it. The lock is released by :meth:`release`, at the end
+    of a ``with`` block, or when the process exits.
+
+    Args:
+        folder: the folder to lock (created when missing).
+        wait_s: how long to wait for a live holder (0: refuse at once).
+        what: what the folder is, for the messages.
+    """
+
+    NAME = ".lock"
+
+    def __init__(self, folder: str | os.PathLike, wait_s: float = 0.0, what: str = "folder") -> None:
+        self.folder = os.path.abspath(os.fspath(folder))
+        self.path = os.path.join(self.folder, self.NAME)
+        self.wait_s = float(wait_s)
+        self.what = what
+        self.held = False
+
+    def _holder(self) -> dict[str, Any] | None:
+        try:
+            with open(self.path) as f:
+                info = json.load(f)
+            return info if isinstance(info, dict) else {}
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}  # being written, or damaged
+
+    def _stale(self, info: Mapping[str, Any]) -> bool:
+        if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
+            return not _pid_alive(int(info["pid"]))
+        try:  # no (readable) holder, or another host: stale only when long untouched
+            return time.time() - os.stat(self.path).st_mtime > _STALE_AFTER_S and not info
+        except OSError:
+            return False
+
+    def acquire(self) -> FolderLock:
+        """Take the lock (waiting for a live holder up to ``wait_s``), or raise :class:`FolderLockedError`."""
+        import atexit
+        import sys
+
+        os.makedirs(self.folder, exist_ok=True)
+        me = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "command": " ".join(sys.argv)[:500],
+        }
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                info = self._holder()
+                if info is None:
+                    continue  # released meanwhile: try again
+                if self._stale(info):
+                    # move the stale lock aside under a unique name: of two processes taking it over,
+                    # only one succeeds in the rename, and both then race fairly for O_EXCL
+                    aside = f"{self.path}.stale-{os.getpid()}-{time.monotonic_ns()}"
+                    try:
+                        os.rename(self.path, aside)
+                        os.remove(aside)
+                    except OSError:
+                        pass
+                    continue
+                if time.monotonic() < deadline:
+                    time.sleep(min(0.5, max(0.01, deadline - time.monotonic())))
+                    continue
+                holder = (
+                    f"pid {info.get('pid')} on {info.get('host')}, started {info.get('started')}"
+                    + (f": {info.get('command')}" if info.get("command") else "")
+                    if info
+                    else "a process being started"
+                )
+                raise FolderLockedError(
+                    f"the {self.what} {self.folder} is in use by another run ({holder}); wait for it to end, "
+                    f"or choose another folder. If that process no longer runs, remove {self.path}."
+                ) from None
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            self.held = True
+            atexit.register(self.release)
+            return self
+
+    def release(self) -> None:
+        """Give the lock back (only if this process holds it)."""
+        if not self.held:
+            return
+        self.held = False
+        info = self._holder()
+        if info and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():
+            try:
+                os.remove(self.path)
+            except OSError:
+                pass
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
+
+
+_HELD_LOCKS: dict[str, FolderLock] = {}
+
+
+def hold_folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, what: str = "run folder") -> str:
+    """Hold :class:`FolderLock` on ``folder`` until the process ends (once per process and folder); returns
+    the folder, so that a bundle config can write ``"$monai_adv.io.hold_folder_lock(@run_dir)"``.
+
+    Only the main process of a distributed run takes it.
+    """
+    folder = os.path.abspath(os.fspath(folder))
+    from monai_adv.distributed import is_main_process
+
+    if folder not in _HELD_LOCKS and is_main_process():
+        _HELD_LOCKS[folder] = FolderLock(folder, wait_s=wait_s, what=what).acquire()
+    return folder
+
+
+class OutputSet:
+    """A set of output files (e.g. ``predictions.csv`` and ``failures.csv``, or ``masks/`` and ``masks.csv``)
+    built in a fresh folder and moved into place when complete.
+
+    While a run works, its files go to ``<output_dir>/.partial-<pid>@<host>/`` (:meth:`path`), where a
+    writer may stream them as they are made (so a killed run keeps its work there). :meth:`commit`
+    moves every entry into ``output_dir``, replacing the previous run's entries of the same names
+    (a folder such as ``masks/`` is replaced whole, never merged). The commit is journaled: it first
+    writes ``COMMITTING`` into the staging folder; a commit interrupted by a kill is finished by the next
+    :func:`output_set` of the same folder, so a reader finds the complete old set or the complete new one.
+
+    Args:
+        output_dir: the folder the set goes to.
+    """
+
+    _JOURNAL = "COMMITTING"
+
+    def __init__(self, output_dir: str | os.PathLike) -> None:
+        self.output_dir = os.path.abspath(os.fspath(output_dir))
+        self.staging = os.path.join(self.output_dir, f".partial-{os.getpid()}@{_host_tag()}")
+        self.committed = False
+        os.makedirs(self.output_dir, exist_ok=True)
+        self._recover()
+        os.makedirs(self.staging, exist_ok=True)
+
+    def path(self, name: str) -> str:
+        """Where the entry ``name`` (a file or folder of the set) is written while the set is built."""
+        if self.committed:
+            raise RuntimeError(f"the output set of {self.output_dir} was committed already.")
+        return os.path.join(self.staging, name)
+
+    def _recover(self) -> None:
+        """Finish the commits that a kill interrupted; name the partial work of killed runs."""
+        for e in os.scandir(self.output_dir):
+            if not e.name.startswith(".partial-") or e.path == self.staging or not e.is_dir():
+                continue
+            m = re.match(r"\.partial-(\d+)@([0-9a-f]{8})$", e.name)
+            alive = m is not None and m.group(2) == _host_tag() and _pid_alive(int(m.group(1)))
+            if alive:
+                continue
+            if os.path.exists(os.path.join(e.path, self._JOURNAL)):
+                _finish_commit(e.path, self.output_dir)
+            else:
+                import logging
+
+                logging.getLogger(__name__).warning(
+                    f"{e.path} holds the partial outputs of a run that was stopped before it finished; "
+                    "they are kept there (remove the folder when not needed)."
+                )
+
+    def commit(self) -> None:
+        """Move the set into place (see the class notes)."""
+        if self.committed:
+            return
+        with open(os.path.join(self.staging, self._JOURNAL), "w") as f:
+            f.write(str(os.getpid()))
+        _finish_commit(self.staging, self.output_dir)
+        self.committed = True
+        _OUTPUT_SETS.pop(self.output_dir, None)
+
+
+def _finish_commit(staging: str, output_dir: str) -> None:
+    import shutil
+
+    for name in sorted(os.listdir(staging)):
+        if name == OutputSet._JOURNAL or name.startswith(".old-"):
+            continue
+        src, dst = os.path.join(staging, name), os.path.join(output_dir, name)
+        if os.path.isdir(src):
+            old = os.path.join(staging, f".old-{name}")
+            if os.path.lexists(dst) and not os.path.lexists(old):
+                os.rename(dst, old)
+            os.rename(src, dst)
+        else:
+            os.replace(src, dst)
+    os.remove(os.path.join(staging, OutputSet._JOURNAL))
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+_OUTPUT_SETS: dict[str, OutputSet] = {}
+
+
+def output_set(output_dir: str | os.PathLike) -> OutputSet:
+    """The :class:`OutputSet` this process builds in ``output_dir`` (one per folder until committed), so
+    that the writers of one run (the failures list, the predictions, the masks) share it."""
+    key = os.path.abspath(os.fspath(output_dir))
+    if key not in _OUTPUT_SETS:
+        _OUTPUT_SETS[key] = OutputSet(key)
+    return _OUTPUT_SETS[key]

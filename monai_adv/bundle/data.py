@@ -25,9 +25,15 @@ from monai_adv.data.datalists import (
     split_by_patient,
     volume_datalist,
 )
-from monai_adv.data.synthetic import write_synthetic_oct_dataset
+from monai_adv.data.synthetic import (
+    GENERATOR_VERSION,
+    MANIFEST_NAME,
+    SyntheticSetMismatchError,
+    write_synthetic_oct_dataset,
+)
 from monai_adv.data.utils import IMAGE_EXTENSIONS
 from monai_adv.distributed import barrier, is_main_process
+from monai_adv.io import FolderLock
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +45,7 @@ __all__ = [
     "prepare_oct_dataset",
     "oct_split_datalists",
     "image_datalist",
+    "synthetic_set_key",
 ]
 
 
@@ -141,6 +148,33 @@ DATASET_LAYOUTS: dict[str, DatasetLayout] = {
 }
 
 
+def synthetic_set_key(
+    counts: Mapping[str, int], image_size: int, seed: int, options: Mapping[str, Any] | None = None
+) -> str:
+    """The name of a synthetic set by everything it depends on: its size, seed, counts per split, the
+    generator version and the layout's options, e.g. ``size64-seed0-train200-val25-test50-v3-layers``."""
+    parts = [f"size{int(image_size)}", f"seed{int(seed)}"]
+    parts += [f"{k}{int(v)}" for k, v in counts.items()]
+    parts.append(f"v{GENERATOR_VERSION}")
+    for k, v in sorted((options or {}).items()):
+        if k == "layers" and v:
+            parts.append("layers")
+        elif k not in ("image_format", "layers"):
+            parts.append(f"{k}{v}")
+    if (options or {}).get("image_format") not in (None, "jpeg"):
+        parts.append(str(options["image_format"]))
+    return "-".join(parts)
+
+
+def _synthetic_target(path: str, key: str) -> str:
+    """Where the synthetic set of ``key`` lives: the set's own folder ``<path>@<key>`` once it exists,
+    else ``path`` itself when it is empty or new (its manifest is checked by the writer)."""
+    keyed = f"{path}@{key}"
+    if os.path.isfile(os.path.join(keyed, MANIFEST_NAME)):
+        return keyed
+    return path
+
+
 def _layout(layout: str | DatasetLayout) -> DatasetLayout:
     if isinstance(layout, DatasetLayout):
         return layout
@@ -166,8 +200,12 @@ def prepare_dataset(
 
     When ``dataset_dir`` is ``synthetic_dir`` (a bundle's default), the synthetic OCT set in that
     layout is written there on the first call and reused afterwards (the writer is idempotent; under
-    ``torch.distributed`` rank 0 writes while the others wait). The folder is the bundle's own cache:
-    a set written with other arguments or by an older generator version is replaced. Any other folder
+    ``torch.distributed`` rank 0 writes while the others wait; one writer at a time holds the data
+    folder's lock). A set is never replaced, since another run may be reading it: when ``synthetic_dir``
+    holds a set of other arguments (another seed, size, counts or generator version), this one goes to
+    ``<synthetic_dir>@<key>``, named by everything it depends on (:func:`synthetic_set_key`), and the
+    path returned is that folder. A ``synthetic_dir`` that is not empty and holds no synthetic set is
+    refused (``FileExistsError``): nothing is written into a real data set. Any other folder
     must exist and is checked before any work (the layout's check; for ``"kermany"`` with ``check``,
     :func:`monai_adv.data.check_dataset`, which ``python -m monai_adv.data check DIR`` runs too: every
     problem is logged as one ERROR or WARNING line naming its path, and any error stops the run).
@@ -202,13 +240,26 @@ def prepare_dataset(
             n0, val_div, test_div = lay.default_counts
             n = n0 if n_per_class is None else int(n_per_class)
             counts = {"train": n, "val": max(1, n // val_div), "test": max(1, n // test_div)}
+        key = synthetic_set_key(counts, int(image_size), int(seed), lay.synthetic_options)
         if is_main_process():
-            write_synthetic_oct_dataset(
-                path, image_size=int(image_size), seed=int(seed), splits=counts,
-                num_workers=num_workers, progress=progress, overwrite=True, **dict(lay.synthetic_options),
-            )  # fmt: skip
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            # one writer at a time in the data folder (two runs of one seed render the same files once)
+            with FolderLock(os.path.dirname(path), wait_s=3600.0, what="synthetic data folder"):
+                target = _synthetic_target(path, key)
+                kwargs = dict(
+                    image_size=int(image_size), seed=int(seed), splits=counts, num_workers=num_workers,
+                    progress=progress, **dict(lay.synthetic_options),
+                )  # fmt: skip
+                try:
+                    write_synthetic_oct_dataset(target, **kwargs)
+                except SyntheticSetMismatchError:
+                    # the folder holds a set of other arguments, maybe in use by another run: never
+                    # replaced; this set goes to its own folder, named by everything it depends on
+                    target = f"{path}@{key}"
+                    logger.info(f"{path} holds a synthetic set of other arguments; this one is {target}")
+                    write_synthetic_oct_dataset(target, **kwargs)
         barrier()
-        return path
+        return _synthetic_target(path, key)
     if not os.path.exists(path):
         raise input_error(
             FileNotFoundError(

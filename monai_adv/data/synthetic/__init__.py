@@ -21,8 +21,10 @@ from monai_adv.data.synthetic.writer import (
     DEFAULT_SPLITS,
     IMAGES_DIR,
     LABELS_DIR,
+    MANIFEST_FORMAT,
     MANIFEST_NAME,
     UNLABELED_PREFIX,
+    SyntheticSetMismatchError,
     main,
     write_synthetic_oct_dataset,
 )
@@ -30,6 +32,8 @@ from monai_adv.data.synthetic.writer import (
 __all__ = [
     "SyntheticOCTGenerator",
     "write_synthetic_oct_dataset",
+    "SyntheticSetMismatchError",
+    "MANIFEST_FORMAT",
     "OCT_LAYER_CLASSES",
     "OCT_LAYER_DESCRIPTIONS",
     "layer_label_map",

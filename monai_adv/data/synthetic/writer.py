@@ -36,6 +36,7 @@ __all__ = [
     "UNLABELED_PREFIX",
     "MANIFEST_NAME",
     "MANIFEST_FORMAT",
+    "SyntheticSetMismatchError",
     "IMAGES_DIR",
     "LABELS_DIR",
     "main",
@@ -51,6 +52,10 @@ MANIFEST_NAME = "synthetic_oct.json"
 MANIFEST_FORMAT = "monai-adv synthetic OCT"
 #: Folders of the segmentation layout (``layers=True``): ``<split>/images/`` and ``<split>/labels/``.
 IMAGES_DIR, LABELS_DIR = "images", "labels"
+
+
+class SyntheticSetMismatchError(FileExistsError):
+    """The folder holds a synthetic set written with other arguments (seed, sizes, generator version)."""
 
 
 def _split_counts(
@@ -251,8 +256,10 @@ def write_synthetic_oct_dataset(
 
     Raises:
         ValueError: for bad counts, split names, format or patient grouping.
-        FileExistsError: when ``root`` holds a data set written with different arguments and
-            ``overwrite`` is false.
+        SyntheticSetMismatchError: (a ``FileExistsError``) when ``root`` holds a data set written with
+            different arguments and ``overwrite`` is false.
+        FileExistsError: when ``root`` is not empty and holds no manifest of the writer (it is not a
+            synthetic set: nothing is written there), or a split folder in it links out of it.
     """
     fmt = str(image_format).lower().lstrip(".")
     fmt = {"jpg": "jpeg"}.get(fmt, fmt)
@@ -298,7 +305,7 @@ def write_synthetic_oct_dataset(
             ) from e
         if old.get("arguments") != args:
             if not overwrite:
-                raise FileExistsError(
+                raise SyntheticSetMismatchError(
                     f"{root} holds a synthetic OCT data set written with different arguments "
                     f"({old.get('arguments')}; generator version "
                     f"{(old.get('arguments') or {}).get('generator_version', 1)}, this is "

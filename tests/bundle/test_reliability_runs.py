@@ -1,0 +1,86 @@
+"""Runs that cannot collide (docs/reliability.md, part 2 item 3): derived data named by everything it
+depends on, and a lock on a run folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from monai_adv.bundle.data import prepare_oct_dataset
+from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
+from monai_adv.io import FolderLock, FolderLockedError, hold_folder_lock
+
+ROOT = Path(__file__).resolve().parents[2]
+COUNTS = {"train": 1, "val": 1, "test": 1}
+
+
+def _prepare(folder, seed):
+    return prepare_oct_dataset(
+        folder, folder, n_per_class=COUNTS, image_size=16, seed=seed, num_workers=1, progress=False
+    )
+
+
+def _snapshot(root):
+    return {p: p.read_bytes() for p in Path(root).rglob("*") if p.is_file()}
+
+
+def test_two_seeds_on_one_data_folder_never_replace_each_others_set(tmp_path):
+    syn = str(tmp_path / "data" / "synthetic_oct_16")
+    first = _prepare(syn, seed=0)
+    before = _snapshot(first)
+    second = _prepare(syn, seed=1)  # as a second run started beside the first
+    assert second != first
+    assert second.endswith(f"@size16-seed1-train1-val1-test1-v{GENERATOR_VERSION}")
+    assert _snapshot(first) == before  # the first run's images are untouched
+    assert json.loads((Path(second) / MANIFEST_NAME).read_text())["arguments"]["seed"] == 1
+    assert json.loads((Path(first) / MANIFEST_NAME).read_text())["arguments"]["seed"] == 0
+    assert _prepare(syn, seed=0) == first and _prepare(syn, seed=1) == second  # each finds its own
+    assert _snapshot(first) == before
+
+
+def _holder(folder):
+    code = (
+        "import sys, time; from monai_adv.io import FolderLock; "
+        f"FolderLock({str(folder)!r}).acquire(); print('held', flush=True); time.sleep(60)"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_run_in_a_locked_folder_is_refused_naming_the_holder_and_a_dead_holder_is_taken_over(
+    tmp_path,
+):
+    run_dir = tmp_path / "runs" / "ssat"
+    proc = _holder(run_dir)
+    try:
+        with pytest.raises(
+            FolderLockedError, match=rf"in use by another run \(pid {proc.pid} on .*, started "
+        ):
+            FolderLock(run_dir, what="run folder").acquire()
+        t0 = time.monotonic()
+        with pytest.raises(FolderLockedError):
+            FolderLock(run_dir, wait_s=0.6).acquire()  # waits, then refuses
+        assert time.monotonic() - t0 >= 0.5
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert (run_dir / ".lock").is_file()  # the killed holder's lock is left behind ...
+    with FolderLock(run_dir) as lock:  # ... and taken over
+        assert json.loads((run_dir / ".lock").read_text())["pid"] == os.getpid() and lock.held
+    assert not (run_dir / ".lock").exists()
+    assert hold_folder_lock(run_dir) == hold_folder_lock(run_dir) == str(run_dir)  # once per process
+
+
+def test_the_bundles_train_runs_hold_their_run_and_model_folders():
+    for bundle in ("oct_robust_classification", "oct_layer_segmentation"):
+        init = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())["initialize"]
+        assert "$monai_adv.io.hold_folder_lock(@run_dir)" in init
+        assert "$monai_adv.io.hold_folder_lock(@ckpt_dir)" in init
