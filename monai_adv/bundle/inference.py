@@ -11,7 +11,7 @@ from typing import Any
 
 from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_write_text
+from monai_adv.io import atomic_write_text, output_set
 
 __all__ = ["readable_datalist", "ON_ERROR"]
 
@@ -32,7 +32,10 @@ def readable_datalist(
     Every item is read and preprocessed once, before any prediction (and discarded: memory stays flat).
     With ``on_error="skip"`` the unreadable ones are left out, each logged as one WARNING line, and
     listed with their errors in ``failures_file`` (CSV: ``image, frame, error``; written, header only,
-    also when nothing failed, so that an old list never stands for a new run); with
+    also when nothing failed, so that an old list never stands for a new run). The list belongs to the
+    run's :class:`~monai_adv.io.OutputSet` of its folder: it is written into the set's fresh folder and
+    moved into place with the predictions or masks when the run completes
+    (:class:`~monai_adv.bundle.PredictionWriter`, :class:`~monai_adv.bundle.MaskWriter`). With
     ``on_error="raise"`` the run stops before any work, naming every unreadable file.
 
     Args:
@@ -77,7 +80,9 @@ def readable_datalist(
         w = csv.writer(buf)
         w.writerow(["image", "frame", "error"])
         w.writerows(failures)
-        atomic_write_text(failures_file, buf.getvalue())
+        # part of the run's output set: moved into place with the predictions (or masks) when complete
+        folder, name = os.path.split(os.path.abspath(os.fspath(failures_file)))
+        atomic_write_text(output_set(folder).path(name), buf.getvalue())
     for img, fr, m in failures:
         logger.warning(f"cannot read {img}{' frame ' + fr if fr else ''}, left out: {m}")
     if failures:

@@ -8,7 +8,6 @@ test lists, the metric handlers of training and validation, and the writer of th
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -20,7 +19,7 @@ import torch
 from monai_adv.bundle.data import prepare_dataset, split_datalists
 from monai_adv.data.synthetic import OCT_LAYER_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_open, atomic_write_text
+from monai_adv.io import OutputSet, atomic_open, output_set
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +108,11 @@ class MaskWriter:
     ``output_dir/masks/``. ``masks.csv`` lists ``image, frame, mask`` and the
     share of the mask's pixels in each class (``frac_<class>``).
 
+    Masks and rows are written as they are made into the run's :class:`~monai_adv.io.OutputSet` (a
+    fresh ``.partial-*`` folder in ``output_dir``, beside ``failures.csv``), moved into place when the
+    epoch completes; ``masks/`` is replaced whole, so it never holds masks of another run, and a killed
+    run leaves the complete previous set in place (its own work so far stays in its ``.partial-*``).
+
     Args:
         output_dir: where the masks and the list go.
         class_names: the class names in output order.
@@ -129,6 +133,8 @@ class MaskWriter:
         self.filename = filename
         self.rows: list[list[Any]] = []
         self._used: set[str] = set()
+        self._set: OutputSet | None = None
+        self._stream: Any = None
 
     @property
     def path(self) -> str:
@@ -144,8 +150,21 @@ class MaskWriter:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
 
     def _reset(self, engine: Any) -> None:
+        import shutil
+
         self.rows = []
         self._used = set()
+        if is_main_process():
+            self._set = output_set(self.output_dir)
+            shutil.rmtree(self._set.path("masks"), ignore_errors=True)  # a fresh folder, whatever came before
+            os.makedirs(self._set.path("masks"))
+            if self._stream is not None:
+                self._stream.close()
+            self._stream = open(self._set.path(self.filename), "w", newline="")
+            csv.writer(self._stream).writerow(
+                ["image", "frame", "mask", *[f"frac_{c}" for c in self.class_names]]
+            )
+            self._stream.flush()
 
     def _collect(self, engine: Any) -> None:
         from PIL import Image
@@ -163,7 +182,7 @@ class MaskWriter:
         n = masks.shape[0]
         names = PredictionWriter._meta_list(engine.state.batch, "filename_or_obj", n)
         frames = PredictionWriter._meta_list(engine.state.batch, "frame", n)
-        os.makedirs(os.path.join(self.output_dir, "masks"), exist_ok=True)
+        first = len(self.rows)
         for i in range(n):
             src = str(names[i]) or f"item{len(self.rows)}"
             base = os.path.basename(src)
@@ -177,18 +196,22 @@ class MaskWriter:
                 unique = f"{name}_{k_dup}"
             self._used.add(unique)
             rel = os.path.join("masks", unique + ".png")
-            if is_main_process():
-                with atomic_open(os.path.join(self.output_dir, rel), "wb") as fh:
+            if self._set is not None:
+                with atomic_open(os.path.join(self._set.path("masks"), unique + ".png"), "wb") as fh:
                     Image.fromarray(masks[i]).save(fh, format="PNG")
             counts = np.bincount(masks[i].reshape(-1), minlength=k)[:k] / masks[i].size
             self.rows.append([src, int(frame) if has_frame else "", rel, *[f"{c:.6f}" for c in counts]])
+        if self._stream is not None:  # streamed as made: a killed run keeps them
+            csv.writer(self._stream).writerows(self.rows[first:])
+            self._stream.flush()
 
     def _write(self, engine: Any) -> None:
-        if not is_main_process():
+        if not is_main_process() or self._set is None:
             return
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["image", "frame", "mask", *[f"frac_{c}" for c in self.class_names]])
-        w.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        self._stream = None
+        self._set.commit()
+        self._set = None
         print(f"{len(self.rows)} masks written to {os.path.join(self.output_dir, 'masks')}", flush=True)

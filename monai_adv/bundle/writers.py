@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import csv
-import io
 import os
 import warnings
 from collections.abc import Mapping, Sequence
@@ -14,7 +13,7 @@ import torch
 
 from monai_adv.data.utils import OCT_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_write_text, json_safe
+from monai_adv.io import OutputSet, json_safe, output_set
 
 __all__ = ["bundle_report", "BundleReportWriter", "PredictionWriter"]
 
@@ -56,6 +55,12 @@ class PredictionWriter:
     """Writes ``predictions.csv``: one row per image with class probabilities, the predicted class and,
     when a detector scores the predictions, the adversarial score and flag.
 
+    The rows are streamed as they are made into the run's :class:`~monai_adv.io.OutputSet` (a fresh
+    ``.partial-*`` folder in ``output_dir``, where :func:`~monai_adv.bundle.readable_datalist` puts
+    ``failures.csv`` too), which is moved into place when the epoch completes: ``output_dir`` holds the
+    complete old set or the complete new one, never a mix, and a killed run keeps its predictions so far
+    in its ``.partial-*`` folder.
+
     Columns: ``image``, ``frame``, ``prob_<CLASS>`` for each class, ``pred_class``, ``pred_index``,
     ``adversarial_score``, ``adversarial_flag`` (empty without a detector).
 
@@ -79,10 +84,17 @@ class PredictionWriter:
         self.score_key = score_key
         self.flag_key = flag_key
         self.rows: list[list[Any]] = []
+        self._set: OutputSet | None = None
+        self._stream: Any = None
 
     @property
     def path(self) -> str:
+        """The path of the committed ``predictions.csv``."""
         return os.path.join(self.output_dir, self.filename)
+
+    def _header(self) -> list[str]:
+        return ["image", "frame", *[f"prob_{c}" for c in self.class_names], "pred_class", "pred_index",
+                "adversarial_score", "adversarial_flag"]  # fmt: skip
 
     def attach(self, engine: Any) -> None:
         from ignite.engine import Events
@@ -93,6 +105,13 @@ class PredictionWriter:
 
     def _reset(self, engine: Any) -> None:
         self.rows = []
+        if is_main_process():
+            self._set = output_set(self.output_dir)
+            if self._stream is not None:
+                self._stream.close()
+            self._stream = open(self._set.path(self.filename), "w", newline="")
+            csv.writer(self._stream).writerow(self._header())
+            self._stream.flush()
 
     @staticmethod
     def _meta_list(batch: Any, key: str, n: int) -> list:
@@ -132,16 +151,17 @@ class PredictionWriter:
             row.append("" if scores is None else f"{float(scores.reshape(-1)[i]):.6g}")
             row.append("" if flags is None else int(bool(flags.reshape(-1)[i])))
             self.rows.append(row)
+        if self._stream is not None:  # streamed as made: a killed run keeps them
+            csv.writer(self._stream).writerows(self.rows[-n:])
+            self._stream.flush()
 
     def _write(self, engine: Any) -> None:
-        if not is_main_process():
+        if not is_main_process() or self._set is None:
             return
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(
-            ["image", "frame", *[f"prob_{c}" for c in self.class_names], "pred_class", "pred_index",
-             "adversarial_score", "adversarial_flag"]
-        )  # fmt: skip
-        w.writerows(self.rows)
-        atomic_write_text(self.path, buf.getvalue())
+        self._stream.flush()
+        os.fsync(self._stream.fileno())
+        self._stream.close()
+        self._stream = None
+        self._set.commit()
+        self._set = None
         print(f"{len(self.rows)} predictions written to {self.path}", flush=True)
