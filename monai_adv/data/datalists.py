@@ -21,7 +21,15 @@ from typing import Any
 
 import numpy as np
 
-from monai_adv.data.utils import IMAGE_EXTENSIONS, OCT_CLASSES, label_to_index
+from monai_adv.data.utils import (
+    IMAGE_EXTENSIONS,
+    MAX_VOLUME_BSCANS,
+    OCT_CLASSES,
+    ImageTooLargeError,
+    _env_limit,
+    check_pixel_limit,
+    label_to_index,
+)
 
 __all__ = [
     "KERMANY_NAME_PATTERN",
@@ -384,37 +392,89 @@ def _suffix(p: Path) -> str:
     return ".nii.gz" if name.endswith(".nii.gz") else p.suffix.lower()
 
 
-def count_bscans(path: str | os.PathLike, slice_axis: int = -1) -> int:
-    """Number of B-scans in a DICOM (frames) or NIfTI (slices along ``slice_axis``) file.
+#: the most a deflate stream (gzip) can expand: about 1032 to 1
+_GZIP_MAX_RATIO = 1100
 
-    A single-frame DICOM or a 2D NIfTI holds one B-scan.
+
+def _bscan_limit(n: int, p: Path) -> int:
+    limit = _env_limit("MONAI_ADV_MAX_VOLUME_BSCANS", MAX_VOLUME_BSCANS)
+    if n > limit:
+        raise ImageTooLargeError(
+            f"{str(p)!r} claims {n} B-scans, over the limit of {limit} per file (MONAI_ADV_MAX_VOLUME_BSCANS)."
+        )
+    return n
+
+
+def count_bscans(path: str | os.PathLike, slice_axis: int = -1) -> int:
+    """Number of B-scans in a DICOM (frames) or NIfTI (slices along ``slice_axis``) file, from its header.
+
+    A single-frame DICOM or a 2D NIfTI holds one B-scan. The header's claim is checked before anything
+    is built on it: the pixel data it claims must fit in the file (uncompressed: the file holds every
+    byte; compressed DICOM: at least 8 bytes per frame; gzip NIfTI: at most 1100 times the file's
+    size), a B-scan must be under :data:`~monai_adv.data.utils.MAX_IMAGE_PIXELS` and the file under
+    :data:`~monai_adv.data.utils.MAX_VOLUME_BSCANS` B-scans. So a tiny file claiming 2*10^9 frames is an
+    error at once, not a hang.
 
     Raises:
         FileNotFoundError: when the file does not exist.
-        OSError: naming the file when its header cannot be read.
+        OSError: naming the file when its header cannot be read, or claims more data than the file holds.
+        ImageTooLargeError: (a ``ValueError``) naming the file, over a limit.
         ValueError: for an unsupported extension.
     """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"file {str(p)!r} does not exist.")
+    size = p.stat().st_size
     suf = _suffix(p)
     if suf in DICOM_EXTENSIONS:
         import pydicom
 
         try:
             ds = pydicom.dcmread(p, stop_before_pixels=True)
+            n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+            rows, cols = int(getattr(ds, "Rows", 0) or 0), int(getattr(ds, "Columns", 0) or 0)
+            spp = int(getattr(ds, "SamplesPerPixel", 1) or 1)
+            bits = int(getattr(ds, "BitsAllocated", 8) or 8)
+            syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+            compressed = bool(getattr(syntax, "is_compressed", False))
         except Exception as e:
             raise OSError(f"cannot read DICOM file {str(p)!r}: {e}") from e
-        return int(getattr(ds, "NumberOfFrames", 1) or 1)
+        if n < 1:
+            raise OSError(f"DICOM file {str(p)!r} claims {n} frames.")
+        check_pixel_limit((cols, rows), spp, str(p))
+        claimed = 8 * n if compressed else n * rows * cols * spp * max(1, bits // 8)
+        if claimed > size:
+            raise OSError(
+                f"DICOM file {str(p)!r} of {size} bytes claims {n} frame(s) of {rows} x {cols} "
+                f"({claimed} bytes of pixel data): a damaged or forged header."
+            )
+        return _bscan_limit(n, p)
     if suf in NIFTI_EXTENSIONS:
         import nibabel as nib
 
         try:
-            shape = nib.load(str(p)).shape
+            img = nib.load(str(p))
+            shape = tuple(int(s) for s in img.shape)
+            itemsize = int(np.dtype(img.get_data_dtype()).itemsize)
+            offset = int(img.header.get("vox_offset", 0)) if hasattr(img.header, "get") else 0
         except Exception as e:
             raise OSError(f"cannot read NIfTI file {str(p)!r}: {e}") from e
+        claimed = int(np.prod(shape, dtype=np.float64)) * itemsize
+        room = size * _GZIP_MAX_RATIO if suf.endswith(".gz") else size - offset
+        if claimed > room:
+            raise OSError(
+                f"NIfTI file {str(p)!r} of {size} bytes claims a volume of shape {shape} ({claimed} bytes): "
+                "a damaged or forged header."
+            )
         shape = tuple(s for s in shape if s != 1) if len(shape) > 3 else shape
-        return 1 if len(shape) == 2 else int(shape[slice_axis])
+        if len(shape) == 2:
+            check_pixel_limit(shape, 1, str(p))
+            return 1
+        if len(shape) != 3:
+            raise OSError(f"NIfTI file {str(p)!r} must be 2D or 3D, its header says {shape}.")
+        axis = slice_axis % 3
+        check_pixel_limit([s for i, s in enumerate(shape) if i != axis], 1, str(p))
+        return _bscan_limit(int(shape[axis]), p)
     raise ValueError(f"unsupported volume file {str(p)!r}: expected {DICOM_EXTENSIONS + NIFTI_EXTENSIONS}.")
 
 

@@ -29,7 +29,7 @@ from monai.transforms import (
     Transform,
 )
 
-from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS
+from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, count_bscans
 from monai_adv.data.utils import IMAGE_EXTENSIONS, ImageTooLargeError, check_pixel_limit
 
 __all__ = [
@@ -56,13 +56,21 @@ _SCALES = ("auto", "minmax", None)
 
 
 def _scale(
-    arr: np.ndarray, scale: str | None, bits: int | None = None, source: str = "<array>"
+    arr: np.ndarray,
+    scale: str | None,
+    bits: int | None = None,
+    source: str = "<array>",
+    value_range: tuple[float, float] | None = None,
 ) -> np.ndarray:
-    """Scale an array to [0, 1]: integer data by its bit depth (``auto``), or per image (``minmax``)."""
+    """Scale an array to [0, 1]: integer data by its bit depth (``auto``), or per image (``minmax``);
+    data with a known ``value_range`` (DICOM after its modality LUT) by that range (``auto``)."""
     if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
         raise ValueError(f"OCT image {source!r} contains NaN or Inf values.")
     if scale is None:
         return arr.astype(np.float32, copy=False)
+    if scale == "auto" and value_range is not None and value_range[1] > value_range[0]:
+        lo, hi = value_range
+        return np.clip((arr.astype(np.float32) - lo) / (hi - lo), 0.0, 1.0)
     if scale == "auto" and (np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_):
         if arr.dtype == np.bool_:
             return arr.astype(np.float32)
@@ -253,6 +261,81 @@ class LoadLabelMapd(MapTransform):
         return d
 
 
+def _decode_dicom(path: Path) -> tuple[np.ndarray, int | None, tuple[float, float] | None]:
+    """``(frames (N, H, W), bits, value_range)`` of a DICOM file, in the units of its modality LUT.
+
+    The modality LUT (``RescaleSlope`` / ``RescaleIntercept``, or a Modality LUT Sequence) is applied
+    as :func:`pydicom.pixels.apply_modality_lut` (and MONAI's reader) does; ``value_range`` is then the
+    range the stored bit depth maps to, which ``scale="auto"`` scales by. ``MONOCHROME1`` is inverted
+    within that range.
+    """
+    import pydicom
+    from pydicom.pixels import apply_modality_lut
+
+    try:
+        ds = pydicom.dcmread(path)
+        arr = np.asarray(ds.pixel_array)
+    except Exception as e:
+        raise OSError(f"cannot read DICOM file {str(path)!r}: {e}") from e
+    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    if arr.ndim == 2:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[0] != n:
+        raise OSError(
+            f"DICOM file {str(path)!r}: pixel data of shape {arr.shape} for {n} frame(s) of gray pixels."
+        )
+    bits = int(getattr(ds, "BitsStored", 0)) or None
+    value_range: tuple[float, float] | None = None
+    has_lut = (
+        "ModalityLUTSequence" in ds
+        or float(getattr(ds, "RescaleSlope", 1) or 1) != 1.0
+        or float(getattr(ds, "RescaleIntercept", 0) or 0) != 0.0
+    )
+    if has_lut:
+        if np.issubdtype(arr.dtype, np.integer) and bits:
+            ends = np.asarray(
+                apply_modality_lut(np.array([0, 2**bits - 1], dtype=arr.dtype), ds), dtype=np.float64
+            )
+            value_range = (float(ends.min()), float(ends.max()))
+        arr = np.asarray(apply_modality_lut(arr, ds)).astype(np.float32)
+        bits = None
+    if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
+        if value_range is not None:
+            arr = (value_range[0] + value_range[1]) - arr
+        elif np.issubdtype(arr.dtype, np.integer) and bits:
+            arr = (2**bits - 1) - arr
+        else:
+            arr = arr.max() - arr
+    return arr, bits, value_range
+
+
+def _decode_nifti(path: Path) -> np.ndarray:
+    import nibabel as nib
+
+    try:
+        arr = np.asarray(np.asanyarray(nib.load(str(path)).dataobj))
+    except Exception as e:
+        raise OSError(f"cannot read NIfTI file {str(path)!r}: {e}") from e
+    if arr.ndim > 3:
+        arr = arr.reshape([s for s in arr.shape if s != 1])
+    return arr
+
+
+#: the last volume decoded by this process: ``(key, value)``. Inference lists one item per B-scan of a
+#: volume, in order: keeping the last one decoded reads each file once, not once per B-scan.
+_LAST_VOLUME: list[Any] = [None, None]
+
+
+def _cached_volume(path: Path, kind: str, decode: Any) -> Any:
+    st = os.stat(path)
+    key = (os.path.abspath(path), kind, st.st_mtime_ns, st.st_size, st.st_ino)
+    if _LAST_VOLUME[0] != key:
+        _LAST_VOLUME[0], _LAST_VOLUME[1] = None, None  # free the old one before decoding the new one
+        _LAST_VOLUME[1] = decode()
+        _LAST_VOLUME[0] = key
+    return _LAST_VOLUME[1]
+
+
 class LoadOCT(Transform):
     """Load an OCT B-scan (or volume) as a channel-first float32 ``MetaTensor`` with intensities in [0, 1].
 
@@ -261,7 +344,12 @@ class LoadOCT(Transform):
           8-bit, 16-bit and 32-bit integer, float32 and colour images; rows are depth, columns are
           lateral position (no transposition).
         * DICOM (pydicom): single-frame or multi-frame ophthalmic tomography; each frame is a B-scan.
-          ``MONOCHROME1`` is inverted; integer data are scaled by ``BitsStored``.
+          The modality LUT (``RescaleSlope``/``RescaleIntercept``) is applied, as MONAI's reader and
+          :func:`pydicom.pixels.apply_modality_lut` do; ``MONOCHROME1`` is inverted; integer data are
+          scaled by ``BitsStored`` (after a modality LUT, by the range it maps the stored bits to).
+        * Volumes (DICOM, NIfTI): the header's claims (frames, sizes) are checked against the file's
+          size and the limits before decoding (:func:`~monai_adv.data.count_bscans`); the last volume
+          decoded is kept, so the B-scans of one file, loaded in order, decode it once.
         * NIfTI (nibabel): a 2D B-scan, or a 3D volume with the B-scans along ``slice_axis``.
         * in-memory arrays (e.g. OCTMNIST items): ``(H, W)``, ``(1, H, W)`` or ``(H, W, 1)``.
 
@@ -322,47 +410,24 @@ class LoadOCT(Transform):
         )
 
     def _dicom(self, path: Path, frame: int | None) -> MetaTensor:
-        import pydicom
+        count_bscans(path)  # the header's claims are checked before the pixel data are decoded
+        arr, bits, value_range = _cached_volume(path, "dicom", lambda: _decode_dicom(path))
+        n = arr.shape[0]
 
-        try:
-            ds = pydicom.dcmread(path)
-            arr = np.asarray(ds.pixel_array)
-        except Exception as e:
-            raise OSError(f"cannot read DICOM file {str(path)!r}: {e}") from e
-        n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.ndim != 3 or arr.shape[0] != n:
-            raise OSError(
-                f"DICOM file {str(path)!r}: pixel data of shape {arr.shape} for {n} frame(s) of gray pixels."
-            )
-        if str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2")).upper() == "MONOCHROME1":
-            arr = (
-                arr.max() - arr
-                if not np.issubdtype(arr.dtype, np.integer)
-                else (2 ** int(ds.BitsStored) - 1) - arr
-            )
-        bits = int(getattr(ds, "BitsStored", 0)) or None
+        def scaled(a: np.ndarray) -> np.ndarray:
+            return _scale(a, self.scale, bits, str(path), value_range)
+
         if frame is None and n == 1:  # a single B-scan
-            return self._finish(_scale(arr[0], self.scale, bits, str(path)), str(path), None)
+            return self._finish(scaled(arr[0]), str(path), None)
         if frame is None:
-            vol = np.moveaxis(arr, 0, -1)  # (H, W, N)
-            return self._finish(_scale(vol, self.scale, bits, str(path)), str(path), None)
+            return self._finish(scaled(np.moveaxis(arr, 0, -1)), str(path), None)  # (H, W, N)
         if not 0 <= int(frame) < n:
             raise ValueError(f"frame {frame} out of range for {str(path)!r} with {n} frame(s).")
-        return self._finish(_scale(arr[int(frame)], self.scale, bits, str(path)), str(path), int(frame))
+        return self._finish(scaled(arr[int(frame)]), str(path), int(frame))
 
     def _nifti(self, path: Path, frame: int | None) -> MetaTensor:
-        import nibabel as nib
-
-        try:
-            img = nib.load(str(path))
-            raw = np.asanyarray(img.dataobj)
-        except Exception as e:
-            raise OSError(f"cannot read NIfTI file {str(path)!r}: {e}") from e
-        arr = np.asarray(raw)
-        if arr.ndim > 3:
-            arr = arr.reshape([s for s in arr.shape if s != 1])
+        count_bscans(path, slice_axis=self.slice_axis)  # the header's claims, before decoding
+        arr = _cached_volume(path, "nifti", lambda: _decode_nifti(path))
         if arr.ndim == 2:
             if frame not in (None, 0):
                 raise ValueError(f"{str(path)!r} is a single B-scan; frame {frame} does not exist.")
@@ -381,7 +446,7 @@ class LoadOCT(Transform):
     def _finish(arr: np.ndarray, source: str, frame: int | None) -> MetaTensor:
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"OCT image {source!r} contains NaN or Inf values.")
-        t = torch.as_tensor(np.ascontiguousarray(arr, dtype=np.float32))[None]
+        t = torch.tensor(np.asarray(arr, dtype=np.float32))[None]  # a copy: never a view of a cached volume
         meta = {
             "filename_or_obj": source,
             "frame": -1 if frame is None else int(frame),
