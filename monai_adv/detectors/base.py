@@ -71,6 +71,18 @@ def _check_finite(t: torch.Tensor, what: str) -> None:
         raise ValueError(f"{what} contains NaN or Inf values.")
 
 
+def _class_indices(y: torch.Tensor) -> torch.Tensor:
+    """Labels as int64 class indices; float labels must be whole numbers (never silently truncated)."""
+    if y.is_floating_point():
+        if not bool(torch.isfinite(y).all()) or not bool((y == y.round()).all()):
+            bad = y[~torch.isfinite(y) | (y != y.round())][:5].tolist()
+            raise ValueError(
+                f"labels must be whole class indices, got fractional or non-finite values {bad} (a float "
+                "label is not truncated to a class: pass integer class indices, or soft labels' argmax)."
+            )
+    return y.long()
+
+
 class AdversarialDetector:
     """Base class of the unsupervised adversarial detectors.
 
@@ -348,7 +360,7 @@ class AdversarialDetector:
             for store, f in zip(feats_all, feats):
                 store.append(f.detach().cpu())
             logits_all.append(logits.detach().cpu())
-            labels_all.append(None if y is None else torch.as_tensor(y).reshape(-1).long().cpu())
+            labels_all.append(None if y is None else _class_indices(torch.as_tensor(y).reshape(-1)).cpu())
             n += x.shape[0]
         if n == 0:
             raise ValueError(f"the loader given to {desc} is empty: no clean images to {desc} on.")

@@ -73,7 +73,9 @@ class MahalanobisDetector(AdversarialDetector):
         kwargs: ``output_transform``, ``image_key``, ``label_key``, ``progress``.
 
     Raises:
-        ValueError: for a shrinkage outside [0, 1] or an unknown name.
+        ValueError: for a shrinkage outside [0, 1] or an unknown name; in :meth:`fit`, for fewer than 2
+            samples, features with no variance within the classes (identical images), or fractional
+            float labels.
 
     Example::
 
@@ -106,12 +108,24 @@ class MahalanobisDetector(AdversarialDetector):
     def _fit_layer(
         self, features: torch.Tensor, labels: torch.Tensor, num_classes: int
     ) -> dict[str, torch.Tensor]:
-        d = features.shape[1]
+        n, d = features.shape
+        if n < 2:
+            raise ValueError(
+                f"a Mahalanobis detector cannot be fitted on {n} sample: a covariance needs at least 2 clean "
+                f"samples (and many more than the {d} feature dimensions for a useful one)."
+            )
         counts = torch.bincount(labels, minlength=num_classes)
         present = counts > 0
         sums = torch.zeros(num_classes, d, dtype=features.dtype).index_add_(0, labels, features)
         means = sums / counts.clamp_min(1)[:, None].to(features.dtype)
         centred = features - means[labels]
+        scale = float(features.pow(2).sum(1).mean()) + 1e-30
+        if float(centred.pow(2).sum(1).mean()) <= 1e-12 * scale:
+            raise ValueError(
+                f"the {n} fit samples have no feature variance within their classes (identical images, or "
+                "one sample per class): every distance would be 0 or huge and every input flagged. Fit on "
+                "many varied clean images."
+            )
         cov, a = shrunk_covariance(centred, self.shrinkage)
         # a tiny ridge relative to the average variance guards against exactly constant features
         ridge = 1e-6 * float(torch.trace(cov) / d) + 1e-12
