@@ -39,6 +39,7 @@ __all__ = [
     "FolderLock",
     "FolderLockedError",
     "hold_folder_lock",
+    "release_folder_lock",
     "OutputSet",
     "output_set",
 ]
@@ -284,6 +285,8 @@ class FolderLock:
             return {}  # being written, or damaged
 
     def _stale(self, info: Mapping[str, Any]) -> bool:
+        if info.get("folder") not in (None, self.folder):
+            return True  # a lock copied with its folder (copytree, rsync): not a holder of this one
         if info.get("host") == socket.gethostname() and isinstance(info.get("pid"), int):
             return not _pid_alive(int(info["pid"]))
         try:  # no (readable) holder, or another host: stale only when long untouched
@@ -298,6 +301,7 @@ class FolderLock:
 
         os.makedirs(self.folder, exist_ok=True)
         me = {
+            "folder": self.folder,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -374,6 +378,13 @@ def hold_folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, what: str =
     if folder not in _HELD_LOCKS and is_main_process():
         _HELD_LOCKS[folder] = FolderLock(folder, wait_s=wait_s, what=what).acquire()
     return folder
+
+
+def release_folder_lock(folder: str | os.PathLike) -> None:
+    """Give back the lock :func:`hold_folder_lock` took on ``folder`` (a bundle's ``finalize`` step)."""
+    lock = _HELD_LOCKS.pop(os.path.abspath(os.fspath(folder)), None)
+    if lock is not None:
+        lock.release()
 
 
 class OutputSet:

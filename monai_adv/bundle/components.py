@@ -19,9 +19,38 @@ __all__ = [
     "fit_detector",
     "attack_grid",
     "run_without_meta_tracking",
+    "check_config_paths",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+def check_config_paths(**paths: Any) -> None:
+    """Refuse paths that MONAI's config parser has rewritten: it turns every ``#`` in a config value
+    (``--dataset_dir``, ``--work_root``, ...) into ``::``, so a folder named with ``#`` would silently
+    become another one. A value holding ``::`` is therefore refused, naming the setting and the folder it
+    most likely meant.
+
+    Args:
+        paths: ``name=value`` of the path settings to check (``None`` values are skipped).
+
+    Raises:
+        BundleInputError: naming the setting, for a value holding ``::``.
+    """
+    from monai_adv.bundle.errors import BundleInputError, input_error
+
+    for name, value in paths.items():
+        if value is None:
+            continue
+        v = os.fspath(value) if isinstance(value, (str, os.PathLike)) else str(value)
+        if "::" in v:
+            raise input_error(
+                BundleInputError(
+                    f"{name} {v!r} holds '::', which is what MONAI's config parser makes of a '#' in a value "
+                    f"(did you mean {v.replace('::', '#')!r}?): a path with '#' cannot pass through a bundle "
+                    f"config. Rename the folder, or link it under a name without '#', and pass that as --{name}."
+                )
+            )
 
 
 def require_file(path: str | os.PathLike, what: str = "file", hint: str = "") -> str:
@@ -119,8 +148,17 @@ def fit_detector(
 ) -> Any:
     """Fit ``detector`` on clean data, calibrate its threshold at ``fpr`` on other clean data, save it.
 
-    Only rank 0 writes ``save_path`` (atomically, by the detector's ``save``). Returns the detector.
+    Only rank 0 writes ``save_path`` (atomically, by the detector's ``save``); its folder is checked
+    for writing before the fit, so a read-only folder stops the run before the work, not after it.
+    Returns the detector.
+
+    Raises:
+        OSError: naming the folder, when ``save_path``'s folder cannot be written.
     """
+    if save_path is not None and is_main_process():
+        from monai_adv.io import check_writable
+
+        check_writable(os.path.dirname(os.path.abspath(os.fspath(save_path))), "detector folder")
     detector.fit(fit_loader, use_labels=use_labels)
     threshold = detector.calibrate(calibration_loader, fpr=fpr)
     logger.info(f"{type(detector).__name__} fitted; threshold {threshold:.6g} at a target FPR of {fpr}")

@@ -232,6 +232,9 @@ def prepare_dataset(
         ValueError: for an unknown layout; when the folder is empty, or (``BundleInputError``) when the
             check finds errors.
     """
+    from monai_adv.bundle.components import check_config_paths
+
+    check_config_paths(dataset_dir=dataset_dir, synthetic_dir=synthetic_dir)
     lay = _layout(layout)
     path = os.path.abspath(os.path.expanduser(os.fspath(dataset_dir)))
     if synthetic_dir is not None and _same_path(path, synthetic_dir):
@@ -401,6 +404,9 @@ def image_datalist(dataset_dir: str | os.PathLike, bscans: bool = True) -> list[
         FileNotFoundError: when ``dataset_dir`` does not exist or is not a folder.
         ValueError: when it holds no image.
     """
+    from monai_adv.bundle.components import check_config_paths
+
+    check_config_paths(dataset_dir=dataset_dir)
     root = Path(os.path.abspath(os.path.expanduser(os.fspath(dataset_dir))))
     if not root.exists():
         raise input_error(FileNotFoundError(f"dataset_dir {str(root)!r} does not exist."))
