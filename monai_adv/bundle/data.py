@@ -320,7 +320,8 @@ def split_datalists(
       (labels removed); its images without a label (a segmentation image with no label map) are
       unlabeled too;
     - images of an ``unlabeled/`` split are added to ``unlabeled``;
-    - ``val`` comes from a ``val/`` split, or else ``val_fraction`` of the train patients;
+    - ``val`` comes from a ``val/`` split, or else ``val_fraction`` of the train patients (a class with a
+      single training patient keeps it for training, with a warning: validation then lacks that class);
     - ``test`` comes from ``test/``, or else is the validation list.
 
     When no unlabeled image is left (``label_fraction=1`` and no ``unlabeled/`` split) the labeled
@@ -356,9 +357,24 @@ def split_datalists(
     else:
         if not 0.0 < float(val_fraction) < 1.0:
             raise ValueError(f"val_fraction must lie in (0, 1), got {val_fraction!r}.")
-        val, rest = split_by_patient(train, float(val_fraction), seed=seed + 1, label_key=lay.stratify_key)
+        # every class keeps a training patient first: validation gets the others
+        val, rest = split_by_patient(
+            train, float(val_fraction), seed=seed + 1, label_key=lay.stratify_key, min_second=1
+        )
         if not rest:
             raise ValueError(f"{root}/train holds too few patients to hold out a validation set.")
+        if not val:
+            raise ValueError(
+                f"{root}/train holds one patient per class: none is left to hold out for validation; add a "
+                "val/ split or more patients."
+            )
+        if lay.stratify_key is not None:
+            missing = sorted({it[lay.stratify_key] for it in rest} - {it[lay.stratify_key] for it in val})
+            if missing:
+                logger.warning(
+                    f"class(es) {missing} have a single patient in {root}/train and no val/ split: the patient "
+                    "is kept for training, and validation has no image of these classes."
+                )
     if f >= 1.0:
         labeled = rest
     else:

@@ -13,6 +13,8 @@ folder) checks that
 - every file is an image (JPEG, PNG, BMP, TIFF), a DICOM or a NIfTI file (others are reported and left
   out), is named ``CLASS-PATIENT-N.ext`` in the folder of its class (so patients can be kept apart),
   and reads: decodes at its real bit depth, holds no NaN or infinite value;
+- a class with a single training patient and no ``val/`` split is a warning (validation, held out by
+  patient, can have no image of it);
 - ``label_fraction``, when given, lies in (0, 1].
 """
 
@@ -151,6 +153,7 @@ def check_dataset(
             else:
                 files.append((p, None))
         n_read, per_class = 0, dict.fromkeys(class_index, 0)
+        patients: dict[str, set[str]] = {k: set() for k in class_index}
         for q, key in files:
             kind = _kind(q) if q.is_file() else None
             if kind is None:
@@ -174,6 +177,10 @@ def check_dataset(
             n_read += 1
             if key is not None:
                 per_class[key] += 1
+                try:
+                    patients[key].add(parse_kermany_name(q)[1])
+                except ValueError:
+                    patients[key].add(q.name)  # a volume or an unparsed name: its own patient
         if n_read == 0:
             err(sdir, "holds no usable image")
             continue
@@ -184,6 +191,13 @@ def check_dataset(
             for k, n in per_class.items():
                 if n == 0 and len(present) >= 2:
                     warn(sdir, f"holds no {class_index[k]} image: the network never sees this class")
+                elif n and len(patients[k]) == 1 and "val" not in split_dirs:
+                    warn(
+                        seen_class.get(k, sdir),
+                        f"class {class_index[k]} has a single patient and there is no val/ split: the patient is "
+                        "kept for training, so validation has no image of this class (add a val/ split or "
+                        "more patients)",
+                    )
     return problems
 
 

@@ -252,12 +252,13 @@ def split_by_patient(
     seed: int = 0,
     patient_key: str = "patient",
     label_key: str | None = "label",
+    min_second: int = 0,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Divide a datalist in two by patient, so that no patient is in both parts.
 
     Patients are grouped by their most frequent label (when ``label_key`` is given) and, within each
     group, shuffled and taken into the first part until it holds ``fraction`` of the group's images
-    (at least one patient per group).
+    (at least one patient per group, unless ``min_second`` keeps them all in the second part).
 
     Args:
         datalist: items with a ``patient_key`` entry.
@@ -265,6 +266,9 @@ def split_by_patient(
         seed: seed of the shuffle; the result does not depend on the order of ``datalist``.
         patient_key: key of the patient id.
         label_key: key of the label for stratification, or ``None``.
+        min_second: patients of each group that stay in the second part whatever ``fraction`` asks
+            (``1`` when the first part is a validation set held out of training: a class with a single
+            patient keeps it for training, rather than training never seeing that class).
 
     Returns:
         ``(first, second)``, each in the order of ``datalist``.
@@ -293,8 +297,8 @@ def split_by_patient(
         total = sum(len(by_patient[p]) for p in pids)
         target = frac * total
         taken = 0
-        for j in order:
-            if taken >= target - 1e-9 and taken > 0:
+        for n_taken, j in enumerate(order):
+            if (taken >= target - 1e-9 and taken > 0) or n_taken >= len(pids) - int(min_second):
                 break
             chosen.add(pids[j])
             taken += len(by_patient[pids[j]])
