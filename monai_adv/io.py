@@ -42,6 +42,7 @@ __all__ = [
     "release_folder_lock",
     "OutputSet",
     "output_set",
+    "named_io_error",
 ]
 
 #: temporary files of :func:`atomic_open`: ``.<name>.<pid>@<host>-<random>.tmp``; older monai-adv
@@ -186,7 +187,7 @@ def atomic_open(
             os.remove(tmp)
         if isinstance(e, OSError) and e.errno is not None and not e.filename:
             # a failed write (disk full: [Errno 28]) names no file of its own: name the destination
-            raise OSError(e.errno, f"{e.strerror or e} (writing {path})", path) from e
+            raise named_io_error(e, path) from e
         raise
     if durable:
         _fsync_folder(folder)
@@ -220,6 +221,15 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike, durable: bool = True) -
     with atomic_open(path, "wb", durable=durable) as f:
         torch.save(obj, f)
     return os.fspath(path)
+
+
+def named_io_error(error: OSError, path: str | os.PathLike) -> OSError:
+    """``error`` itself when it names a file, else an ``OSError`` of the same errno naming ``path``
+    (a failed write, e.g. ``[Errno 28] No space left on device``, names none of its own)."""
+    if error.filename or error.errno is None:
+        return error
+    p = os.fspath(path)
+    return OSError(error.errno, f"{error.strerror or error} (writing {p})", p)
 
 
 def check_writable(folder: str | os.PathLike, what: str = "output folder") -> str:

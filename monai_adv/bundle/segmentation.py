@@ -19,7 +19,7 @@ import torch
 from monai_adv.bundle.data import prepare_dataset, split_datalists
 from monai_adv.data.synthetic import OCT_LAYER_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import OutputSet, atomic_open, output_set
+from monai_adv.io import OutputSet, atomic_open, named_io_error, output_set
 
 logger = logging.getLogger(__name__)
 
@@ -202,8 +202,11 @@ class MaskWriter:
             counts = np.bincount(masks[i].reshape(-1), minlength=k)[:k] / masks[i].size
             self.rows.append([src, int(frame) if has_frame else "", rel, *[f"{c:.6f}" for c in counts]])
         if self._stream is not None:  # streamed as made: a killed run keeps them
-            csv.writer(self._stream).writerows(self.rows[first:])
-            self._stream.flush()
+            try:
+                csv.writer(self._stream).writerows(self.rows[first:])
+                self._stream.flush()
+            except OSError as e:
+                raise named_io_error(e, self._stream.name) from e
 
     def _write(self, engine: Any) -> None:
         if not is_main_process() or self._set is None:

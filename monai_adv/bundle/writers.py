@@ -13,7 +13,7 @@ import torch
 
 from monai_adv.data.utils import OCT_CLASSES
 from monai_adv.distributed import is_main_process
-from monai_adv.io import OutputSet, json_safe, output_set
+from monai_adv.io import OutputSet, json_safe, named_io_error, output_set
 
 __all__ = ["bundle_report", "BundleReportWriter", "PredictionWriter"]
 
@@ -152,8 +152,11 @@ class PredictionWriter:
             row.append("" if flags is None else int(bool(flags.reshape(-1)[i])))
             self.rows.append(row)
         if self._stream is not None:  # streamed as made: a killed run keeps them
-            csv.writer(self._stream).writerows(self.rows[-n:])
-            self._stream.flush()
+            try:
+                csv.writer(self._stream).writerows(self.rows[-n:])
+                self._stream.flush()
+            except OSError as e:
+                raise named_io_error(e, self._stream.name) from e
 
     def _write(self, engine: Any) -> None:
         if not is_main_process() or self._set is None:

@@ -138,3 +138,32 @@ def test_a_commit_killed_half_way_is_finished_by_the_next_run(tmp_path, monkeypa
     assert not dead.exists()
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["bb.png"]
     assert [r[0] for r in _rows(out / "masks.csv")] == ["bb.png"]
+
+
+def test_a_full_disk_while_streaming_names_the_file(tmp_path):
+    import errno
+    import io
+
+    from ignite.engine import Events
+
+    writer = PredictionWriter(str(tmp_path / "inference"), class_names=CLASSES)
+
+    class Full(io.StringIO):
+        def flush(self):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    def step(engine, batch):
+        return {"pred": batch["pred"]}
+
+    engine = Engine(step)
+    writer.attach(engine)
+
+    @engine.on(Events.EPOCH_STARTED)
+    def _fill_the_disk(_):
+        real = writer._stream
+        writer._stream = Full()
+        writer._stream.name = real.name
+        real.close()
+
+    with pytest.raises(OSError, match=r"No space left on device \(writing .*\.partial-.*predictions.csv\)"):
+        engine.run(_batches(["a.png"]), max_epochs=1)
