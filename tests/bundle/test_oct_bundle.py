@@ -298,7 +298,7 @@ def test_missing_dataset_dir_is_a_clear_error(bundle: Path, tmp_path: Path):
     assert "does not exist" in _causes(e.value) and str(missing) in _causes(e.value)
 
 
-def test_the_synthetic_cache_is_rewritten_for_a_new_generator_version(tmp_path: Path):
+def test_a_set_of_an_older_generator_is_neither_reused_nor_replaced(tmp_path: Path):
     from monai_adv.bundle.data import prepare_oct_dataset
     from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
 
@@ -310,11 +310,15 @@ def test_the_synthetic_cache_is_rewritten_for_a_new_generator_version(tmp_path: 
     (cache / MANIFEST_NAME).write_text(json.dumps(stale))
     for f in manifest["files"]:
         (cache / f["path"]).write_bytes(b"rendered by an older generator")
-    prepare_oct_dataset(cache, **kw)
-    assert json.loads((cache / MANIFEST_NAME).read_text()) == manifest
+    # another run may still read the old set: the new one goes to a folder named by its arguments
+    new = Path(prepare_oct_dataset(cache, **kw))
+    assert new.name == f"synthetic@size16-seed0-train1-val1-test1-v{GENERATOR_VERSION}"
+    assert json.loads((new / MANIFEST_NAME).read_text()) == manifest
+    assert all((new / f["path"]).read_bytes() != b"rendered by an older generator" for f in manifest["files"])
     assert all(
-        (cache / f["path"]).read_bytes() != b"rendered by an older generator" for f in manifest["files"]
+        (cache / f["path"]).read_bytes() == b"rendered by an older generator" for f in manifest["files"]
     )
+    assert prepare_oct_dataset(cache, **kw) == str(new)
 
 
 def test_empty_dataset_dir_is_a_clear_error(trained: Path, tmp_path: Path):
