@@ -36,6 +36,7 @@ __all__ = [
     "LOW_PRECISION_DTYPES",
     "full_precision",
     "parse_amp_dtype",
+    "read_state_dict",
 ]
 
 #: the dict keys :func:`default_output_transform` looks for, in order
@@ -271,3 +272,33 @@ def gather_output(output: Any, key: str, required: bool = True) -> torch.Tensor 
         v = output[key]
         return v if isinstance(v, torch.Tensor) else torch.as_tensor(v)
     return torch.stack([torch.as_tensor(i[key]) for i in output])
+
+
+# ------------------------------------------------------------------------------------------------
+# checkpoints
+# ------------------------------------------------------------------------------------------------
+def read_state_dict(path: str, what: str = "model checkpoint", key: str | None = None) -> dict:
+    """The state dict in a checkpoint file, read with ``torch.load(..., weights_only=True)``.
+
+    The file holds a state dict, or a dict holding it under ``key`` (or ``"model"``/``"network"``: what
+    MONAI's ``CheckpointSaver`` and monai-adv's checkpoints write); DDP's ``module.`` prefixes are removed.
+
+    Args:
+        path: the checkpoint file (it must exist).
+        what: what the file is, for the error messages ("teacher checkpoint", ...).
+        key: the entry that holds the state dict, when not ``"model"``/``"network"``.
+
+    Raises:
+        ValueError: naming the file when it cannot be read or holds no state dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ValueError(f"cannot read {what} {path!r}: {e}") from e
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{what} {path!r} does not hold a state dict.")
+    for k in (key, "model", "network"):
+        if k is not None and k in state and isinstance(state[k], Mapping):
+            state = state[k]
+            break
+    return {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}

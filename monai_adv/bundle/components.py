@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from monai_adv.distributed import is_main_process
+from monai_adv.utils import read_state_dict
 
 __all__ = [
     "require_file",
@@ -79,17 +80,7 @@ def load_weights(
         ValueError: naming the file when it cannot be read or does not fit the network.
     """
     path = require_file(ckpt_file, "model checkpoint", hint)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read model checkpoint {path!r}: {e}") from e
-    if not isinstance(state, Mapping):
-        raise ValueError(f"model checkpoint {path!r} does not hold a state dict.")
-    for k in (key, "model", "network"):
-        if k is not None and k in state and isinstance(state[k], Mapping):
-            state = state[k]
-            break
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = read_state_dict(path, "model checkpoint", key)
     try:
         network.load_state_dict(state, strict=strict)
     except RuntimeError as e:

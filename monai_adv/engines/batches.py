@@ -18,6 +18,7 @@ __all__ = [
     "prepare_engine_batch",
     "check_logits",
     "unlabeled_images",
+    "unlabeled_images_like",
     "check_loader_not_empty",
     "CyclingLoader",
 ]
@@ -98,6 +99,41 @@ def unlabeled_images(batch: Any, image_key: str = "image") -> torch.Tensor:
         f"unlabeled batch of type {type(batch).__name__} is not a tensor, a dict with {image_key!r}, or a "
         "(images, ...) tuple."
     )
+
+
+def unlabeled_images_like(
+    batch: Any, like: torch.Tensor, image_key: str = "image", non_blocking: bool = False, why: str = ""
+) -> torch.Tensor:
+    """The images of an unlabeled batch (:func:`unlabeled_images`) as plain tensors on ``like``'s device and dtype,
+    checked: not empty, the labeled images' channels and spatial size, floating point and finite.
+
+    Args:
+        batch: the unlabeled batch.
+        like: the labeled images they are trained beside.
+        image_key: the images' key in a dict batch.
+        non_blocking: the copy's ``non_blocking`` (the engine's).
+        why: what makes the shapes have to agree, ended to the shape error (e.g. "RST concatenates them").
+
+    Raises:
+        ValueError: for an empty batch, a shape unlike the labeled images', NaN or Inf.
+        TypeError: for integer images.
+    """
+    from monai_adv.utils import plain_tensor
+
+    x = plain_tensor(unlabeled_images(batch, image_key))
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"unlabeled batch of shape {tuple(x.shape)} is empty.")
+    if tuple(x.shape[1:]) != tuple(like.shape[1:]):
+        raise ValueError(
+            f"unlabeled images of shape {tuple(x.shape[1:])} (batch {tuple(x.shape)}) differ from the labeled "
+            f"images' shape {tuple(like.shape[1:])} (batch {tuple(like.shape)}); {why + ', so ' if why else ''}both "
+            "loaders must produce the same channels and spatial size."
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"unlabeled images must be floating point, got {x.dtype}.")
+    if not torch.isfinite(x).all():
+        raise ValueError("the unlabeled batch contains NaN or Inf values.")
+    return x.to(device=like.device, dtype=like.dtype, non_blocking=non_blocking)
 
 
 def check_loader_not_empty(loader: Iterable, name: str) -> None:

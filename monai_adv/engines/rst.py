@@ -25,12 +25,12 @@ import torch.nn as nn
 from monai.utils import CommonKeys as Keys
 
 from monai_adv.distributed import unwrap_network
-from monai_adv.engines.batches import CyclingLoader, check_logits, unlabeled_images
+from monai_adv.engines.batches import CyclingLoader, check_logits, unlabeled_images, unlabeled_images_like
 from monai_adv.engines.trainers import AdversarialTrainingEvents, TradesAdversarialTrainer
 from monai_adv.keys import AdvTrainingKeys
 from monai_adv.metrics.segmentation import dense_indices, one_hot_masks
 from monai_adv.transforms.base import AdversarialAttack
-from monai_adv.utils import class_indices, default_output_transform, eval_mode, plain_tensor
+from monai_adv.utils import class_indices, default_output_transform, eval_mode, plain_tensor, read_state_dict
 
 __all__ = ["pseudo_label", "PseudoLabeledLoader", "RobustSelfTrainingTrainer", "load_teacher"]
 
@@ -157,17 +157,7 @@ def load_teacher(network: nn.Module, checkpoint: str | os.PathLike, key: str | N
     path = os.fspath(checkpoint)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"teacher checkpoint {path!r} does not exist.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise ValueError(f"cannot read teacher checkpoint {path!r}: {e}") from e
-    if not isinstance(state, Mapping):
-        raise ValueError(f"teacher checkpoint {path!r} does not hold a state dict.")
-    for k in (key, "model", "network"):
-        if k is not None and k in state and isinstance(state[k], Mapping):
-            state = state[k]
-            break
-    state = {(k[len("module.") :] if k.startswith("module.") else k): v for k, v in state.items()}
+    state = read_state_dict(path, "teacher checkpoint", key)
     teacher = copy.deepcopy(unwrap_network(network))
     try:
         teacher.load_state_dict(state)
@@ -319,20 +309,9 @@ class RobustSelfTrainingTrainer(TradesAdversarialTrainer):
         return x_p, self._like_targets(y_p, like_y)
 
     def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
-        x = plain_tensor(unlabeled_images(batch, self.unlabeled_image_key))
-        if x.ndim == 0 or x.shape[0] == 0:
-            raise ValueError(f"unlabeled batch of shape {tuple(x.shape)} is empty.")
-        if tuple(x.shape[1:]) != tuple(like.shape[1:]):
-            raise ValueError(
-                f"unlabeled images of shape {tuple(x.shape[1:])} (batch {tuple(x.shape)}) differ from the labeled "
-                f"images' shape {tuple(like.shape[1:])} (batch {tuple(like.shape)}); RST concatenates them, so both "
-                "loaders must produce the same channels and spatial size."
-            )
-        if not x.is_floating_point():
-            raise TypeError(f"unlabeled images must be floating point, got {x.dtype}.")
-        if not torch.isfinite(x).all():
-            raise ValueError("the unlabeled batch contains NaN or Inf values.")
-        return x.to(device=like.device, dtype=like.dtype, non_blocking=engine.non_blocking)
+        return unlabeled_images_like(
+            batch, like, self.unlabeled_image_key, engine.non_blocking, why="RST concatenates them"
+        )
 
     def _carried_labels(self, batch: Any, n: int) -> torch.Tensor:
         """The pseudo-labels an unlabeled batch carries (no teacher): class indices or index maps."""

@@ -39,7 +39,7 @@ from monai_adv.engines.batches import (
     check_loader_not_empty,
     check_logits,
     prepare_engine_batch,
-    unlabeled_images,
+    unlabeled_images_like,
 )
 from monai_adv.engines.precision import (
     attack_in_engine_precision,
@@ -456,21 +456,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         return self._unlabeled_images(engine, batch, like), hidden
 
     def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
-        x_u = unlabeled_images(batch, self.unlabeled_image_key)
-        x_u = plain_tensor(x_u)
-        if x_u.ndim == 0 or x_u.shape[0] == 0:
-            raise ValueError(f"unlabeled batch of shape {tuple(x_u.shape)} is empty.")
-        if tuple(x_u.shape[1:]) != tuple(like.shape[1:]):
-            raise ValueError(
-                f"unlabeled images of shape {tuple(x_u.shape[1:])} (batch {tuple(x_u.shape)}) differ from the "
-                f"labeled images' shape {tuple(like.shape[1:])} (batch {tuple(like.shape)}); both loaders must "
-                "produce the same channels and spatial size."
-            )
-        if not x_u.is_floating_point():
-            raise TypeError(f"unlabeled images must be floating point, got {x_u.dtype}.")
-        if not torch.isfinite(x_u).all():
-            raise ValueError("the unlabeled batch contains NaN or Inf values.")
-        return x_u.to(device=like.device, dtype=like.dtype, non_blocking=engine.non_blocking)
+        return unlabeled_images_like(batch, like, self.unlabeled_image_key, engine.non_blocking)
 
     def _iteration(self, engine: SemiSupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         K = AdvTrainingKeys
