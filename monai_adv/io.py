@@ -40,6 +40,7 @@ __all__ = [
     "FolderLockedError",
     "hold_folder_lock",
     "release_folder_lock",
+    "lock_folders_while_running",
     "OutputSet",
     "output_set",
     "named_io_error",
@@ -388,6 +389,49 @@ def hold_folder_lock(folder: str | os.PathLike, wait_s: float = 0.0, what: str =
     if folder not in _HELD_LOCKS and is_main_process():
         _HELD_LOCKS[folder] = FolderLock(folder, wait_s=wait_s, what=what).acquire()
     return folder
+
+
+def lock_folders_while_running(runner: Any, *folders: str | os.PathLike, wait_s: float = 0.0) -> Any:
+    """Take :class:`FolderLock` on each of ``folders`` now, and give them back when ``runner.run()`` ends,
+    however it ends (an error included); returns ``runner``.
+
+    A bundle's training config lists ``"$monai_adv.io.lock_folders_while_running(@train#trainer, @run_dir,
+    @ckpt_dir)"`` first in ``run``: the trainer (and its data check) is built first, so a run refused by
+    its data holds nothing, and a second run in the same run or model folder is refused, naming the
+    holder, before it writes anything. Only the main process of a distributed run takes the locks.
+
+    Raises:
+        FolderLockedError: naming the holder of a folder in use (locks taken so far are given back).
+    """
+    from monai_adv.distributed import is_main_process
+
+    if not is_main_process():
+        return runner
+    locks: list[FolderLock] = []
+    seen: set[str] = set()
+    try:
+        for f in folders:
+            key = os.path.abspath(os.fspath(f))
+            if key in seen:
+                continue
+            seen.add(key)
+            locks.append(FolderLock(key, wait_s=wait_s, what="run folder").acquire())
+    except BaseException:
+        for lock in locks:
+            lock.release()
+        raise
+    run = runner.run
+
+    def run_holding_the_locks(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return run(*args, **kwargs)
+        finally:
+            for lock in locks:
+                lock.release()
+            runner.__dict__.pop("run", None)  # the plain method again
+
+    runner.run = run_holding_the_locks
+    return runner
 
 
 def release_folder_lock(folder: str | os.PathLike) -> None:

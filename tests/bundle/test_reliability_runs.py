@@ -15,7 +15,7 @@ import pytest
 
 from monai_adv.bundle.data import prepare_oct_dataset
 from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
-from monai_adv.io import FolderLock, FolderLockedError, hold_folder_lock
+from monai_adv.io import FolderLock, FolderLockedError, hold_folder_lock, lock_folders_while_running
 
 ROOT = Path(__file__).resolve().parents[2]
 COUNTS = {"train": 1, "val": 1, "test": 1}
@@ -79,8 +79,30 @@ def test_a_second_run_in_a_locked_folder_is_refused_naming_the_holder_and_a_dead
     assert hold_folder_lock(run_dir) == hold_folder_lock(run_dir) == str(run_dir)  # once per process
 
 
-def test_the_bundles_train_runs_hold_their_run_and_model_folders():
+def test_a_training_holds_its_run_and_model_folders_while_it_runs_and_gives_them_back_however_it_ends(
+    tmp_path,
+):
+    run_dir, models = tmp_path / "runs" / "ssat", tmp_path / "models"
+
+    class Trainer:
+        def __init__(self, fail):
+            self.fail, self.saw = fail, None
+
+        def run(self):
+            for folder in (run_dir, models):  # a second run meanwhile is refused
+                with pytest.raises(FolderLockedError, match=rf"pid {os.getpid()}"):
+                    FolderLock(folder).acquire()
+            self.saw = "refused"
+            if self.fail:
+                raise RuntimeError("training failed")
+
+    t = lock_folders_while_running(Trainer(fail=True), run_dir, models)
+    with pytest.raises(RuntimeError, match="training failed"):
+        t.run()
+    assert t.saw == "refused" and not (run_dir / ".lock").exists() and not (models / ".lock").exists()
+    t = lock_folders_while_running(Trainer(fail=False), run_dir, models, run_dir)
+    t.run()
+    assert not (run_dir / ".lock").exists() and not (models / ".lock").exists()
     for bundle in ("oct_robust_classification", "oct_layer_segmentation"):
-        init = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())["initialize"]
-        assert "$monai_adv.io.hold_folder_lock(@run_dir)" in init
-        assert "$monai_adv.io.hold_folder_lock(@ckpt_dir)" in init
+        run = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())["run"]
+        assert run[0] == "$monai_adv.io.lock_folders_while_running(@train#trainer, @run_dir, @ckpt_dir)"
