@@ -160,7 +160,7 @@ def _systems_table(loaded: Mapping[str, Mapping[str, Any]], task: str, label: st
         lines = [
             f"| system | clean {label} | "
             + "".join(f"recall {c} | " for c in classes)
-            + "clean flag rate | |",
+            + "clean flag rate | notes |",
             "|---|---|" + "---|" * len(classes) + "---|---|",
         ]
         for n in names:
@@ -181,7 +181,7 @@ def _systems_table(loaded: Mapping[str, Mapping[str, Any]], task: str, label: st
         return lines
     hd = next((h for h in (_hd_name(r) for r in loaded.values()) if h), None)
     lines = [
-        f"| system | clean {label} | " + (f"clean mean {hd.upper()} | " if hd else "") + "|",
+        f"| system | clean {label} | " + (f"clean mean {hd.upper()} | " if hd else "") + "notes |",
         "|---|---|" + ("---|" if hd else "") + "---|",
     ]
     for n in names:
@@ -239,7 +239,8 @@ def _attacks_table(loaded: Mapping[str, Mapping[str, Any]], task: str, label: st
                 )
             else:
                 cells.append(_num(a.get("value")) + (f" | {_num(a.get('mean_' + hd), 2)}" if hd else ""))
-        lines.append(f"| {atk} | {eps if eps is not None else '-'} | " + " | ".join(cells) + " |")
+        eps_cell = f"{eps:.4g}" if isinstance(eps, (int, float)) else "-"
+        lines.append(f"| {atk} | {eps_cell} | " + " | ".join(cells) + " |")
     return lines
 
 

@@ -130,6 +130,7 @@ SETTINGS: dict[str, Any] = {
     "teacher_file": "",
     "image_key": "image",
     "label_key": "label",
+    "seed": 0,
 }
 
 #: image files ``--unlabeled-dir`` lists (compound suffixes first)
@@ -473,6 +474,7 @@ def adversarial_trainer(
     teacher_network: nn.Module | None = None,
     image_key: str = "image",
     label_key: str = "label",
+    seed: int | None = 0,
     **trainer_kwargs: Any,
 ) -> Any:
     """The trainer of a registered training method, built from a bundle trainer's arguments (the overlay's ``_target_``).
@@ -501,6 +503,8 @@ def adversarial_trainer(
             of the network).
         teacher_network: a teacher network instead.
         image_key, label_key: the keys of the bundle's items.
+        seed: the training attack's random state (its random start), so that a run repeats exactly (MONAI's
+            ``set_determinism`` does not reach it); None leaves it unseeded.
         trainer_kwargs: the bundle trainer's other arguments.
 
     Raises:
@@ -577,9 +581,15 @@ def adversarial_trainer(
     if not m.has_attack:
         for k in ("eps", "steps", "value_range", "spatial_dims"):
             args.pop(k, None)
-    return create_trainer(
+    trainer = create_trainer(
         m.name, device, max_epochs, train_data_loader, network, optimizer, loss_function, **args
     )
+    if seed is not None:
+        for name in ("attack", "labeled_attack"):
+            atk = getattr(trainer, name, None)
+            if hasattr(atk, "set_random_state"):
+                atk.set_random_state(int(seed))
+    return trainer
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from monai_adv.bundle.cli import main
 from monai_adv.bundle.harden import (
     OVERLAYS,
     HardenError,
+    adversarial_trainer,
     adversarial_training_overlay,
     find_trainer_ids,
     harden_bundle,
@@ -298,3 +299,20 @@ def test_the_trainer_is_found_by_its_class_whatever_its_id():
     assert overlay["mine#0#eps"] == "@harden#eps" and overlay["harden"]["eps"] == 0.02
     with pytest.raises(ValueError, match="unknown harden settings"):
         adversarial_training_overlay("trainer", epsilon=0.1)
+
+
+def test_adversarial_trainer_seeds_its_attack():
+    """The training attack's random state (its random start) is seeded, which MONAI's set_determinism does not
+    reach: two trainers built with one seed draw alike, another seed differently."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+    data = [{"image": torch.rand(4, 1, 4, 4), "label": torch.tensor([0, 1, 2, 0])}]
+
+    def draws(seed):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        loss = torch.nn.CrossEntropyLoss()
+        trainer = adversarial_trainer("madry", "cpu", 1, data, net, opt, loss, eps=0.1, steps=2, seed=seed)
+        return trainer.attack.R.randint(0, 2**31 - 1, size=4).tolist()
+
+    assert draws(3) == draws(3)
+    assert draws(3) != draws(4)
