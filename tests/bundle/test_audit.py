@@ -349,3 +349,44 @@ def test_intensity_map_bounds_follow_the_last_bounding_transform():
         Compose([ScaleIntensityRanged("image", 0, 10, 0.0, 1.0, clip=True), RandGaussianNoised("image")])
     )
     assert m.value_range is None and m.scale is None and "RandGaussianNoise" in m.description
+
+
+@pytest.mark.parametrize(
+    "name, role, evaluator, extra",
+    [
+        ("segmentation_template", "evaluate", "@evaluator", {}),
+        ("spleen_ct_segmentation", "evaluate", "@validate#evaluator", {}),
+        # weights that the inference config's initialize loads are invisible to the overlay: named explicitly
+        ("spleen_ct_segmentation", "inference", "@evaluator", {"robustness#label_free": True}),
+    ],
+)
+def test_robustness_overlay_on_each_fixture(
+    tmp_path: Path, name: str, role: str, evaluator: str, extra: dict
+):
+    """The overlay stacked on the other fixtures' configs, run as ``monai.bundle run`` runs them (ConfigWorkflow)."""
+    from monai.bundle import ConfigWorkflow
+
+    from monai_adv.bundle.overlays import overlay_path
+
+    zb = zoo_bundle(name, tmp_path)
+    files = [str(zb.root / f) for f in zb.configs[role]] + [str(overlay_path("robustness"))]
+    overrides = {
+        **zb.overrides[role],
+        "robustness#evaluator": evaluator,
+        "robustness#attacks": "pgd",
+        "robustness#eps": [0.05],
+        "robustness#quick": True,
+        "robustness#num_images": 1,
+        **extra,
+    }
+    if role == "inference":
+        overrides["robustness#weights"] = str(zb.root / "models" / "model.pt")
+    w = ConfigWorkflow(
+        config_file=files, workflow_type=None, logging_file=False, bundle_root=str(zb.root), **overrides
+    )
+    w.initialize()
+    w.run()
+    w.finalize()
+    report = json.loads((zb.root / "eval" / "robustness" / "report.json").read_text())
+    _check_schema(report, "segmentation", "mean_dice")
+    assert report["label_free"] is (role == "inference")
