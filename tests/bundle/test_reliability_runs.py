@@ -106,3 +106,22 @@ def test_a_training_holds_its_run_and_model_folders_while_it_runs_and_gives_them
     for bundle in ("oct_robust_classification", "oct_layer_segmentation"):
         run = json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())["run"]
         assert run[0] == "$monai_adv.io.lock_folders_while_running(@train#trainer, @run_dir, @ckpt_dir)"
+
+
+def test_two_seeds_started_at_once_each_get_their_own_set(tmp_path):
+    syn = str(tmp_path / "data" / "synthetic_oct_16")
+    code = (
+        "import sys; from monai_adv.bundle.data import prepare_oct_dataset; "
+        f"print(prepare_oct_dataset({syn!r}, {syn!r}, n_per_class={COUNTS!r}, image_size=16, seed=int(sys.argv[1]), "
+        "num_workers=1, progress=False))"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(seed)], stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        for seed in (0, 1)
+    ]
+    paths = [p.communicate(timeout=120)[0].strip().splitlines()[-1] for p in procs]
+    assert all(p.returncode == 0 for p in procs) and paths[0] != paths[1]
+    for seed, path in enumerate(paths):
+        manifest = json.loads((Path(path) / MANIFEST_NAME).read_text())
+        assert manifest["arguments"]["seed"] == seed and manifest["complete"] is True
+        assert all((Path(path) / f["path"]).is_file() for f in manifest["files"])
