@@ -28,7 +28,7 @@ import torch
 from monai.utils import optional_import
 
 from monai_adv.distributed import is_main_process
-from monai_adv.io import atomic_torch_save, atomic_write_json, atomic_write_text, json_safe
+from monai_adv.io import OutputSet, atomic_torch_save, atomic_write_json, atomic_write_text, json_safe
 from monai_adv.keys import RobustKeys
 from monai_adv.metrics.classification import (
     DEGENERATE_FRACTION,
@@ -871,23 +871,25 @@ class RobustnessReport:
             self.logger.warning(self._degenerate_warning(report).replace("**", ""))
         if not is_main_process():
             return
-        os.makedirs(self.output_dir, exist_ok=True)
+        # the set (figures, gallery, items.pt, report.md, report.json) is built in a fresh folder and moved into
+        # place when complete: a kill while plotting never leaves a new report.json beside the old plots
+        out = OutputSet(self.output_dir)
         epoch = report["epoch"] or 0
         prefix = "robustness" if report["task"] == CLASSIFICATION else "segmentation"
         if self.summary_writer is not None:
             for tag, value in self._scalars(report).items():
                 self.summary_writer.add_scalar(tag, value, epoch)
-        # the figures and the gallery first, report.md next, report.json last
         if self.plots or self.summary_writer is not None:
             for fig_name, fig in self._figures(report).items():
                 if self.plots:
-                    save_figure(fig, os.path.join(self.output_dir, f"{fig_name}.png"))
+                    save_figure(fig, out.path(f"{fig_name}.png"))
                 if self.summary_writer is not None:
                     self.summary_writer.add_figure(f"{prefix}/{fig_name}", fig, epoch)
                 plt.close(fig)
         if self.save_items and report["task"] == CLASSIFICATION:
             items = {k: torch.cat(v) for k, v in self._data.items()}
-            atomic_torch_save(items, os.path.join(self.output_dir, "items.pt"), durable=False)
-        atomic_write_text(os.path.join(self.output_dir, "report.md"), self.markdown(report))
-        atomic_write_json(os.path.join(self.output_dir, "report.json"), report)
+            atomic_torch_save(items, out.path("items.pt"), durable=False)
+        atomic_write_text(out.path("report.md"), self.markdown(report))
+        atomic_write_json(out.path("report.json"), report)
+        out.commit()
         self.logger.info(f"robustness report written to {self.output_dir}")

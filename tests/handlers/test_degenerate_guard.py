@@ -103,3 +103,32 @@ def test_a_good_network_is_not_flagged(tmp_path, caplog):
     assert not any("degenerate" in r.getMessage() for r in caplog.records)
     assert "WARNING" not in (tmp_path / "report.md").read_text()
     assert "DEGENERATE" not in compare_reports({"good": rep})
+
+
+def test_a_report_killed_while_plotting_leaves_the_previous_set_whole(tmp_path, caplog, monkeypatch):
+    """The report's files are built in a fresh folder and moved into place when complete: a kill between
+    two figures leaves the previous report.json, report.md and plots, never a mix of two runs."""
+    _, x, y = trained_cnn(2)
+    first = _evaluate(ConstantNet().eval(), x, y, tmp_path, caplog)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert "report.json" in before and any(n.endswith(".png") for n in before)
+    saved = []
+
+    def killed_after_one_figure(fig, path, *args, **kwargs):
+        if saved:
+            raise KeyboardInterrupt("killed while plotting")
+        saved.append(path)
+        return real(fig, path, *args, **kwargs)
+
+    import monai_adv.visualize.plots as plots
+
+    real = plots.save_figure
+    monkeypatch.setattr(plots, "save_figure", killed_after_one_figure)
+    net = ConstantNet().eval()
+    with torch.no_grad():
+        net.bias.copy_(torch.tensor([2.0, 0.0, 0.0, 0.0]))  # another network: another report
+    with pytest.raises(KeyboardInterrupt):
+        _evaluate(net, x, y, tmp_path, caplog)
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    assert after == before  # the old set, byte for byte: the new figure went to the staging folder only
+    assert json.loads(after["report.json"])["clean"] == first["clean"]
