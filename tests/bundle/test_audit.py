@@ -80,6 +80,8 @@ def test_audit_spleen_eps_in_hu_and_spacing(tmp_path: Path):
     assert entry["eps_original"] == pytest.approx(10.0) and entry["original_units"] == "HU"
     assert report["value_range"] == [0.0, 1.0]
     assert report["evaluator_id"] == "validate#evaluator"
+    # HD95 in millimetres: the spacing (1.5 x 1.5 x 2 mm) comes from each volume's metadata
+    assert report["details"]["distance_units"] == "mm"
 
 
 def test_audit_label_free_on_inference_config(tmp_path: Path):
