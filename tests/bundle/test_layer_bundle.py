@@ -347,7 +347,7 @@ def test_compare_segmentation_reports_and_init(tmp_path: Path, monkeypatch):
     b = report(0.8, 3.0, [])
     table = compare_segmentation_reports({"a": a, "b": b})
     assert (
-        "| system | clean mean Dice | clean mean HD95 | |" in table
+        "| system | clean mean Dice | clean mean HD95 | notes |" in table
         and "| a | 0.900 | 2.00 voxels | |" in table
     )
     assert "| clean | 0.0 | 0.900 | 2.00 | 0.800 | 3.00 |" in table

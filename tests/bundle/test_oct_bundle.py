@@ -429,7 +429,7 @@ def test_compare_reports(tmp_path: Path, capsys):
         "worst_case": [{"eps": 0.002, "value": 0.25, "attacks": ["fgsm_eps0.002", "pgd_eps0.002"]}],
     }
     table = compare_reports({"a": rep, "b": rep})
-    assert "| system | clean accuracy | recall CNV | recall DME | clean flag rate | |" in table
+    assert "| system | clean accuracy | recall CNV | recall DME | clean flag rate | notes |" in table
     assert "| a | 0.750 | 1.000 | 0.500 | 0.250 | |" in table
     assert "| clean | 0.0 | 0.750 | - | - | 0.750 | - | - |" in table
     assert "| fgsm_eps0.002 | 0.002 | 0.500 | 0.800 | 0.300 | 0.500 | 0.800 | 0.300 |" in table
