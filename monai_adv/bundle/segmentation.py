@@ -7,7 +7,6 @@ test lists, the metric handlers of training and validation, and the writer of th
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -17,9 +16,9 @@ import numpy as np
 import torch
 
 from monai_adv.bundle.data import prepare_dataset, split_datalists
+from monai_adv.bundle.writers import StreamedOutputWriter
 from monai_adv.data.synthetic import OCT_LAYER_CLASSES
-from monai_adv.distributed import is_main_process
-from monai_adv.io import OutputSet, atomic_open, named_io_error, output_set
+from monai_adv.io import atomic_open
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ def segmentation_dice_metric(num_classes: int, pred_key: str = "pred", label_key
     )
 
 
-class MaskWriter:
+class MaskWriter(StreamedOutputWriter):
     """Writes the predicted masks: one 8-bit PNG of class indices per image, and ``masks.csv``.
 
     A mask is the argmax of the network's output, at the network's input size (the image's centre
@@ -122,54 +121,36 @@ class MaskWriter:
         ValueError: (when run) for an output that is not dense logits with one channel per class.
     """
 
+    what = "masks"
+
     def __init__(
         self,
         output_dir: str | os.PathLike,
         class_names: Sequence[str] = OCT_LAYER_CLASSES,
         filename: str = "masks.csv",
     ) -> None:
-        self.output_dir = os.fspath(output_dir)
-        self.class_names = [str(c) for c in class_names]
-        self.filename = filename
-        self.rows: list[list[Any]] = []
+        super().__init__(output_dir, filename, class_names)
         self._used: set[str] = set()
-        self._set: OutputSet | None = None
-        self._stream: Any = None
 
-    @property
-    def path(self) -> str:
-        """The path of ``masks.csv``."""
-        return os.path.join(self.output_dir, self.filename)
-
-    def attach(self, engine: Any) -> None:
-        """Register the handler's event callbacks on ``engine``."""
-        from ignite.engine import Events
-
-        engine.add_event_handler(Events.EPOCH_STARTED, self._reset)
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self._collect)
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self._write)
+    def _header(self) -> list[str]:
+        return ["image", "frame", "mask", *[f"frac_{c}" for c in self.class_names]]
 
     def _reset(self, engine: Any) -> None:
+        self._used = set()
+        super()._reset(engine)
+
+    def _start(self) -> None:
         import shutil
 
-        self.rows = []
-        self._used = set()
-        if is_main_process():
-            self._set = output_set(self.output_dir)
-            shutil.rmtree(self._set.path("masks"), ignore_errors=True)  # a fresh folder, whatever came before
-            os.makedirs(self._set.path("masks"))
-            if self._stream is not None:
-                self._stream.close()
-            self._stream = open(self._set.path(self.filename), "w", newline="")
-            csv.writer(self._stream).writerow(
-                ["image", "frame", "mask", *[f"frac_{c}" for c in self.class_names]]
-            )
-            self._stream.flush()
+        shutil.rmtree(self._set.path("masks"), ignore_errors=True)  # a fresh folder, whatever came before
+        os.makedirs(self._set.path("masks"))
 
-    def _collect(self, engine: Any) -> None:
+    def _written_to(self) -> str:
+        return os.path.join(self.output_dir, "masks")
+
+    def _rows(self, engine: Any) -> list[list[Any]]:
         from PIL import Image
 
-        from monai_adv.bundle.writers import PredictionWriter
         from monai_adv.utils import gather_output
 
         logits = gather_output(engine.state.output, "pred").detach().float().cpu()
@@ -180,11 +161,11 @@ class MaskWriter:
             )
         masks = logits.argmax(dim=1).to(torch.uint8).numpy()
         n = masks.shape[0]
-        names = PredictionWriter._meta_list(engine.state.batch, "filename_or_obj", n)
-        frames = PredictionWriter._meta_list(engine.state.batch, "frame", n)
-        first = len(self.rows)
+        names = self._meta_list(engine.state.batch, "filename_or_obj", n)
+        frames = self._meta_list(engine.state.batch, "frame", n)
+        rows = []
         for i in range(n):
-            src = str(names[i]) or f"item{len(self.rows)}"
+            src = str(names[i]) or f"item{len(self.rows) + len(rows)}"
             base = os.path.basename(src)
             stem = base[: -len(".nii.gz")] if base.lower().endswith(".nii.gz") else os.path.splitext(base)[0]
             frame = frames[i]
@@ -200,21 +181,5 @@ class MaskWriter:
                 with atomic_open(os.path.join(self._set.path("masks"), unique + ".png"), "wb") as fh:
                     Image.fromarray(masks[i]).save(fh, format="PNG")
             counts = np.bincount(masks[i].reshape(-1), minlength=k)[:k] / masks[i].size
-            self.rows.append([src, int(frame) if has_frame else "", rel, *[f"{c:.6f}" for c in counts]])
-        if self._stream is not None:  # streamed as made: a killed run keeps them
-            try:
-                csv.writer(self._stream).writerows(self.rows[first:])
-                self._stream.flush()
-            except OSError as e:
-                raise named_io_error(e, self._stream.name) from e
-
-    def _write(self, engine: Any) -> None:
-        if not is_main_process() or self._set is None:
-            return
-        self._stream.flush()
-        os.fsync(self._stream.fileno())
-        self._stream.close()
-        self._stream = None
-        self._set.commit()
-        self._set = None
-        print(f"{len(self.rows)} masks written to {os.path.join(self.output_dir, 'masks')}", flush=True)
+            rows.append([src, int(frame) if has_frame else "", rel, *[f"{c:.6f}" for c in counts]])
+        return rows
