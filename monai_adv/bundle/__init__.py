@@ -17,6 +17,14 @@ comparer read.
 """
 
 from monai_adv.bundle.audit import AUDIT_ATTACKS, DEFAULT_ATTACKS, AttackBudget, BundleAudit, audit_bundle
+from monai_adv.bundle.checkpoints import (
+    CheckpointMetadata,
+    CheckpointMismatchError,
+    check_checkpoint_metadata,
+    read_checkpoint_metadata,
+    verify_sha256,
+    write_sha256,
+)
 from monai_adv.bundle.cli import main
 from monai_adv.bundle.compare import compare_reports, compare_segmentation_reports
 from monai_adv.bundle.components import (
@@ -82,6 +90,12 @@ __all__ = [
     "BundleInputError",
     "input_error",
     "load_weights",
+    "CheckpointMetadata",
+    "CheckpointMismatchError",
+    "check_checkpoint_metadata",
+    "read_checkpoint_metadata",
+    "write_sha256",
+    "verify_sha256",
     "require_file",
     "load_optional_detector",
     "detection_handlers",

@@ -68,18 +68,32 @@ def load_weights(
     key: str | None = None,
     strict: bool = True,
     hint: str = "train the model first (configs/train.json)",
+    expected: Mapping[str, Any] | None = None,
 ) -> torch.nn.Module:
     """Load a model checkpoint (``weights_only``) into ``network`` and return the network.
 
-    Accepts a plain state dict (what the bundle's ``CheckpointSaver`` writes to ``models/model.pt``)
-    or a dict holding it under ``key`` (or ``"model"``/``"network"``). ``hint`` ends the error
-    message for a missing file (how to produce it).
+    Accepts a plain state dict or a dict holding it under ``key`` (or ``"model"``/``"network"``: what
+    the bundles' ``CheckpointSaver`` writes to ``models/model.pt``, with the checkpoint's metadata under
+    ``"metadata"``). With ``expected``, the recorded metadata is compared with the config's values first
+    (:func:`~monai_adv.bundle.checkpoints.check_checkpoint_metadata`): a checkpoint trained at another
+    image size, with other channels or classes is refused rather than run. ``hint`` ends the error
+    message for a missing file (how to produce it); that message is the last line a failed bundle run
+    prints.
 
     Raises:
         FileNotFoundError: naming the file when it does not exist.
+        CheckpointMismatchError: naming each differing setting with both values.
         ValueError: naming the file when it cannot be read or does not fit the network.
     """
-    path = require_file(ckpt_file, "model checkpoint", hint)
+    from monai_adv.bundle.checkpoints import check_checkpoint_metadata, read_checkpoint_metadata
+    from monai_adv.bundle.errors import input_error
+
+    try:
+        path = require_file(ckpt_file, "model checkpoint", hint)
+    except FileNotFoundError as e:
+        raise input_error(e) from None
+    if expected:
+        check_checkpoint_metadata(read_checkpoint_metadata(path), f"model checkpoint {path!r}", **expected)
     state = read_state_dict(path, "model checkpoint", key)
     try:
         network.load_state_dict(state, strict=strict)
@@ -88,13 +102,23 @@ def load_weights(
     return network
 
 
-def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, required: bool = False) -> Any:
+def load_optional_detector(
+    path: str | os.PathLike,
+    network: torch.nn.Module,
+    required: bool = False,
+    expected: Mapping[str, Any] | None = None,
+) -> Any:
     """The detector saved at ``path`` bound to ``network``, or ``None`` when there is none (and not ``required``).
+
+    With ``expected``, the metadata the detector file records (the classifier checkpoint's, copied by
+    :func:`fit_detector`) is compared with the config's values as :func:`load_weights` compares the
+    model's.
 
     Raises:
         FileNotFoundError: when ``required`` and there is no file.
         NetworkMismatchError: when the detector was fitted on another network (weights or layers), naming
             both fingerprints; logged as one ERROR line.
+        CheckpointMismatchError: naming each differing setting with both values.
     """
     from monai_adv.detectors import load_detector
 
@@ -112,7 +136,7 @@ def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, re
     from monai_adv.detectors import NetworkMismatchError
 
     try:
-        return load_detector(p, network, progress=False)
+        detector = load_detector(p, network, progress=False)
     except NetworkMismatchError as e:
         raise input_error(
             NetworkMismatchError(
@@ -120,6 +144,11 @@ def load_optional_detector(path: str | os.PathLike, network: torch.nn.Module, re
                 "e.g. by another run in this bundle folder?)."
             )
         ) from e
+    if expected:
+        from monai_adv.bundle.checkpoints import check_checkpoint_metadata
+
+        check_checkpoint_metadata(detector.metadata, f"detector file {p!r}", **expected)
+    return detector
 
 
 def detection_handlers(detector: Any, **kwargs: Any) -> list:
@@ -136,8 +165,12 @@ def fit_detector(
     fpr: float = 0.05,
     save_path: str | os.PathLike | None = None,
     use_labels: bool = True,
+    metadata: Mapping[str, Any] | None = None,
 ) -> Any:
     """Fit ``detector`` on clean data, calibrate its threshold at ``fpr`` on other clean data, save it.
+
+    ``metadata`` (the classifier checkpoint's, :func:`~monai_adv.bundle.checkpoints.read_checkpoint_metadata`)
+    is saved with the detector, so that loading it can check the config's image size and classes too.
 
     Only rank 0 writes ``save_path`` (atomically, by the detector's ``save``); its folder is checked
     for writing before the fit, so a read-only folder stops the run before the work, not after it.
@@ -151,6 +184,8 @@ def fit_detector(
 
         check_writable(os.path.dirname(os.path.abspath(os.fspath(save_path))), "detector folder")
     detector.fit(fit_loader, use_labels=use_labels)
+    if metadata is not None:
+        detector.metadata = dict(metadata)
     threshold = detector.calibrate(calibration_loader, fpr=fpr)
     logger.info(f"{type(detector).__name__} fitted; threshold {threshold:.6g} at a target FPR of {fpr}")
     if save_path is not None and is_main_process():

@@ -6,7 +6,7 @@ folders :func:`bundle_search_roots` names:
 
 - ``monai_adv/bundle/resources/`` in an installed wheel (or a non-editable ``pip install .``):
   ``setup.py`` copies there every bundle folder under the repository's ``bundles/``
-  (:func:`find_bundle_dirs`), with its static files (:func:`shipped_bundle_files`);
+  (:func:`find_bundle_dirs`), with its static files and pretrained weights (:func:`shipped_bundle_files`);
 - the repository's ``bundles/`` when the package runs from a source checkout (an editable install).
 
 :func:`available_bundles` lists them by folder name. Each bundle describes itself in the
@@ -24,6 +24,7 @@ the package's dependencies are installed.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -38,6 +39,8 @@ __all__ = [
     "is_bundle_dir",
     "find_bundle_dirs",
     "shipped_bundle_files",
+    "shipped_weights",
+    "sha256_of",
     "bundle_search_roots",
     "available_bundles",
     "bundle_section",
@@ -64,7 +67,8 @@ SHIPPED_FILE_PATTERNS = (
 )
 #: config file extensions MONAI's bundle parser reads
 CONFIG_EXTENSIONS = (".json", ".yaml", ".yml")
-#: what a bundle's runs write into its folder: never copied, never shipped
+#: what a bundle's runs write into its folder: never copied, never shipped (except the pretrained
+#: weights that a ``models/<file>.sha256`` vouches for, :func:`shipped_weights`)
 GENERATED = ("data", "runs", "eval", "quick", "logs", "__pycache__", "*.pt", "*.ts", "*.pyc")
 
 #: the wheel's copy of the bundles
@@ -103,20 +107,66 @@ def find_bundle_dirs(root: str | os.PathLike) -> list[Path]:
     return sorted(p for p in root.iterdir() if not p.name.startswith(".") and p.is_dir() and is_bundle_dir(p))
 
 
-def shipped_bundle_files(bundle_dir: str | os.PathLike) -> list[Path]:
-    """The files of a bundle that ship with the package, relative to the bundle folder, sorted.
+def sha256_of(path: str | os.PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    Those matching :data:`SHIPPED_FILE_PATTERNS`: its configs, docs and licence, never its data set,
-    models or reports.
+
+def shipped_weights(bundle_dir: str | os.PathLike, strict: bool = True) -> list[Path]:
+    """The pretrained weights a bundle ships, relative to the bundle folder, each with its ``.sha256``.
+
+    A file ``models/<name>`` ships when ``models/<name>.sha256`` lies beside it and holds its SHA-256
+    (``sha256sum``'s format); the bundle's training runs write other files under ``models/``, which
+    never ship.
 
     Args:
         bundle_dir: the bundle folder.
+        strict: raise for a file that does not match its ``.sha256`` (at build time); otherwise such a
+            file (e.g. retrained in place) is left out with a warning.
+
+    Raises:
+        ValueError: when ``strict`` and a file is missing or does not match its ``.sha256``.
+    """
+    root = Path(bundle_dir)
+    found: list[Path] = []
+    for sha in sorted(root.glob("models/*.sha256")):
+        target = sha.with_name(sha.name[: -len(".sha256")])
+        words = sha.read_text().split()
+        problem = None
+        if not target.is_file():
+            problem = f"{str(target)!r} is missing"
+        elif not words or sha256_of(target) != words[0].lower():
+            problem = f"{str(target)!r} does not match {str(sha)!r} (damaged, or replaced by a training run)"
+        if problem is None:
+            found += [target.relative_to(root), sha.relative_to(root)]
+        elif strict:
+            raise ValueError(f"pretrained weights: {problem}; restore the file (git checkout) or write a new .sha256.")
+        else:
+            warnings.warn(f"pretrained weights not copied: {problem}.", stacklevel=2)
+    return found
+
+
+def shipped_bundle_files(bundle_dir: str | os.PathLike) -> list[Path]:
+    """The files of a bundle that ship with the package, relative to the bundle folder, sorted.
+
+    Those matching :data:`SHIPPED_FILE_PATTERNS` (its configs, docs and licence) and its pretrained
+    weights (:func:`shipped_weights`), never its data set, reports or the models its runs train.
+
+    Args:
+        bundle_dir: the bundle folder.
+
+    Raises:
+        ValueError: for pretrained weights that do not match their ``.sha256``.
     """
     root = Path(bundle_dir)
     found = {
         p.relative_to(root) for pattern in SHIPPED_FILE_PATTERNS for p in root.glob(pattern) if p.is_file()
     }
-    return sorted(found)
+    return sorted(found | set(shipped_weights(root)))
 
 
 def _source_bundles_root() -> Path | None:
@@ -258,7 +308,10 @@ def packaged_bundle_dir(name: str | None = None) -> Path | None:
 def copy_bundle(
     dst: str | os.PathLike, src: str | os.PathLike | None = None, name: str | None = None
 ) -> Path:
-    """Copy a bundle (its configs, docs, licence and anything else but data, models and reports) to ``dst``.
+    """Copy a bundle (its configs, docs, licence, pretrained weights and anything else but data, trained models and reports) to ``dst``.
+
+    The pretrained weights are those :func:`shipped_weights` finds (a file that no longer matches its
+    ``.sha256`` is left out, with a warning).
 
     Args:
         dst: the new bundle folder; it must not exist yet, or be an empty folder.
@@ -286,6 +339,8 @@ def copy_bundle(
         raise FileExistsError(f"{str(target)!r} exists and is not empty; choose a new folder for the bundle.")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns(*GENERATED), dirs_exist_ok=True)
     (target / "models").mkdir(exist_ok=True)
+    for rel in shipped_weights(source, strict=False):
+        shutil.copy2(source / rel, target / rel)
     return target
 
 

@@ -142,6 +142,9 @@ class AdversarialDetector:
         self.num_fit_samples: int = 0
         #: :func:`network_fingerprint` of the network at fit time (``None`` before fit, or from an old file)
         self.network_fingerprint: str | None = None
+        #: what the classifier's checkpoint records (image size, classes, ...), saved with the detector so
+        #: that loading it can be checked against a config; ``None`` when not given
+        self.metadata: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------------------------------
     # what a subclass writes
@@ -479,6 +482,7 @@ class AdversarialDetector:
             "threshold": self.threshold,
             "fpr": self.fpr,
             "network_fingerprint": self.network_fingerprint,
+            "metadata": self.metadata,
         }
 
     def save(self, path: str | os.PathLike) -> None:
@@ -558,6 +562,7 @@ class AdversarialDetector:
         det.combine_mean, det.combine_std = state["combine_mean"], state["combine_std"]
         det.threshold, det.fpr = state["threshold"], state["fpr"]
         det.network_fingerprint = state.get("network_fingerprint")
+        det.metadata = state.get("metadata")
         det._cache = None
         if check_network:
             if det.network_fingerprint is None:

@@ -1,0 +1,475 @@
+"""Train, evaluate and install the pretrained weights of ``bundles/oct_robust_classification``.
+
+The shipped classifier is the bundle's own network (MONAI's 2D ResNet-10, width 1/4) trained on
+**real** Kermany OCT B-scans at 128 px, started from synthetic-OCT pretraining (the analogue of the
+paper's ImageNet start), then adversarially trained with every label of its training patients. One
+resumable command runs every stage; each finished stage appends one JSON line to ``--results``
+(a rerun skips it; the weights stay in ``--runs``, not committed):
+
+1. ``pretrain``: standard training on ``--synthetic-per-class`` synthetic B-scans per class
+   (``SyntheticOCTGenerator`` seed 1000 + seed), ``--pretrain-iterations`` iterations.
+2. ``train``: the real B-scans of ``../shared/data/kermany-oct-sample`` and ``kermany-oct-pool`` as one
+   set of patients, split by patient (``split_by_patient``, stratified by class) with the seed: 25% to
+   the test set, then 15% of the rest to the validation set (detector calibration), the rest to training.
+   ``--method`` (Madry PGD-AT by default; TRADES) at eps ``--train-eps`` with PGD-``--train-steps``,
+   class-balanced batches (DME and DRUSEN are each under 15% of the pool), flips, shifts and a mild
+   gamma. Then the cheap evaluation on the test set: clean accuracy, confusion matrix, per-class recall,
+   PGD-20 at 1/255 and 2/255.
+3. ``detector``: a Mahalanobis detector fitted on the clean training images, calibrated on the clean
+   validation images at ``--detector-fpr``; on the test set its clean flag rate, and its TPR and AUROC
+   on the test images that PGD-20 turns (1/255 and 2/255).
+4. ``suite``: AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square 5,000 queries; per-sample
+   worst case) on the whole test set at each ``--suite-eps``, with per-class robust recall and which
+   member fooled how many images.
+
+``--install SEED`` writes that seed's classifier and detector into the bundle's ``models/`` (with
+the metadata the bundle checks at load time and a ``.sha256`` beside each file); ``--report`` prints
+the model card's table (mean and spread over seeds).
+
+Usage::
+
+    nice python benchmarks/pretrained_oct.py --seeds 0 --threads 1 &   # one copy per core
+    nice python benchmarks/pretrained_oct.py --seeds 1 --threads 1 &
+    python benchmarks/pretrained_oct.py --install 0
+    python benchmarks/pretrained_oct.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from monai.handlers import LrScheduleHandler
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from ssat_experiment import kermany_items, recalls  # noqa: E402
+
+from monai_adv.engines import AutocastSupervisedTrainer, create_trainer, one_cycle_schedule  # noqa: E402
+from monai_adv.metrics.classification import confusion_matrix  # noqa: E402
+from monai_adv.transforms import PGD  # noqa: E402
+
+CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
+BUNDLE = ROOT / "bundles" / "oct_robust_classification"
+KERMANY = [str(ROOT.parent / "shared" / "data" / d) for d in ("kermany-oct-sample", "kermany-oct-pool")]
+STAGES = ("pretrain", "train", "detector", "suite")
+
+
+def parse_eps(text: str) -> float:
+    num, _, den = str(text).partition("/")
+    return float(num) / float(den) if den else float(num)
+
+
+def eps_name(eps: float) -> str:
+    k = eps * 255
+    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
+
+
+def new_network() -> nn.Module:
+    """The bundle's ``network_def``: MONAI's 2D ResNet-10 at width 1/4, one input channel, 4 classes."""
+    from monai.networks.nets import resnet10
+
+    return resnet10(spatial_dims=2, n_input_channels=1, num_classes=len(CLASSES), widen_factor=0.25)
+
+
+# ----------------------------------------------------------------------------------------------
+# data
+# ----------------------------------------------------------------------------------------------
+def real_split(seed: int, a: argparse.Namespace) -> dict:
+    """Train / validation / test tensors of one seed, split by patient across both shared folders."""
+    from monai_adv.data import split_by_patient
+
+    items, x, y = kermany_items(a.kermany_roots, a.size)
+    for i, it in enumerate(items):
+        it["_index"] = i
+    test, rest = split_by_patient(items, a.test_fraction, seed=seed)
+    val, train = split_by_patient(rest, a.val_fraction, seed=seed + 100, min_second=1)
+    out = {}
+    for name, part in (("train", train), ("val", val), ("test", test)):
+        idx = torch.tensor([it["_index"] for it in part], dtype=torch.long)
+        out[f"x_{name}"], out[f"y_{name}"] = x[idx], y[idx]
+        out[f"patients_{name}"] = sorted({str(it["patient"]) for it in part})
+        out[f"files_{name}"] = [os.path.basename(str(it["image"])) for it in part]
+    patients = [set(out[f"patients_{n}"]) for n in ("train", "val", "test")]
+    assert not (patients[0] & patients[1] or patients[0] & patients[2] or patients[1] & patients[2])
+    return out
+
+
+def split_summary(d: dict) -> dict:
+    """Images and patients per class of every part (for the model card)."""
+    res = {}
+    for name in ("train", "val", "test"):
+        y = d[f"y_{name}"]
+        res[name] = {
+            "images": int(len(y)),
+            "patients": len(d[f"patients_{name}"]),
+            "images_per_class": {c: int((y == k).sum()) for k, c in enumerate(CLASSES)},
+        }
+    return res
+
+
+def synthetic_set(seed: int, a: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
+    """``--synthetic-per-class`` synthetic B-scans per class at ``--size`` (rendered once, cached)."""
+    from monai_adv.data import SyntheticOCTGenerator
+
+    path = Path(a.cache) / f"pretrained_synthetic_{a.size}px_{a.synthetic_per_class}_seed{1000 + seed}.npz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        x, y = SyntheticOCTGenerator(image_size=a.size, seed=1000 + seed).generate(
+            a.synthetic_per_class, shuffle=True, num_workers=1
+        )
+        tmp = path.with_name(path.stem + f".{os.getpid()}.tmp.npz")
+        np.savez_compressed(tmp, x=x, y=y)
+        os.replace(tmp, path)
+    d = np.load(path)
+    return torch.from_numpy(d["x"]).float().unsqueeze(1), torch.from_numpy(d["y"]).long()
+
+
+class BalancedAugmentedLoader:
+    """Endless class-balanced batches (each class drawn equally often) with B-scan augmentation.
+
+    Augmentation keeps intensities in [0, 1] and the class: a left-right flip (left and right eyes),
+    a shift of up to ``shift`` pixels in each direction (zero border, as outside the scan) and a
+    gamma in [0.8, 1.25].
+    """
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, balanced: bool = True, shift: int = 8):
+        self.x, self.y, self.batch, self.shift = x, y, batch, shift
+        self.g = torch.Generator().manual_seed(seed)
+        counts = torch.bincount(y, minlength=len(CLASSES)).double()
+        w = (1.0 / counts.clamp_min(1))[y] if balanced else torch.ones(len(y), dtype=torch.double)
+        self.weights = w / w.sum()
+
+    def __len__(self) -> int:
+        return max(1, len(self.x) // self.batch)
+
+    def __iter__(self):
+        while True:
+            j = torch.multinomial(self.weights, self.batch, replacement=True, generator=self.g)
+            xb = self.x[j].clone()
+            n, _, h, w = xb.shape
+            flip = torch.rand(n, generator=self.g) < 0.5
+            xb = torch.where(flip.view(-1, 1, 1, 1), xb.flip(-1), xb)
+            if self.shift:
+                s = self.shift
+                pad = F.pad(xb, (s, s, s, s))
+                dx = torch.randint(0, 2 * s + 1, (n,), generator=self.g)
+                dy = torch.randint(0, 2 * s + 1, (n,), generator=self.g)
+                xb = torch.stack([pad[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(n)])
+            gamma = torch.exp(torch.empty(n).uniform_(np.log(0.8), np.log(1.25), generator=self.g))
+            xb = xb.clamp(0, 1).pow(gamma.view(-1, 1, 1, 1))
+            yield {"image": xb.contiguous(memory_format=torch.channels_last), "label": self.y[j]}
+
+
+# ----------------------------------------------------------------------------------------------
+# training and evaluation
+# ----------------------------------------------------------------------------------------------
+def fit(net, loader, iterations: int, lr: float, method: str, a, seed: int) -> float:
+    """Train ``net`` for ``iterations`` iterations; returns CPU seconds."""
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=a.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, one_cycle_schedule(iterations))
+    loss = nn.CrossEntropyLoss()
+    common = dict(epoch_length=iterations, decollate=False, amp=a.amp)
+    if method == "standard":
+        tr = AutocastSupervisedTrainer(a.device, 1, loader, net, opt, loss, **common)
+    else:
+        tr = create_trainer(method, a.device, 1, loader, net, opt, loss, eps=a.train_eps, steps=a.train_steps, **common)
+        tr.attack.set_random_state(seed)
+    LrScheduleHandler(sched, print_lr=False, epoch_level=False).attach(tr)
+    if a.progress:
+        from ignite.engine import Events
+
+        @tr.on(Events.ITERATION_COMPLETED(every=50))
+        def _log(engine):
+            print(f"  [{method} seed {seed}] iteration {engine.state.iteration}/{iterations}", flush=True)
+
+    c0 = time.process_time()
+    tr.run()
+    return time.process_time() - c0
+
+
+@torch.no_grad()
+def predict(net: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
+    net.eval()
+    return torch.cat([net(x[i : i + batch].contiguous(memory_format=torch.channels_last)).argmax(1) for i in range(0, len(x), batch)])
+
+
+def attacked(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch: int = 128) -> torch.Tensor:
+    return torch.cat([attack(x[i : i + batch], y[i : i + batch]) for i in range(0, len(x), batch)])
+
+
+def evaluate(net: nn.Module, d: dict, seed: int, a) -> dict:
+    """Clean accuracy, confusion matrix and recall on val and test; PGD-20 on test."""
+    res = {}
+    for part in ("val", "test"):
+        x, y = d[f"x_{part}"], d[f"y_{part}"]
+        p = predict(net, x)
+        res[f"{part}_clean"] = round(float((p == y).float().mean()), 4)
+        res[f"{part}_recall"] = recalls(y, p)
+    x, y = d["x_test"], d["y_test"]
+    res["test_confusion"] = confusion_matrix(y, predict(net, x), len(CLASSES)).int().tolist()
+    for eps in (1 / 255, 2 / 255):
+        atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=a.amp)
+        atk.set_random_state(seed)
+        p = predict(net, attacked(net, x, y, atk))
+        res[f"pgd20@{eps_name(eps)}"] = round(float((p == y).float().mean()), 4)
+        res[f"pgd20@{eps_name(eps)}_recall"] = recalls(y, p)
+    return res
+
+
+def checkpoint_metadata(a, seed: int, summary: dict, method: str) -> dict:
+    """What the bundle needs to use the weights correctly, recorded in the checkpoint."""
+    import monai
+
+    import monai_adv
+
+    return {
+        "format": "monai-adv checkpoint 1",
+        "network": "monai.networks.nets.resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25)",
+        "image_size": [a.size, a.size],
+        "num_channels": 1,
+        "intensity_range": [0.0, 1.0],
+        "class_names": list(CLASSES),
+        "output": "logits",
+        "preprocessing": f"monai_adv.data.oct_eval_transforms({a.size}): load (grey; RGB averaged), scale to [0, 1], centre square crop, area resize to {a.size}x{a.size}",
+        "method": method,
+        "train_eps": a.train_eps,
+        "train_steps": a.train_steps,
+        "data": "Kermany et al. 2018 OCT (CC BY 4.0): ../shared/data/kermany-oct-sample + kermany-oct-pool, split by patient; synthetic-OCT pretraining",
+        "split": summary,
+        "seed": seed,
+        "monai_adv_version": str(monai_adv.__version__),
+        "monai_version": str(monai.__version__),
+        "torch_version": str(torch.__version__),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# the stages
+# ----------------------------------------------------------------------------------------------
+def load_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def append(path: Path, row: dict) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def machine() -> dict:
+    return {
+        "cpu": platform.processor() or platform.machine(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def run_seed(seed: int, a) -> None:
+    results = Path(a.results)
+    runs = Path(a.runs) / f"seed{seed}"
+    runs.mkdir(parents=True, exist_ok=True)
+    done = {(r["stage"], r["seed"], r.get("eps")) for r in load_rows(results) if r.get("tag") == a.tag}
+    key = dict(tag=a.tag, seed=seed, size=a.size, method=a.method)
+    pre_path, model_path, det_path = runs / "pretrained.pt", runs / "model.pt", runs / "detector.pt"
+
+    if ("pretrain", seed, None) not in done or not pre_path.exists():
+        torch.manual_seed(seed)
+        xs, ys = synthetic_set(seed, a)
+        net = new_network().to(memory_format=torch.channels_last)
+        cpu = fit(net, BalancedAugmentedLoader(xs, ys, a.batch, seed), a.pretrain_iterations, a.lr, "standard", a, seed)
+        torch.save(net.state_dict(), pre_path)
+        append(results, {**key, "stage": "pretrain", "synthetic_images": len(ys), "iterations": a.pretrain_iterations, "cpu_s": round(cpu, 1), **machine()})
+        print(f"seed {seed}: pretrained on {len(ys)} synthetic images ({cpu:.0f} CPU-s)", flush=True)
+
+    d = real_split(seed, a)
+    summary = split_summary(d)
+    if ("train", seed, None) not in done or not model_path.exists():
+        torch.manual_seed(seed)
+        net = new_network().to(memory_format=torch.channels_last)
+        net.load_state_dict(torch.load(pre_path, weights_only=True))
+        loader = BalancedAugmentedLoader(d["x_train"], d["y_train"], a.batch, seed, balanced=not a.no_balance)
+        cpu = fit(net, loader, a.iterations, a.lr, a.method, a, seed)
+        meta = checkpoint_metadata(a, seed, summary, a.method)
+        torch.save({"model": net.state_dict(), "metadata": meta}, model_path)
+        res = evaluate(net, d, seed, a)
+        append(results, {**key, "stage": "train", "iterations": a.iterations, "batch": a.batch, "lr": a.lr, "train_eps": a.train_eps, "train_steps": a.train_steps, "balanced": not a.no_balance, "cpu_s": round(cpu, 1), "split": summary, **res, **machine()})
+        print(f"seed {seed}: trained {a.method} ({cpu:.0f} CPU-s): {res}", flush=True)
+
+    net = new_network().to(memory_format=torch.channels_last)
+    net.load_state_dict(torch.load(model_path, weights_only=True)["model"])
+    net.eval()
+
+    if ("detector", seed, None) not in done or not det_path.exists():
+        from monai_adv.detectors import MahalanobisDetector
+
+        det = MahalanobisDetector(net)
+        det.fit([{"image": d["x_train"][i : i + 128], "label": d["y_train"][i : i + 128]} for i in range(0, len(d["y_train"]), 128)])
+        det.calibrate([d["x_val"][i : i + 128] for i in range(0, len(d["y_val"]), 128)], fpr=a.detector_fpr)
+        det.save(det_path)
+        x, y = d["x_test"], d["y_test"]
+        clean_scores = det.score(x)
+        res = {"detector": "mahalanobis", "fpr_target": a.detector_fpr, "threshold": det.threshold, "test_clean_flag_rate": round(float(det.flags(clean_scores).float().mean()), 4)}
+        from monai_adv.metrics import detection_auroc
+
+        for eps in (1 / 255, 2 / 255):
+            atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=a.amp)
+            atk.set_random_state(seed)
+            xa = attacked(net, x, y, atk)
+            fooled = (predict(net, xa) != y) & (predict(net, x) == y)
+            s = det.score(xa[fooled]) if fooled.any() else torch.zeros(0)
+            res[f"tpr@{eps_name(eps)}"] = round(float(det.flags(s).float().mean()), 4) if len(s) else None
+            res[f"auroc@{eps_name(eps)}"] = round(detection_auroc(clean_scores, s), 4) if len(s) else None
+            res[f"n_fooled@{eps_name(eps)}"] = int(fooled.sum())
+        append(results, {**key, "stage": "detector", **res, **machine()})
+        print(f"seed {seed}: detector {res}", flush=True)
+
+    if a.skip_suite:
+        return
+    from monai_adv.transforms import autoattack
+
+    for eps in a.suite_eps:
+        if ("suite", seed, eps_name(eps)) in done:
+            continue
+        x, y = d["x_test"], d["y_test"]
+        suite = autoattack(net, eps, version="standard", amp=a.amp)
+        suite.set_random_state(seed)
+        c0, t0 = time.process_time(), time.time()
+        p = predict(net, attacked(net, x, y, suite, batch=len(x)))
+        row = {**key, "stage": "suite", "eps": eps_name(eps), "n": len(y), "robust": round(float((p == y).float().mean()), 4), "recall_robust": recalls(y, p), "last_success": dict(getattr(suite, "last_success", {}) or {}), "cpu_s": round(time.process_time() - c0, 1), "wall_s": round(time.time() - t0, 1), **machine()}
+        append(results, row)
+        print(f"seed {seed}: suite {row}", flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# install and report
+# ----------------------------------------------------------------------------------------------
+def install(seed: int, a) -> None:
+    """Write one seed's classifier and detector into the bundle's models/, with metadata and a .sha256 each.
+
+    The checkpoint's metadata is written afresh from this code (with the held-out test patients, so that
+    anyone can evaluate on exactly the card's test set); the detector file records the same metadata.
+    """
+    from monai_adv.bundle import write_sha256
+    from monai_adv.detectors import load_detector
+    from monai_adv.io import atomic_torch_save
+
+    runs = Path(a.runs) / f"seed{seed}"
+    for name in ("model.pt", "detector.pt"):
+        if not (runs / name).exists():
+            raise FileNotFoundError(f"{runs / name} does not exist; run the seed first: python benchmarks/pretrained_oct.py --seeds {seed}")
+    d = real_split(seed, a)
+    ckpt = torch.load(runs / "model.pt", map_location="cpu", weights_only=True)
+    old = ckpt["metadata"]
+    a.train_eps, a.train_steps, a.size = old["train_eps"], old["train_steps"], old["image_size"][0]
+    meta = checkpoint_metadata(a, seed, split_summary(d), old["method"])
+    meta["split"]["test_patients"] = d["patients_test"]
+    net = new_network()
+    net.load_state_dict(ckpt["model"])
+    out = BUNDLE / "models"
+    atomic_torch_save({"model": net.state_dict(), "metadata": meta}, out / "model.pt")
+    det = load_detector(runs / "detector.pt", net.eval())
+    det.metadata = meta
+    det.save(out / "detector.pt")
+    for name in ("model.pt", "detector.pt"):
+        write_sha256(out / name)
+        print(f"installed {out / name} ({(out / name).stat().st_size / 1e6:.2f} MB)")
+
+
+def mean_sd(v: list) -> str:
+    v = [x for x in v if x is not None]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{100 * v[0]:.1f}"
+    return f"{100 * statistics.mean(v):.1f} ± {100 * statistics.stdev(v):.1f}"
+
+
+def report(a) -> str:
+    rows = [r for r in load_rows(Path(a.results)) if r.get("tag") == a.tag]
+    by = {}
+    for r in rows:
+        by[(r["stage"], r["seed"], r.get("eps"))] = r
+    seeds = sorted({r["seed"] for r in rows if r["stage"] == "train"})
+    lines = [f"seeds {seeds}", "", "| metric | mean ± sd over seeds | per seed |", "|---|---|---|"]
+
+    def line(name, get):
+        vals = [get(s) for s in seeds]
+        lines.append(f"| {name} | {mean_sd(vals)} | {', '.join('-' if v is None else f'{100 * v:.1f}' for v in vals)} |")
+
+    tr = lambda s: by.get(("train", s, None), {})  # noqa: E731
+    det = lambda s: by.get(("detector", s, None), {})  # noqa: E731
+    line("clean accuracy (test)", lambda s: tr(s).get("test_clean"))
+    for k, c in enumerate(CLASSES):
+        line(f"clean recall {c}", lambda s, k=k: (tr(s).get("test_recall") or [None] * 4)[k])
+    for e in ("1/255", "2/255"):
+        line(f"PGD-20 @ {e}", lambda s, e=e: tr(s).get(f"pgd20@{e}"))
+        su = lambda s, e=e: by.get(("suite", s, e), {})  # noqa: E731
+        line(f"AutoAttack standard @ {e}", lambda s, su=su: su(s).get("robust"))
+        for k, c in enumerate(CLASSES):
+            line(f"  robust recall {c} @ {e}", lambda s, su=su, k=k: (su(s).get("recall_robust") or [None] * 4)[k])
+    line("detector clean flag rate (test)", lambda s: det(s).get("test_clean_flag_rate"))
+    for e in ("1/255", "2/255"):
+        line(f"detector TPR on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"tpr@{e}"))
+        line(f"detector AUROC on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"auroc@{e}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--tag", default="r10w025_128", help="rows of one recipe share a tag")
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--method", choices=["madry", "trades"], default="madry")
+    p.add_argument("--iterations", type=int, default=1000)
+    p.add_argument("--pretrain-iterations", type=int, default=400)
+    p.add_argument("--synthetic-per-class", type=int, default=1000)
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--train-eps", type=parse_eps, default=1 / 255)
+    p.add_argument("--train-steps", type=int, default=3)
+    p.add_argument("--no-balance", action="store_true")
+    p.add_argument("--test-fraction", type=float, default=0.25)
+    p.add_argument("--val-fraction", type=float, default=0.15)
+    p.add_argument("--detector-fpr", type=float, default=0.05)
+    p.add_argument("--suite-eps", type=parse_eps, nargs="+", default=[1 / 255, 2 / 255])
+    p.add_argument("--skip-suite", action="store_true")
+    p.add_argument("--amp", default=False, help="autocast: False (fp32, the default on every CPU) or bf16")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--kermany-roots", nargs="+", default=KERMANY)
+    p.add_argument("--cache", default=str(HERE / ".cache"))
+    p.add_argument("--runs", default=str(HERE / "pretrained_runs"))
+    p.add_argument("--results", default=str(HERE / "pretrained_oct.jsonl"))
+    p.add_argument("--install", type=int, default=None, metavar="SEED")
+    p.add_argument("--report", action="store_true")
+    a = p.parse_args(argv)
+    a.amp = False if a.amp in (False, "False", "false", "0", "fp32") else a.amp
+    torch.set_num_threads(a.threads)
+    if a.report:
+        print(report(a))
+        return
+    if a.install is not None:
+        install(a.install, a)
+        return
+    for seed in a.seeds:
+        run_seed(seed, a)
+
+
+if __name__ == "__main__":
+    main()
