@@ -23,21 +23,22 @@ resumable command runs every stage; each finished stage appends one JSON line to
    member fooled how many images.
 
 ``--install SEED`` writes that seed's classifier and detector into the bundle's ``models/`` (with
-the metadata the bundle checks at load time and a ``.sha256`` beside each file); ``--report`` prints
-the model card's table (mean and spread over seeds).
+the metadata the bundle checks at load time and a ``.sha256`` beside each file); ``--write-card SEED``
+puts the measured numbers into the bundle's ``metadata.json`` (``eval_metrics``: the shipped seed;
+``eval_metrics_over_seeds``: mean and sd); ``--report`` prints the model card's table.
 
 Usage::
 
     nice python benchmarks/pretrained_oct.py --seeds 0 --threads 1 &   # one copy per core
     nice python benchmarks/pretrained_oct.py --seeds 1 --threads 1 &
     python benchmarks/pretrained_oct.py --install 0
+    python benchmarks/pretrained_oct.py --write-card 0
     python benchmarks/pretrained_oct.py --report
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import platform
@@ -145,7 +146,9 @@ class BalancedAugmentedLoader:
     gamma in [0.8, 1.25].
     """
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, balanced: bool = True, shift: int = 8):
+    def __init__(
+        self, x: torch.Tensor, y: torch.Tensor, batch: int, seed: int, balanced: bool = True, shift: int = 8
+    ):
         self.x, self.y, self.batch, self.shift = x, y, batch, shift
         self.g = torch.Generator().manual_seed(seed)
         counts = torch.bincount(y, minlength=len(CLASSES)).double()
@@ -185,7 +188,9 @@ def fit(net, loader, iterations: int, lr: float, method: str, a, seed: int) -> f
     if method == "standard":
         tr = AutocastSupervisedTrainer(a.device, 1, loader, net, opt, loss, **common)
     else:
-        tr = create_trainer(method, a.device, 1, loader, net, opt, loss, eps=a.train_eps, steps=a.train_steps, **common)
+        tr = create_trainer(
+            method, a.device, 1, loader, net, opt, loss, eps=a.train_eps, steps=a.train_steps, **common
+        )
         tr.attack.set_random_state(seed)
     LrScheduleHandler(sched, print_lr=False, epoch_level=False).attach(tr)
     if a.progress:
@@ -203,7 +208,12 @@ def fit(net, loader, iterations: int, lr: float, method: str, a, seed: int) -> f
 @torch.no_grad()
 def predict(net: nn.Module, x: torch.Tensor, batch: int = 128) -> torch.Tensor:
     net.eval()
-    return torch.cat([net(x[i : i + batch].contiguous(memory_format=torch.channels_last)).argmax(1) for i in range(0, len(x), batch)])
+    return torch.cat(
+        [
+            net(x[i : i + batch].contiguous(memory_format=torch.channels_last)).argmax(1)
+            for i in range(0, len(x), batch)
+        ]
+    )
 
 
 def attacked(net: nn.Module, x: torch.Tensor, y: torch.Tensor, attack, batch: int = 128) -> torch.Tensor:
@@ -260,7 +270,9 @@ def checkpoint_metadata(a, seed: int, summary: dict, method: str) -> dict:
 # the stages
 # ----------------------------------------------------------------------------------------------
 def load_rows(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    return (
+        [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    )
 
 
 def append(path: Path, row: dict) -> None:
@@ -290,9 +302,27 @@ def run_seed(seed: int, a) -> None:
         torch.manual_seed(seed)
         xs, ys = synthetic_set(seed, a)
         net = new_network().to(memory_format=torch.channels_last)
-        cpu = fit(net, BalancedAugmentedLoader(xs, ys, a.batch, seed), a.pretrain_iterations, a.lr, "standard", a, seed)
+        cpu = fit(
+            net,
+            BalancedAugmentedLoader(xs, ys, a.batch, seed),
+            a.pretrain_iterations,
+            a.lr,
+            "standard",
+            a,
+            seed,
+        )
         torch.save(net.state_dict(), pre_path)
-        append(results, {**key, "stage": "pretrain", "synthetic_images": len(ys), "iterations": a.pretrain_iterations, "cpu_s": round(cpu, 1), **machine()})
+        append(
+            results,
+            {
+                **key,
+                "stage": "pretrain",
+                "synthetic_images": len(ys),
+                "iterations": a.pretrain_iterations,
+                "cpu_s": round(cpu, 1),
+                **machine(),
+            },
+        )
         print(f"seed {seed}: pretrained on {len(ys)} synthetic images ({cpu:.0f} CPU-s)", flush=True)
 
     d = real_split(seed, a)
@@ -306,7 +336,23 @@ def run_seed(seed: int, a) -> None:
         meta = checkpoint_metadata(a, seed, summary, a.method)
         torch.save({"model": net.state_dict(), "metadata": meta}, model_path)
         res = evaluate(net, d, seed, a)
-        append(results, {**key, "stage": "train", "iterations": a.iterations, "batch": a.batch, "lr": a.lr, "train_eps": a.train_eps, "train_steps": a.train_steps, "balanced": not a.no_balance, "cpu_s": round(cpu, 1), "split": summary, **res, **machine()})
+        append(
+            results,
+            {
+                **key,
+                "stage": "train",
+                "iterations": a.iterations,
+                "batch": a.batch,
+                "lr": a.lr,
+                "train_eps": a.train_eps,
+                "train_steps": a.train_steps,
+                "balanced": not a.no_balance,
+                "cpu_s": round(cpu, 1),
+                "split": summary,
+                **res,
+                **machine(),
+            },
+        )
         print(f"seed {seed}: trained {a.method} ({cpu:.0f} CPU-s): {res}", flush=True)
 
     net = new_network().to(memory_format=torch.channels_last)
@@ -317,12 +363,22 @@ def run_seed(seed: int, a) -> None:
         from monai_adv.detectors import MahalanobisDetector
 
         det = MahalanobisDetector(net)
-        det.fit([{"image": d["x_train"][i : i + 128], "label": d["y_train"][i : i + 128]} for i in range(0, len(d["y_train"]), 128)])
+        det.fit(
+            [
+                {"image": d["x_train"][i : i + 128], "label": d["y_train"][i : i + 128]}
+                for i in range(0, len(d["y_train"]), 128)
+            ]
+        )
         det.calibrate([d["x_val"][i : i + 128] for i in range(0, len(d["y_val"]), 128)], fpr=a.detector_fpr)
         det.save(det_path)
         x, y = d["x_test"], d["y_test"]
         clean_scores = det.score(x)
-        res = {"detector": "mahalanobis", "fpr_target": a.detector_fpr, "threshold": det.threshold, "test_clean_flag_rate": round(float(det.flags(clean_scores).float().mean()), 4)}
+        res = {
+            "detector": "mahalanobis",
+            "fpr_target": a.detector_fpr,
+            "threshold": det.threshold,
+            "test_clean_flag_rate": round(float(det.flags(clean_scores).float().mean()), 4),
+        }
         from monai_adv.metrics import detection_auroc
 
         for eps in (1 / 255, 2 / 255):
@@ -349,7 +405,18 @@ def run_seed(seed: int, a) -> None:
         suite.set_random_state(seed)
         c0, t0 = time.process_time(), time.time()
         p = predict(net, attacked(net, x, y, suite, batch=len(x)))
-        row = {**key, "stage": "suite", "eps": eps_name(eps), "n": len(y), "robust": round(float((p == y).float().mean()), 4), "recall_robust": recalls(y, p), "last_success": dict(getattr(suite, "last_success", {}) or {}), "cpu_s": round(time.process_time() - c0, 1), "wall_s": round(time.time() - t0, 1), **machine()}
+        row = {
+            **key,
+            "stage": "suite",
+            "eps": eps_name(eps),
+            "n": len(y),
+            "robust": round(float((p == y).float().mean()), 4),
+            "recall_robust": recalls(y, p),
+            "last_success": dict(getattr(suite, "last_success", {}) or {}),
+            "cpu_s": round(time.process_time() - c0, 1),
+            "wall_s": round(time.time() - t0, 1),
+            **machine(),
+        }
         append(results, row)
         print(f"seed {seed}: suite {row}", flush=True)
 
@@ -370,7 +437,9 @@ def install(seed: int, a) -> None:
     runs = Path(a.runs) / f"seed{seed}"
     for name in ("model.pt", "detector.pt"):
         if not (runs / name).exists():
-            raise FileNotFoundError(f"{runs / name} does not exist; run the seed first: python benchmarks/pretrained_oct.py --seeds {seed}")
+            raise FileNotFoundError(
+                f"{runs / name} does not exist; run the seed first: python benchmarks/pretrained_oct.py --seeds {seed}"
+            )
     d = real_split(seed, a)
     ckpt = torch.load(runs / "model.pt", map_location="cpu", weights_only=True)
     old = ckpt["metadata"]
@@ -408,7 +477,9 @@ def report(a) -> str:
 
     def line(name, get):
         vals = [get(s) for s in seeds]
-        lines.append(f"| {name} | {mean_sd(vals)} | {', '.join('-' if v is None else f'{100 * v:.1f}' for v in vals)} |")
+        lines.append(
+            f"| {name} | {mean_sd(vals)} | {', '.join('-' if v is None else f'{100 * v:.1f}' for v in vals)} |"
+        )
 
     tr = lambda s: by.get(("train", s, None), {})  # noqa: E731
     det = lambda s: by.get(("detector", s, None), {})  # noqa: E731
@@ -420,12 +491,64 @@ def report(a) -> str:
         su = lambda s, e=e: by.get(("suite", s, e), {})  # noqa: E731
         line(f"AutoAttack standard @ {e}", lambda s, su=su: su(s).get("robust"))
         for k, c in enumerate(CLASSES):
-            line(f"  robust recall {c} @ {e}", lambda s, su=su, k=k: (su(s).get("recall_robust") or [None] * 4)[k])
+            line(
+                f"  robust recall {c} @ {e}",
+                lambda s, su=su, k=k: (su(s).get("recall_robust") or [None] * 4)[k],
+            )
     line("detector clean flag rate (test)", lambda s: det(s).get("test_clean_flag_rate"))
     for e in ("1/255", "2/255"):
         line(f"detector TPR on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"tpr@{e}"))
         line(f"detector AUROC on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"auroc@{e}"))
     return "\n".join(lines)
+
+
+def card_metrics(a, seed: int) -> dict:
+    """The model card's numbers of one seed (fractions), keyed as metadata.json's ``eval_metrics``."""
+    by = {
+        (r["stage"], r.get("eps")): r
+        for r in load_rows(Path(a.results))
+        if r.get("tag") == a.tag and r["seed"] == seed
+    }
+    tr, det = by.get(("train", None), {}), by.get(("detector", None), {})
+    m = {"clean_accuracy": tr.get("test_clean")}
+    for k, c in enumerate(CLASSES):
+        m[f"clean_recall_{c}"] = (tr.get("test_recall") or [None] * 4)[k]
+    for e in ("1/255", "2/255"):
+        tag = e.replace("/", "_")
+        su = by.get(("suite", e), {})
+        m[f"autoattack_standard_accuracy_eps_{tag}"] = su.get("robust")
+        for k, c in enumerate(CLASSES):
+            m[f"autoattack_standard_recall_{c}_eps_{tag}"] = (su.get("recall_robust") or [None] * 4)[k]
+        m[f"pgd20_accuracy_eps_{tag}"] = tr.get(f"pgd20@{e}")
+    m["detector_target_fpr"] = det.get("fpr_target")
+    m["detector_clean_flag_rate"] = det.get("test_clean_flag_rate")
+    for e in ("1/255", "2/255"):
+        m[f"detector_tpr_pgd20_eps_{e.replace('/', '_')}"] = det.get(f"tpr@{e}")
+        m[f"detector_auroc_pgd20_eps_{e.replace('/', '_')}"] = det.get(f"auroc@{e}")
+    return m
+
+
+def write_card(a, shipped_seed: int) -> None:
+    """Put the measured numbers into the bundle's metadata.json: the shipped seed's, and mean/sd over seeds."""
+    path = BUNDLE / "configs" / "metadata.json"
+    meta = json.loads(path.read_text())
+    seeds = sorted(
+        {r["seed"] for r in load_rows(Path(a.results)) if r.get("tag") == a.tag and r["stage"] == "train"}
+    )
+    per_seed = {s: card_metrics(a, s) for s in seeds}
+    meta["eval_metrics"] = {k: v for k, v in per_seed[shipped_seed].items() if v is not None}
+    over = {}
+    for k in per_seed[shipped_seed]:
+        vals = [per_seed[s][k] for s in seeds if per_seed[s][k] is not None]
+        if vals:
+            over[k] = {
+                "mean": round(statistics.mean(vals), 4),
+                "sd": round(statistics.stdev(vals), 4) if len(vals) > 1 else None,
+                "seeds": [s for s in seeds if per_seed[s][k] is not None],
+            }
+    meta["eval_metrics_over_seeds"] = over
+    path.write_text(json.dumps(meta, indent=4, ensure_ascii=False) + "\n")
+    print(f"wrote eval_metrics of seed {shipped_seed} and over seeds {seeds} to {path}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -458,6 +581,13 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--results", default=str(HERE / "pretrained_oct.jsonl"))
     p.add_argument("--install", type=int, default=None, metavar="SEED")
     p.add_argument("--report", action="store_true")
+    p.add_argument(
+        "--write-card",
+        type=int,
+        default=None,
+        metavar="SEED",
+        help="the shipped seed's numbers into metadata.json",
+    )
     a = p.parse_args(argv)
     a.amp = False if a.amp in (False, "False", "false", "0", "fp32") else a.amp
     torch.set_num_threads(a.threads)
@@ -466,6 +596,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if a.install is not None:
         install(a.install, a)
+        return
+    if a.write_card is not None:
+        write_card(a, a.write_card)
         return
     for seed in a.seeds:
         run_seed(seed, a)

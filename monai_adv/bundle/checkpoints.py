@@ -147,9 +147,7 @@ def _normalise(key: str, value: Any, like: Any = None) -> Any:
     return int(value)
 
 
-def check_checkpoint_metadata(
-    metadata: Mapping[str, Any] | None, source: str, **expected: Any
-) -> None:
+def check_checkpoint_metadata(metadata: Mapping[str, Any] | None, source: str, **expected: Any) -> None:
     """Refuse a checkpoint whose recorded settings differ from the config's.
 
     Compares ``image_size`` (an int stands for the same size on every axis), ``num_channels``,

@@ -144,7 +144,9 @@ def shipped_weights(bundle_dir: str | os.PathLike, strict: bool = True) -> list[
         if problem is None:
             found += [target.relative_to(root), sha.relative_to(root)]
         elif strict:
-            raise ValueError(f"pretrained weights: {problem}; restore the file (git checkout) or write a new .sha256.")
+            raise ValueError(
+                f"pretrained weights: {problem}; restore the file (git checkout) or write a new .sha256."
+            )
         else:
             warnings.warn(f"pretrained weights not copied: {problem}.", stacklevel=2)
     return found

@@ -93,7 +93,7 @@ def test_layout_and_metadata():
                 "copyright", "intended_use", "references", "network_data_format", "required_packages_version"):  # fmt: skip
         assert key in meta, key
     assert meta["version"] in meta["changelog"]
-    assert "not for diagnostic use" in meta["intended_use"].lower()
+    assert "not for clinical use" in meta["intended_use"].lower()
     assert any("SegPGD" in r for r in meta["references"]) and any("CosPGD" in r for r in meta["references"])
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == 13 and list(out["channel_def"].values()) == CLASSES
@@ -114,8 +114,9 @@ def test_layout_and_metadata():
 
 
 def test_train_cli_writes_the_model_runs_and_the_layer_set(trained: Path):
-    state = torch.load(trained / "quick" / "models" / "model.pt", weights_only=True)
-    assert any(k.endswith("weight") for k in state)
+    saved = torch.load(trained / "quick" / "models" / "model.pt", weights_only=True)
+    assert any(k.endswith("weight") for k in saved["model"])
+    assert saved["metadata"]["image_size"] == 32 and saved["metadata"]["class_names"] == CLASSES
     runs = trained / "quick" / "runs" / "ssat"
     assert list((runs / "checkpoints").glob("checkpoint_*.pt")) and list(runs.glob("events.out.tfevents.*"))
     data = trained / "data" / "synthetic_oct_layers_quick"
@@ -194,7 +195,7 @@ def test_network_shapes_and_torchscript_export(trained: Path):
         )
         ckpt_export(
             "network_def", filepath="quick/models/model.ts", ckpt_file="quick/models/model.pt",
-            meta_file="configs/metadata.json", config_file="configs/inference.json",
+            key_in_ckpt="model", meta_file="configs/metadata.json", config_file="configs/inference.json",
         )  # fmt: skip
     finally:
         os.chdir(cwd)

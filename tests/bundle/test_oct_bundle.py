@@ -135,11 +135,21 @@ def test_layout_and_metadata():
     ):
         assert key in meta, key
     assert meta["version"] in meta["changelog"]
-    assert "not for diagnostic use" in meta["intended_use"].lower()
+    assert "not for clinical use" in meta["intended_use"].lower()
+    assert "CC BY 4.0" in meta["data_source"] and "CC BY 4.0" in meta["data_license"]
+    # the model card: numbers measured on the patient-held-out real test set, not descriptions of files
+    metrics = meta["eval_metrics"]
+    for key in ("clean_accuracy", "autoattack_standard_accuracy_eps_1_255", "detector_clean_flag_rate",
+                *[f"clean_recall_{c}" for c in ("CNV", "DME", "DRUSEN", "NORMAL")]):  # fmt: skip
+        assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
+    assert meta["eval_metrics_over_seeds"]["clean_accuracy"]["seeds"] == [0, 1]
     assert any("2006.13555" in r for r in meta["references"])
     assert any("Kermany" in r for r in meta["references"])
     image = meta["network_data_format"]["inputs"]["image"]
     assert image["modality"] == "OCT" and image["num_channels"] == 1 and image["value_range"] == [0, 1]
+    size = json.loads((BUNDLE / "configs" / "inference.json").read_text())["image_size"]
+    assert image["spatial_shape"] == [size, size]  # what the shipped weights and inference.json take
+    assert meta["network_data_format"]["outputs"]["pred"]["type"] == "logits"
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {
         "0": "CNV",
         "1": "DME",
@@ -153,8 +163,16 @@ def test_layout_and_metadata():
 # ------------------------------------------------------------------------------------------------ CLI
 def test_train_cli(trained: Path):
     assert (trained / "quick" / "models" / "model.pt").is_file()
-    state = torch.load(trained / "quick" / "models" / "model.pt", weights_only=True)
-    assert any(k.endswith("fc.weight") for k in state)
+    saved = torch.load(trained / "quick" / "models" / "model.pt", weights_only=True)
+    assert any(k.endswith("fc.weight") for k in saved["model"])
+    # the checkpoint records how to use it: the quick run's image size, channels and classes
+    meta = saved["metadata"]
+    assert (
+        meta["image_size"] == 32
+        and meta["num_channels"] == 1
+        and meta["class_names"] == ["CNV", "DME", "DRUSEN", "NORMAL"]
+    )
+    assert meta["method"] == "ssat" and meta["output"] == "logits"
     assert list((trained / "quick" / "runs" / "ssat" / "checkpoints").glob("checkpoint_*.pt"))
     assert list((trained / "quick" / "runs" / "ssat").glob("events.out.tfevents.*"))
     manifest = trained / "data" / "synthetic_oct_quick" / "synthetic_oct.json"
@@ -235,7 +253,7 @@ def test_verify_net_in_out_cli(trained: Path):
 def test_ckpt_export_torchscript_equals_eager(trained: Path):
     run_cli(
         ["ckpt_export", "network_def", "--filepath", "quick/models/model.ts", "--ckpt_file", "quick/models/model.pt",
-         "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
+         "--key_in_ckpt", "model", "--meta_file", "configs/metadata.json", "--config_file", "configs/inference.json"],
         trained,
     )  # fmt: skip
     from monai.bundle import ConfigParser
@@ -556,7 +574,7 @@ def test_training_repeats_exactly_for_a_seed(bundle: Path, tmp_path: Path):
         w.initialize()
         w.run()
         w.finalize()
-        states.append(torch.load(tmp_path / run / "model.pt", weights_only=True))
+        states.append(torch.load(tmp_path / run / "model.pt", weights_only=True)["model"])
     assert states[0].keys() == states[1].keys()
     for k in states[0]:
         assert torch.equal(states[0][k], states[1][k]), k

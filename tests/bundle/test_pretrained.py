@@ -43,7 +43,9 @@ def bundle_run(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedPr
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args]
     proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=500)
     if ok and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+        )
     return proc
 
 
@@ -61,16 +63,30 @@ def test_shipped_weights_are_small_checksummed_and_describe_themselves(bundle: P
         assert verify_sha256(path), f"{path} does not match its .sha256"
         torch.load(path, map_location="cpu", weights_only=True)  # loads without unpickling code
     meta = read_checkpoint_metadata(bundle / "models" / "model.pt")
-    for key in ("image_size", "num_channels", "intensity_range", "class_names", "method", "data", "monai_adv_version"):
+    for key in (
+        "image_size",
+        "num_channels",
+        "intensity_range",
+        "class_names",
+        "method",
+        "data",
+        "monai_adv_version",
+    ):
         assert key in meta, key
     if bundle == CLASSIFICATION:
-        assert meta["class_names"] == CLASSES and meta["image_size"] == [128, 128] and meta["num_channels"] == 1
+        assert (
+            meta["class_names"] == CLASSES and meta["image_size"] == [128, 128] and meta["num_channels"] == 1
+        )
         assert "Kermany" in meta["data"] and meta["output"] == "logits"
-        from monai_adv.detectors import MahalanobisDetector, load_detector
-        from monai_adv.bundle import load_weights
         from monai.networks.nets import resnet10
 
-        net = load_weights(resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25), bundle / "models" / "model.pt")
+        from monai_adv.bundle import load_weights
+        from monai_adv.detectors import MahalanobisDetector, load_detector
+
+        net = load_weights(
+            resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
+            bundle / "models" / "model.pt",
+        )
         det = load_detector(bundle / "models" / "detector.pt", net.eval())  # fitted on exactly these weights
         assert isinstance(det, MahalanobisDetector) and det.is_calibrated
         assert det.metadata["image_size"] == meta["image_size"]
@@ -95,7 +111,9 @@ def kermany_test_images(per_class: int) -> list[Path]:
     return out
 
 
-@pytest.mark.skipif(not (SHARED / "kermany-oct-pool").is_dir(), reason="needs ../shared/data (real Kermany B-scans)")
+@pytest.mark.skipif(
+    not (SHARED / "kermany-oct-pool").is_dir(), reason="needs ../shared/data (real Kermany B-scans)"
+)
 def test_classification_inference_runs_out_of_the_box_on_real_b_scans(tmp_path: Path):
     bundle = copy_bundle(tmp_path / "bundle", src=CLASSIFICATION)
     assert (bundle / "models" / "model.pt").is_file() and (bundle / "models" / "detector.pt").is_file()
@@ -155,7 +173,9 @@ def test_segmentation_inference_runs_out_of_the_box(tmp_path: Path):
         mask = np.asarray(Image.open(out / r["mask"]))
         assert mask.shape == (128, 128) and mask.max() < 13
         agree = float((mask == truth[Path(r["image"]).name]).mean())
-        assert agree >= SEGMENTATION_PIXEL_AGREEMENT, f"{r['image']}: {agree:.3f} of the pixels labelled right"
+        assert agree >= SEGMENTATION_PIXEL_AGREEMENT, (
+            f"{r['image']}: {agree:.3f} of the pixels labelled right"
+        )
 
 
 def test_a_config_at_another_image_size_is_refused_naming_both(tmp_path: Path):
@@ -163,10 +183,21 @@ def test_a_config_at_another_image_size_is_refused_naming_both(tmp_path: Path):
     data = tmp_path / "scans"
     data.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (60, 80), dtype=np.uint8)).save(data / "a.png")
-    proc = bundle_run(bundle, "--dataset_dir", str(data), "--output_dir", str(tmp_path / "out"), "--image_size", "64", ok=False)
+    proc = bundle_run(
+        bundle,
+        "--dataset_dir",
+        str(data),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--image_size",
+        "64",
+        ok=False,
+    )
     assert proc.returncode != 0
     line = last_line(proc)
-    assert "image_size [128, 128]" in line and "image_size [64, 64]" in line and "--image_size 128" in line, line
+    assert "image_size [128, 128]" in line and "image_size [64, 64]" in line and "--image_size 128" in line, (
+        line
+    )
     assert not (tmp_path / "out" / "predictions.csv").exists()
 
 
