@@ -33,7 +33,7 @@ THIRD = "retina_triage"  # a bundle the code has never heard of
 
 
 def _copy(src: Path, dst: Path, **section_changes) -> Path:
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*locate.GENERATED))
+    locate.copy_bundle(dst, src=src)  # what a checkout holds: no generated files, the shipped weights
     if section_changes:
         meta_file = dst / "configs" / "metadata.json"
         meta = json.loads(meta_file.read_text())
