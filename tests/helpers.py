@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import functools
+import os
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 __all__ = [
+    "subprocess_env",
     "LinearClassifier",
     "SmallCNN",
     "toy_dataset",
@@ -198,3 +201,12 @@ def mean_dice(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     k = 2
     onehot = lambda t: F.one_hot(t, k).movedim(-1, 1)  # noqa: E731
     return float(DiceMetric(include_background=True)(onehot(pred), onehot(y[:, 0])).nanmean())
+
+
+def subprocess_env() -> dict[str, str]:
+    """The environment of a test's ``python -m ...`` subprocess: one thread, unbuffered, this checkout importable."""
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    repo = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (repo, env.get("PYTHONPATH", "")) if p)
+    return env

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import write_oct_dicom
+from helpers import subprocess_env, write_oct_dicom
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_robust_classification"
@@ -28,17 +28,12 @@ CLI_TIMEOUT = 300
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
     """``python -m monai.bundle <args>`` (or another module when args start with ``-m``) in ``cwd``."""
     cmd = [sys.executable, *(args if args[0] == "-m" else ["-m", "monai.bundle", *args])]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT)
+    proc = subprocess.run(
+        cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT
+    )
     if ok and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"

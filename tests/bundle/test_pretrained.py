@@ -7,7 +7,6 @@ Every test runs the bundle as a model-zoo user does, in a copy of the bundle fol
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import write_oct_dicom
+from helpers import subprocess_env, write_oct_dicom
 from PIL import Image
 
 from monai_adv.bundle import copy_bundle, read_checkpoint_metadata, verify_sha256
@@ -32,16 +31,9 @@ SEGMENTATION_PIXEL_AGREEMENT = 0.8
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
 
-def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
-    return env
-
-
 def bundle_run(cwd: Path, *args: str, ok: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=500)
+    proc = subprocess.run(cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=500)
     if ok and proc.returncode != 0:
         raise AssertionError(
             f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
