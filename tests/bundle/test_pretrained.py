@@ -25,8 +25,9 @@ CLASSIFICATION = BUNDLES / "oct_robust_classification"
 SEGMENTATION = BUNDLES / "oct_layer_segmentation"
 SHARED = REPO.parent / "shared" / "data"
 CLASSES = ["CNV", "DME", "DRUSEN", "NORMAL"]
-#: share of pixels the shipped layer UNet labels right on unseen synthetic B-scans (it measures ~PLACEHOLDER)
-SEGMENTATION_PIXEL_AGREEMENT = 0.8
+#: share of pixels the shipped layer UNet labels right on unseen synthetic B-scans (it measures 0.96-0.98;
+#: a network that paints one class everywhere gets at most ~0.3)
+SEGMENTATION_PIXEL_AGREEMENT = 0.9
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
