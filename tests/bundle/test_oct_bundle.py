@@ -134,7 +134,7 @@ def test_layout_and_metadata():
     assert "CC BY 4.0" in meta["data_source"] and "CC BY 4.0" in meta["data_license"]
     # the model card: numbers measured on the patient-held-out real test set, not descriptions of files
     metrics = meta["eval_metrics"]
-    for key in ("clean_accuracy", "autoattack_standard_accuracy_eps_1_255", "detector_clean_flag_rate",
+    for key in ("clean_accuracy", "autoattack_apgd_ce_apgd_t_accuracy_eps_1_255", "detector_clean_flag_rate",
                 *[f"clean_recall_{c}" for c in ("CNV", "DME", "DRUSEN", "NORMAL")]):  # fmt: skip
         assert isinstance(metrics[key], float) and 0.0 <= metrics[key] <= 1.0, key
     assert meta["eval_metrics_over_seeds"]["clean_accuracy"]["seeds"] == [0, 1]
