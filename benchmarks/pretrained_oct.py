@@ -60,7 +60,7 @@ from monai.handlers import LrScheduleHandler
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from ssat_experiment import kermany_items, recalls  # noqa: E402
+from ssat_experiment import eps_name, kermany_items, parse_eps, recalls  # noqa: E402
 
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer, one_cycle_schedule  # noqa: E402
 from monai_adv.metrics.classification import confusion_matrix  # noqa: E402
@@ -70,16 +70,6 @@ CLASSES = ("CNV", "DME", "DRUSEN", "NORMAL")
 BUNDLE = ROOT / "bundles" / "oct_robust_classification"
 KERMANY = [str(ROOT.parent / "shared" / "data" / d) for d in ("kermany-oct-sample", "kermany-oct-pool")]
 STAGES = ("pretrain", "train", "detector", "suite")
-
-
-def parse_eps(text: str) -> float:
-    num, _, den = str(text).partition("/")
-    return float(num) / float(den) if den else float(num)
-
-
-def eps_name(eps: float) -> str:
-    k = eps * 255
-    return f"{round(k)}/255" if abs(k - round(k)) < 1e-6 else f"{eps:g}"
 
 
 def new_network() -> nn.Module:
