@@ -27,6 +27,7 @@ from monai_adv.utils import default_output_transform, eval_mode, full_precision,
 
 __all__ = [
     "AdversarialDetector",
+    "min_variance_weights",
     "load_detector",
     "DETECTOR_FILE_FORMAT",
     "network_fingerprint",
@@ -83,6 +84,29 @@ def _class_indices(y: torch.Tensor) -> torch.Tensor:
     return y.long()
 
 
+def min_variance_weights(z: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Non-negative weights summing to 1 that minimise the variance of ``z @ w`` for standardised scores ``z``.
+
+    ``w = C^-1 1 / (1' C^-1 1)`` for the correlation ``C`` of the columns of ``z`` ``(N, L)`` (a small
+    ridge keeps it invertible). Maximising ``sum(w) / sd(z @ w)`` gives the same direction: the most
+    detectable combination when an attack raises every layer's standardised score alike. Negative
+    weights (a layer whose score would be subtracted) are clipped to 0 and the rest re-solved.
+    """
+    c = torch.corrcoef(z.T.double()) if z.shape[1] > 1 else torch.ones(1, 1, dtype=torch.float64)
+    c = torch.nan_to_num(c, nan=0.0) + ridge * torch.eye(z.shape[1], dtype=torch.float64)
+    keep = torch.ones(z.shape[1], dtype=torch.bool)
+    w = torch.zeros(z.shape[1], dtype=torch.float64)
+    for _ in range(z.shape[1]):
+        sub = torch.linalg.solve(c[keep][:, keep], torch.ones(int(keep.sum()), dtype=torch.float64))
+        if (sub > 0).all():
+            w[keep] = sub / sub.sum()
+            return w
+        idx = keep.nonzero().squeeze(1)
+        keep[idx[sub <= 0]] = False
+    w[keep] = 1.0 / max(int(keep.sum()), 1)
+    return w
+
+
 class AdversarialDetector:
     """Base class of the unsupervised adversarial detectors.
 
@@ -91,8 +115,14 @@ class AdversarialDetector:
         layers: ``None`` for the penultimate features (the input of the last ``nn.Linear``), or
             module names from ``network.named_modules()`` (``"penultimate"`` may be one of them).
             Convolutional outputs are average-pooled over space. With several layers the score is
-            the sum of the per-layer scores, each standardised by its mean and standard deviation
-            on the fitting data.
+            a weighted sum of the per-layer scores, each standardised by its mean and standard
+            deviation on held-out clean data (5-fold cross-fitting on the fitting data, so that a
+            layer that overfits its fit samples is not under-weighted).
+        layer_weights: how several layers' standardised scores are weighted, from clean data only:
+            ``"min_variance"`` (default) weights ``w = C^-1 1`` (clipped at 0, summing to 1) for the
+            correlation ``C`` of the layers' clean scores, which maximise ``sum(w) / sd(w . z)``: the
+            combination that best separates a shift of every layer's score from clean noise, and does
+            not count twice two layers that say the same; ``"equal"`` weights each layer 1.
         output_transform: picks the class logits out of the network's output.
         image_key: the image key of dict batches.
         label_key: the label key of dict batches.
@@ -110,6 +140,8 @@ class AdversarialDetector:
 
     #: saved constructor options (subclasses extend)
     _config_keys: ClassVar[tuple[str, ...]] = ()
+    #: whether scoring needs the network's input batch too (input-consistency tests, input preprocessing)
+    needs_input: bool = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -125,7 +157,11 @@ class AdversarialDetector:
         label_key: str = "label",
         progress: bool = True,
         amp: bool | str = False,
+        layer_weights: str = "min_variance",
     ) -> None:
+        if layer_weights not in ("min_variance", "equal"):
+            raise ValueError(f"layer_weights must be 'min_variance' or 'equal', got {layer_weights!r}.")
+        self.layer_weights = layer_weights
         self.network = network
         self.amp = parse_amp(amp)
         self.layers = resolve_layers(network, layers)
@@ -137,6 +173,7 @@ class AdversarialDetector:
         self.layer_states: list[dict[str, torch.Tensor]] | None = None
         self.combine_mean: torch.Tensor | None = None
         self.combine_std: torch.Tensor | None = None
+        self.combine_weight: torch.Tensor | None = None
         self.threshold: float | None = None
         self.fpr: float | None = None
         self.num_fit_samples: int = 0
@@ -158,6 +195,9 @@ class AdversarialDetector:
     def _score_layer(self, state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """Score ``(B, D)`` features of one layer, differentiably; returns ``(B,)``."""
         raise NotImplementedError
+
+    def _observe_inputs(self, x: torch.Tensor) -> None:
+        """Called with every clean batch that :meth:`fit` reads (a subclass may record, e.g., its range)."""
 
     def _fit_scores(self, state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
         """Scores of the fitting features themselves, for standardising several layers."""
@@ -225,7 +265,8 @@ class AdversarialDetector:
         """
         x = self._check_images(x)
         p = resolve_precision(self.amp, x.device, channels_last=False)
-        with eval_mode(self.network), FeatureHooks(self.network, self.layers, detach=not grad) as hooks:
+        hooks = FeatureHooks(self.network, self.layers, detach=not grad, output_transform=self.output_transform)
+        with eval_mode(self.network), hooks:
             grad_mode = torch.enable_grad() if grad else torch.no_grad()
             autocast = torch.autocast(x.device.type, dtype=p.dtype or torch.bfloat16, enabled=p.amp)
             with grad_mode, autocast:
@@ -236,22 +277,35 @@ class AdversarialDetector:
             _check_finite(f.detach(), f"features of layer {name!r}")
         return logits, features
 
-    def score_features(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
+    def score_features(
+        self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The detector score of already captured features (one ``(B, D)`` tensor per layer).
 
         Differentiable: an adaptive attack back-propagates through it.
+
+        Args:
+            features: the layers' pooled features of one forward pass.
+            inputs: that pass's input batch; required by detectors with ``needs_input`` (they run the
+                network again on transformed inputs).
 
         Raises:
             RuntimeError: before :meth:`fit`.
             ValueError: for the wrong number of layers or a feature size that does not match the fit.
         """
         self._require_fitted("scoring")
+        if self.needs_input and inputs is None:
+            raise ValueError(f"{type(self).__name__} scores the input batch too: pass inputs=.")
         # features captured under autocast are bf16/fp16: the Mahalanobis/kNN arithmetic runs in
         # full precision, outside autocast, whatever the forward pass ran in
         features = [full_precision(f) for f in features]
         if features and features[0].device.type in ("cpu", "cuda"):
             with torch.autocast(features[0].device.type, enabled=False):
-                return self._score_full_precision(features)
+                return self._score(features, inputs)
+        return self._score(features, inputs)
+
+    def _score(self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None) -> torch.Tensor:
+        """The score of full-precision features (and the input batch, for ``needs_input`` detectors)."""
         return self._score_full_precision(features)
 
     def _score_full_precision(self, features: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -269,7 +323,8 @@ class AdversarialDetector:
                 )
             s = self._score_layer(state, f)
             if len(self.layers) > 1:
-                s = (s - self.combine_mean[i].to(s)) / self.combine_std[i].to(s)
+                w = 1.0 if self.combine_weight is None else self.combine_weight[i].to(s)
+                s = w * (s - self.combine_mean[i].to(s)) / self.combine_std[i].to(s)
             total = s if total is None else total + s
         return total
 
@@ -282,7 +337,13 @@ class AdversarialDetector:
                 logits = inferer(images, network)  # the prediction's own pass
             scores = det.score_hooks(hooks, images.shape[0])
         """
-        return FeatureHooks(self.network, self.layers, detach=detach)
+        return FeatureHooks(
+            self.network,
+            self.layers,
+            detach=detach,
+            capture_input=self.needs_input,
+            output_transform=self.output_transform,
+        )
 
     def score_hooks(self, hooks: FeatureHooks, batch_size: int | None = None) -> torch.Tensor:
         """Score the features that ``hooks`` captured in the latest forward pass.
@@ -295,8 +356,16 @@ class AdversarialDetector:
         features = hooks.collect(batch_size)
         for name, f in zip(self.layers, features):
             _check_finite(f.detach(), f"features of layer {name!r}")
+        inputs = None
+        if self.needs_input:
+            inputs = hooks.inputs
+            if inputs is None or (batch_size is not None and inputs.shape[0] != batch_size):
+                raise RuntimeError(
+                    f"{type(self).__name__} scores the network's input too, but the hooks recorded "
+                    f"{'none' if inputs is None else f'a batch of {inputs.shape[0]}'}: use det.hooks() for the pass."
+                )
         with torch.no_grad() if hooks.detach else torch.enable_grad():
-            return self.score_features(features)
+            return self.score_features(features, inputs)
 
     def predict_and_score(self, x: Any, grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits and detector scores from a single forward pass.
@@ -306,9 +375,10 @@ class AdversarialDetector:
             grad: keep the graph so that the scores can be differentiated w.r.t. ``x``.
         """
         self._require_fitted("scoring")
+        x = self._check_images(x)
         logits, features = self.predict_and_features(x, grad=grad)
         with torch.enable_grad() if grad else torch.no_grad():
-            return logits, self.score_features(features)
+            return logits, self.score_features(features, x if self.needs_input else None)
 
     def score(self, x: Any) -> torch.Tensor:
         """Detector score per item ``(B,)``: higher means more likely adversarial.
@@ -357,6 +427,8 @@ class AdversarialDetector:
             iterate_loader(loader), desc=desc, total=total, disable=not self.progress, leave=False
         ):
             x, y = split_batch(batch, self.image_key, self.label_key)
+            x = self._check_images(x)
+            self._observe_inputs(x)
             logits, feats = self.predict_and_features(x)
             if feats_all is None:
                 feats_all = [[] for _ in feats]
@@ -400,24 +472,61 @@ class AdversarialDetector:
             y = pred
         self.num_classes = num_classes
         self.num_fit_samples = int(pred.shape[0])
-        states, means, stds = [], [], []
+        states = []
         for name, f in zip(self.layers, features):
-            f64 = f.double()
-            state = self._fit_layer(f64, y, num_classes)
+            state = self._fit_layer(f.double(), y, num_classes)
             state["dim"] = torch.tensor(f.shape[1])
             states.append(state)
-            if len(self.layers) > 1:
-                s = self._fit_scores(state, f64)
-                _check_finite(s, f"fit scores of layer {name!r}")
-                means.append(s.mean())
-                stds.append(s.std().clamp_min(1e-12))
         self.layer_states = states
-        self.network_fingerprint = network_fingerprint(self.network)
-        self.combine_mean = torch.stack(means) if means else torch.zeros(1, dtype=torch.float64)
-        self.combine_std = torch.stack(stds) if stds else torch.ones(1, dtype=torch.float64)
-        self.threshold, self.fpr = None, None
         self._cache = None
+        if len(self.layers) > 1:
+            self._fit_combination([f.double() for f in features], y, num_classes)
+        else:
+            self.combine_mean = torch.zeros(1, dtype=torch.float64)
+            self.combine_std = torch.ones(1, dtype=torch.float64)
+            self.combine_weight = torch.ones(1, dtype=torch.float64)
+        self.network_fingerprint = network_fingerprint(self.network)
+        self.threshold, self.fpr = None, None
         return self
+
+    def _held_out_layer_scores(
+        self, features: list[torch.Tensor], labels: torch.Tensor, num_classes: int, folds: int = 5
+    ) -> torch.Tensor:
+        """``(N, L)`` clean scores of every fit sample by each layer, from a fit without that sample's fold.
+
+        In-sample scores flatter a layer whose statistics overfit its fit samples (a Mahalanobis
+        distance in many dimensions); cross-fitting scores each sample as new data would be scored.
+        With fewer than ``2 * folds`` samples the in-sample scores (:meth:`_fit_scores`) are used.
+        """
+        n = labels.shape[0]
+        out = torch.zeros(n, len(features), dtype=torch.float64)
+        if n < 2 * folds:
+            for j, f in enumerate(features):
+                out[:, j] = self._fit_scores(self.layer_states[j], f).double()
+            return out
+        # random folds: a loader sorted (or interleaved) by class must not leave a class out of a fold's fit
+        fold = torch.randperm(n, generator=torch.Generator().manual_seed(0)) % folds
+        for k in range(folds):
+            train, test = fold != k, fold == k
+            for j, f in enumerate(features):
+                try:
+                    state = self._fit_layer(f[train], labels[train], num_classes)
+                except ValueError:  # a fold too small for this layer's statistics: use the in-sample scores
+                    state = self.layer_states[j]
+                out[test, j] = self._score_layer(state, f[test]).double()
+        return out
+
+    def _fit_combination(self, features: list[torch.Tensor], labels: torch.Tensor, num_classes: int) -> None:
+        """Per-layer standardisation and weights of several layers' scores, from clean data only."""
+        with torch.no_grad():
+            scores = self._held_out_layer_scores(features, labels, num_classes)
+        for j, name in enumerate(self.layers):
+            _check_finite(scores[:, j], f"fit scores of layer {name!r}")
+        self.combine_mean = scores.mean(0)
+        self.combine_std = scores.std(0).clamp_min(1e-12)
+        self.combine_weight = torch.ones(len(self.layers), dtype=torch.float64)
+        if self.layer_weights == "min_variance":
+            self.combine_weight = min_variance_weights((scores - self.combine_mean) / self.combine_std)
 
     def score_loader(self, loader: Iterable) -> torch.Tensor:
         """Scores of every image of a loader, concatenated ``(N,)`` on the CPU.
@@ -427,9 +536,13 @@ class AdversarialDetector:
             ValueError: for an empty loader.
         """
         self._require_fitted("scoring")
-        _, features, _ = self._stream(loader, "score")
-        with torch.no_grad():
-            return self.score_features(features).float()
+        out = []
+        for batch in tqdm(iterate_loader(loader), desc="score", disable=not self.progress, leave=False):
+            x, _ = split_batch(batch, self.image_key, self.label_key)
+            out.append(self.score(x).detach().float().cpu())
+        if not out:
+            raise ValueError("the loader given to score is empty: no clean images to score.")
+        return torch.cat(out)
 
     def calibrate(self, loader: Iterable, fpr: float = 0.05) -> float:
         """Set the threshold so that at most ``fpr`` of clean validation images are flagged.
@@ -459,7 +572,7 @@ class AdversarialDetector:
     # save / load (weights_only-safe: tensors, numbers, strings, lists and dicts only)
     # ------------------------------------------------------------------------------------------
     def _config(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self._config_keys}
+        return {k: getattr(self, k) for k in ("layer_weights", *self._config_keys)}
 
     def state_dict(self) -> dict[str, Any]:
         """The detector's state as plain containers of tensors and numbers.
@@ -479,6 +592,7 @@ class AdversarialDetector:
             "layer_states": [{k: v.detach().cpu() for k, v in s.items()} for s in self.layer_states],
             "combine_mean": self.combine_mean.cpu(),
             "combine_std": self.combine_std.cpu(),
+            "combine_weight": None if self.combine_weight is None else self.combine_weight.cpu(),
             "threshold": self.threshold,
             "fpr": self.fpr,
             "network_fingerprint": self.network_fingerprint,
@@ -555,15 +669,7 @@ class AdversarialDetector:
             raise ValueError(f"{path!r} holds an unknown detector class {state['class']!r}.")
         if cls is not AdversarialDetector and not issubclass(klass, cls):
             raise ValueError(f"{path!r} holds a {state['class']}, not a {cls.__name__}.")
-        det = klass(network, layers=state["layers"], **{**state["config"], **kwargs})
-        det.num_classes = state["num_classes"]
-        det.num_fit_samples = state["num_fit_samples"]
-        det.layer_states = state["layer_states"]
-        det.combine_mean, det.combine_std = state["combine_mean"], state["combine_std"]
-        det.threshold, det.fpr = state["threshold"], state["fpr"]
-        det.network_fingerprint = state.get("network_fingerprint")
-        det.metadata = state.get("metadata")
-        det._cache = None
+        det = klass._from_state(state, network, **kwargs)
         if check_network:
             if det.network_fingerprint is None:
                 warnings.warn(
@@ -572,6 +678,21 @@ class AdversarialDetector:
                     stacklevel=2,
                 )
             det.check_network(source=f"detector file {path!r}")
+        return det
+
+    @classmethod
+    def _from_state(cls, state: dict[str, Any], network: nn.Module, **kwargs: Any) -> AdversarialDetector:
+        """A detector of this class bound to ``network`` with the saved ``state`` (see :meth:`state_dict`)."""
+        det = cls(network, layers=state["layers"], **{**state["config"], **kwargs})
+        det.num_classes = state["num_classes"]
+        det.num_fit_samples = state["num_fit_samples"]
+        det.layer_states = state["layer_states"]
+        det.combine_mean, det.combine_std = state["combine_mean"], state["combine_std"]
+        det.combine_weight = state.get("combine_weight")
+        det.threshold, det.fpr = state["threshold"], state["fpr"]
+        det.network_fingerprint = state.get("network_fingerprint")
+        det.metadata = state.get("metadata")
+        det._cache = None
         return det
 
     def __repr__(self) -> str:

@@ -10,10 +10,12 @@ import torch.nn as nn
 
 from monai_adv.utils import plain_tensor
 
-__all__ = ["PENULTIMATE", "FeatureHooks", "resolve_layers", "pool_features", "split_batch"]
+__all__ = ["PENULTIMATE", "OUTPUT", "FeatureHooks", "resolve_layers", "pool_features", "split_batch"]
 
 #: the layer name that means "the input of the network's last ``nn.Linear``" (the penultimate features)
 PENULTIMATE = "penultimate"
+#: the layer name that means "the network's output" (its class logits, after the detector's ``output_transform``)
+OUTPUT = "output"
 
 
 def _last_linear(network: nn.Module) -> str:
@@ -34,11 +36,11 @@ def resolve_layers(network: nn.Module, layers: str | Sequence[str] | None) -> li
 
     Args:
         network: the classifier.
-        layers: ``None`` (the penultimate features), one name, or a sequence of names; the name
-            ``"penultimate"`` may appear among them.
+        layers: ``None`` (the penultimate features), one name, or a sequence of names; the names
+            ``"penultimate"`` and ``"output"`` (the network's logits) may appear among them.
 
     Returns:
-        the list of layer names (``"penultimate"`` kept as it is).
+        the list of layer names (``"penultimate"`` and ``"output"`` kept as they are).
 
     Raises:
         TypeError: when ``network`` is not an ``nn.Module``.
@@ -61,6 +63,8 @@ def resolve_layers(network: nn.Module, layers: str | Sequence[str] | None) -> li
     for n in layers:
         if n == PENULTIMATE:
             _last_linear(network)
+        elif n == OUTPUT:
+            continue
         elif n not in names or n == "":
             shown = [k for k in names if k][:20]
             raise ValueError(
@@ -93,20 +97,36 @@ class FeatureHooks:
 
     Args:
         network: the classifier.
-        layers: layer names (see :func:`resolve_layers`).
+        layers: layer names (see :func:`resolve_layers`); ``"output"`` records the network's output.
         detach: detach the recorded features.
+        capture_input: also record the network's input batch in :attr:`inputs` (for detectors that score
+            the input itself, e.g. by squeezing it).
+        output_transform: picks the class logits out of the network's output for the ``"output"`` layer.
     """
 
-    def __init__(self, network: nn.Module, layers: str | Sequence[str] | None, detach: bool = True) -> None:
+    def __init__(
+        self,
+        network: nn.Module,
+        layers: str | Sequence[str] | None,
+        detach: bool = True,
+        capture_input: bool = False,
+        output_transform: Callable[[Any], torch.Tensor] | None = None,
+    ) -> None:
         self.network = network
         self.layers = resolve_layers(network, layers)
         self.detach = detach
+        self.capture_input = bool(capture_input)
+        self.output_transform = output_transform
         self.features: dict[str, torch.Tensor] = {}
+        #: the network's latest input batch (with ``capture_input``), else ``None``
+        self.inputs: torch.Tensor | None = None
         self._handles: list[Any] = []
 
     def _hook(self, name: str, pre: bool) -> Callable:
         def record(module: nn.Module, args: Any, output: Any = None) -> None:
             t = args[0] if pre else output
+            if name == OUTPUT and self.output_transform is not None:
+                t = self.output_transform(t)
             if isinstance(t, (tuple, list)):
                 t = t[0]
             t = pool_features(t, name)
@@ -121,8 +141,17 @@ class FeatureHooks:
         if self._handles:
             return self
         modules = dict(self.network.named_modules())
+        if self.capture_input:
+
+            def record_input(module: nn.Module, args: Any) -> None:
+                t = plain_tensor(args[0])
+                self.inputs = t.detach() if self.detach else t
+
+            self._handles.append(self.network.register_forward_pre_hook(record_input))
         for name in self.layers:
-            if name == PENULTIMATE:
+            if name == OUTPUT:
+                self._handles.append(self.network.register_forward_hook(self._hook(name, pre=False)))
+            elif name == PENULTIMATE:
                 module = modules[_last_linear(self.network)]
                 self._handles.append(module.register_forward_pre_hook(self._hook(name, pre=True)))
             else:
@@ -135,6 +164,7 @@ class FeatureHooks:
             h.remove()
         self._handles = []
         self.features = {}
+        self.inputs = None
 
     @property
     def registered(self) -> bool:
@@ -142,6 +172,7 @@ class FeatureHooks:
 
     def clear(self) -> None:
         self.features = {}
+        self.inputs = None
 
     def collect(self, batch_size: int | None = None) -> list[torch.Tensor]:
         """The recorded features in layer order.

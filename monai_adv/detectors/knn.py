@@ -78,7 +78,7 @@ class KNNDetector(AdversarialDetector):
         return torch.cat(out)
 
     def _score_layer(self, state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
-        bank = state["bank"]
+        bank = state["bank"].to(features.dtype)
         return self._kth_distance(bank, features, min(self.k, bank.shape[0]))
 
     def _fit_scores(self, state: dict[str, torch.Tensor], features: torch.Tensor) -> torch.Tensor:
