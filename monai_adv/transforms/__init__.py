@@ -9,6 +9,7 @@ from monai_adv.transforms import (
     dictionary,
     fab,
     gradient,
+    hfc,
     losses,
     sea,
     segmentation,
@@ -22,6 +23,7 @@ from monai_adv.transforms.composite import *  # noqa: F403
 from monai_adv.transforms.dictionary import *  # noqa: F403
 from monai_adv.transforms.fab import *  # noqa: F403
 from monai_adv.transforms.gradient import *  # noqa: F403
+from monai_adv.transforms.hfc import *  # noqa: F403
 from monai_adv.transforms.losses import *  # noqa: F403
 from monai_adv.transforms.sea import *  # noqa: F403
 from monai_adv.transforms.segmentation import *  # noqa: F403
@@ -38,6 +40,7 @@ for _module in (
     losses,
     dictionary,
     adaptive,
+    hfc,
     segmentation,
     sea,
 ):

@@ -16,7 +16,7 @@ import torch.nn as nn
 
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_step_size, check_steps
 
-__all__ = ["AdaptiveAttack"]
+__all__ = ["AdaptiveAttack", "adaptive_worst_case", "median_clean_margin"]
 
 
 class AdaptiveAttack(NormBoundedAttack):
@@ -44,6 +44,10 @@ class AdaptiveAttack(NormBoundedAttack):
         score_scale: divides the score; default the detector's threshold when calibrated, else 1.
         norm: ``"linf"`` or ``"l2"``.
         random_start: start from a random point of the ball.
+        eot_samples: gradients averaged per step (Expectation over Transformation, Athalye et al. 2018):
+            for a detector or network with randomness in its forward pass; 1 for deterministic ones.
+            Non-differentiable steps inside a detector (feature squeezing's rounding) are crossed by
+            the detector's own BPDA (identity backward), so the gradient is never silently zero.
         kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack` (``loss`` is not used).
 
     Raises:
@@ -75,6 +79,7 @@ class AdaptiveAttack(NormBoundedAttack):
         mode: str = "sum",
         norm: str = "linf",
         random_start: bool = True,
+        eot_samples: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(network, eps, norm=norm, **kwargs)
@@ -99,6 +104,9 @@ class AdaptiveAttack(NormBoundedAttack):
         if mode not in ("selective", "sum"):
             raise ValueError(f"mode must be 'selective' or 'sum', got {mode!r}.")
         self.mode = mode
+        if int(eot_samples) < 1:
+            raise ValueError(f"eot_samples must be >= 1, got {eot_samples!r}.")
+        self.eot_samples = int(eot_samples)
 
     def _scale(self) -> float:
         if self.score_scale is not None:
@@ -109,7 +117,17 @@ class AdaptiveAttack(NormBoundedAttack):
     def objective_and_grad(  # type: ignore[override]
         self, x_adv: torch.Tensor, y: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Gradient of ``J`` w.r.t. the input; returns ``(grad, margin, score, logits)``, detached."""
+        """Gradient of ``J`` w.r.t. the input (averaged over ``eot_samples`` passes); returns
+        ``(grad, margin, score, logits)``, detached (margin, score and logits of the last pass)."""
+        grad = None
+        for _ in range(self.eot_samples):
+            g, m, score, logits = self._objective_and_grad_once(x_adv, y)
+            grad = g if grad is None else grad + g
+        return grad / self.eot_samples, m, score, logits
+
+    def _objective_and_grad_once(
+        self, x_adv: torch.Tensor, y: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         x_adv = x_adv.detach().requires_grad_(True)
         with self.autocast():
             logits, score = self.detector.predict_and_score(self.to_network_layout(x_adv), grad=True)
@@ -149,3 +167,107 @@ class AdaptiveAttack(NormBoundedAttack):
                 break
             x_adv = self.project(x_adv + alpha * self.steepest_direction(grad, mask), x, eps, mask)
         return best
+
+
+def median_clean_margin(network: nn.Module | Callable, loader: Any, output_transform: Callable | None = None) -> float:
+    """The median logit margin ``z_y - max_{j != y} z_j`` of the correctly classified clean items of ``loader``.
+
+    The attacker's ``kappa`` for an adaptive attack on a margin-based detector: an adversarial example
+    as confident as a typical clean one does not look unsure.
+
+    Raises:
+        ValueError: for a loader without labels, or when no item is classified correctly.
+    """
+    from monai_adv.detectors.features import iterate_loader, split_batch
+    from monai_adv.utils import default_output_transform, eval_mode
+
+    transform = output_transform or default_output_transform
+    margins = []
+    with torch.no_grad(), eval_mode(network):
+        for batch in iterate_loader(loader):
+            x, y = split_batch(batch)
+            if y is None:
+                raise ValueError("median_clean_margin needs labelled clean batches.")
+            z = transform(network(x)).float()
+            y = torch.as_tensor(y).reshape(-1).long().to(z.device)
+            top_other = z.scatter(1, y[:, None], float("-inf")).max(1).values
+            m = z.gather(1, y[:, None]).squeeze(1) - top_other
+            margins.append(m[m > 0].cpu())
+    m = torch.cat(margins) if margins else torch.zeros(0)
+    if m.numel() == 0:
+        raise ValueError("no clean item is classified correctly: there is no clean margin to match.")
+    return float(m.median())
+
+
+def adaptive_worst_case(
+    network: nn.Module | Callable,
+    detector: Any,
+    eps: float,
+    clean_data: Any = None,
+    kappa: float | None = None,
+    weights: tuple[float, ...] = (0.1, 1.0, 10.0),
+    steps: int = 100,
+    adaptive_steps: int = 50,
+    n_queries: int = 5000,
+    hfc_layers: Any = None,
+    standard: bool = True,
+    **kwargs: Any,
+) -> Any:
+    """The per-image worst case of the non-adaptive standard suite and the attacker's adaptive menu.
+
+    An image counts as broken when an attack's output is misclassified *and* not flagged by
+    ``detector`` (:class:`~monai_adv.transforms.WorstCaseEnsemble` with a detector); the members run in
+    order, each on the images still unbroken:
+
+    1. AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square; ``steps``, ``n_queries``), the
+       non-adaptive attacks (skipped with ``standard=False``);
+    2. :class:`AdaptiveAttack` on margin and score summed, for every ``lambda`` in ``weights`` and
+       ``kappa`` in ``{0, median clean margin}`` (Carlini & Wagner 2017);
+    3. the selective-step mode at both kappas (Bryniarski et al., ICLR 2022);
+    4. the HFC-style attack (:class:`~monai_adv.transforms.HFCAttack`, Yao et al. 2021) with the
+       detector choosing its best iterate, when ``clean_data`` is given to fit its mixtures.
+
+    Args:
+        network: the classifier.
+        detector: a calibrated detector on ``network``.
+        eps: the L-infinity radius.
+        clean_data: labelled clean batches (for the median clean margin and HFC's mixtures).
+        kappa: the second kappa; default the median clean margin of ``clean_data`` (0 only without it).
+        weights: the lambdas of the summed objective.
+        steps: iterations of the suite's gradient attacks.
+        adaptive_steps: iterations of each adaptive variant.
+        n_queries: Square's queries.
+        hfc_layers: the layers HFC constrains; default those of the detector that are network modules,
+            else the penultimate features.
+        standard: include the non-adaptive suite.
+        kwargs: ``value_range``, ``amp``, ... for every member.
+
+    Returns:
+        a :class:`~monai_adv.transforms.WorstCaseEnsemble` whose ``last_success`` says which member
+        broke how many images.
+    """
+    from monai_adv.transforms.composite import WorstCaseEnsemble, autoattack
+    from monai_adv.transforms.hfc import HFCAttack
+
+    if kappa is None:
+        kappa = median_clean_margin(network, clean_data) if clean_data is not None else 0.0
+    kappas = sorted({0.0, float(kappa)})
+    members: list[Any] = []
+    if standard:
+        members += autoattack(network, eps, version="standard", steps=steps, n_queries=n_queries, **kwargs).attacks
+    for k in kappas:
+        for w in weights:
+            members.append(
+                AdaptiveAttack(network, detector, eps, steps=adaptive_steps, detector_weight=w, kappa=k, **kwargs)
+            )
+    for k in kappas:
+        members.append(
+            AdaptiveAttack(network, detector, eps, steps=adaptive_steps, mode="selective", kappa=k, **kwargs)
+        )
+    if clean_data is not None:
+        layers = hfc_layers
+        if layers is None:
+            names = dict(network.named_modules()) if isinstance(network, nn.Module) else {}
+            layers = [n for n in getattr(detector, "layers", []) if n in names or n == "penultimate"] or None
+        members.append(HFCAttack(network, eps, layers=layers, steps=adaptive_steps, detector=detector, **kwargs).fit(clean_data))
+    return WorstCaseEnsemble(network, members, detector=detector, **kwargs)

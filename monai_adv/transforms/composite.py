@@ -101,9 +101,15 @@ class WorstCaseEnsemble(AdversarialAttack):
     attacks that ran on it, so the ensemble is per sample at least as strong as its best member.
     With ``dense_threshold=0`` every attack runs on every sample.
 
+    With a calibrated ``detector``, success means *misclassified and not flagged*: an attack whose
+    output the detector flags leaves the sample to the next attack, and the ensemble measures the
+    undetected error of the classifier-and-detector system (the adaptive worst case when the attacks
+    include detector-aware ones, :func:`~monai_adv.transforms.adaptive_worst_case`).
+
     Args:
         network: the network whose decisions decide success (the attacks may use surrogates).
         attacks: the attacks, cheapest first.
+        detector: an optional calibrated detector on ``network`` (class outputs only).
         kwargs: see :class:`~monai_adv.transforms.base.AdversarialAttack`.
 
     Raises:
@@ -117,9 +123,19 @@ class WorstCaseEnsemble(AdversarialAttack):
     """
 
     def __init__(
-        self, network: nn.Module | Callable, attacks: Sequence[AdversarialAttack], **kwargs: Any
+        self,
+        network: nn.Module | Callable,
+        attacks: Sequence[AdversarialAttack],
+        detector: Any = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(network, **kwargs)
+        if detector is not None:
+            if not getattr(detector, "is_calibrated", False):
+                raise ValueError("the ensemble's detector must be fitted and calibrated (its flags decide success).")
+            if getattr(detector, "network", network) is not network:
+                raise ValueError("the ensemble's detector reads another network than the one under attack.")
+        self.detector = detector
         attacks = list(attacks)
         if not attacks:
             raise ValueError("WorstCaseEnsemble needs at least one attack.")
@@ -145,7 +161,7 @@ class WorstCaseEnsemble(AdversarialAttack):
             **super().describe(),
             "eps": max(eps) if eps else None,
             "norm": norms.pop() if len(norms) == 1 else None,
-            "needs_detector": any(m["needs_detector"] for m in members),
+            "needs_detector": self.detector is not None or any(m["needs_detector"] for m in members),
             "members": members,
         }
 
@@ -161,20 +177,28 @@ class WorstCaseEnsemble(AdversarialAttack):
         for atk in self.attacks:
             atk.set_random_state(int(self.R.randint(0, 2**31 - 1)))
 
+    def _broken(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Per-sample success: misclassified, and not flagged by the detector when there is one."""
+        with torch.no_grad():
+            wrong = self.is_adversarial(self.logits(x, y), y)
+            if self.detector is not None and wrong.any():
+                wrong = wrong & ~self.detector.detect(self.to_network_layout(x)).to(wrong.device)
+        return wrong
+
     def _attack(self, x, y, mask, generator):
         if self.is_dense(y):
+            if self.detector is not None:
+                raise ValueError("a WorstCaseEnsemble with a detector attacks class outputs, not dense labels.")
             return self._attack_dense(x, y, mask)
         x_adv = x.clone()
-        with torch.no_grad():
-            fooled = self.is_adversarial(self.logits(x, y), y)
+        fooled = self._broken(x, y)
         self.last_success = {"clean": int(fooled.sum())}
         for i, atk in enumerate(self.attacks):
             idx = (~fooled).nonzero()[:, 0]
             if idx.numel() == 0:
                 break
             x_try = atk(x[idx], y[idx], None if mask is None else mask[idx])
-            with torch.no_grad():
-                now = self.is_adversarial(self.logits(x_try, y[idx]), y[idx])
+            now = self._broken(x_try, y[idx])
             x_adv[idx[now]] = x_try[now]
             if i == len(self.attacks) - 1:
                 x_adv[idx[~now]] = x_try[~now]
