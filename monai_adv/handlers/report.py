@@ -24,6 +24,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from monai.utils import optional_import
 
@@ -35,7 +36,7 @@ from monai_adv.metrics.classification import (
     classification_correctness,
     classification_summary,
 )
-from monai_adv.metrics.detection import detection_auroc, tpr_at_threshold
+from monai_adv.metrics.detection import detection_auroc, detection_summary, referral_curve, tpr_at_threshold
 from monai_adv.metrics.risk import compute_adversarial_risk
 from monai_adv.metrics.robust import worst_case_per_image
 from monai_adv.metrics.segmentation import dense_indices
@@ -104,6 +105,13 @@ def _eps_key(eps: Any) -> float | None:
     return round(float(eps), 12) if isinstance(eps, (int, float)) and not isinstance(eps, bool) else None
 
 
+def _thin_curve(curve: dict[str, Any], points: int = 101) -> dict[str, list[float]]:
+    """A referral curve as lists, thinned to about ``points`` points for the JSON report."""
+    n = len(curve["referral_rate"])
+    idx = sorted(set(np.linspace(0, n - 1, min(points, n)).round().astype(int).tolist()))
+    return {k: [round(float(v[i]), 6) for i in idx] for k, v in curve.items()}
+
+
 def _gather(t: torch.Tensor) -> torch.Tensor:
     """``t`` concatenated over the DDP ranks (unchanged in a single process)."""
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
@@ -136,10 +144,13 @@ class RobustnessReport:
       numbers were computed, :func:`~monai_adv.precision.record_of`), ``epoch`` and every key of ``info``.
 
       Classification details (clean and per attack): ``accuracy``, ``per_class_recall``,
-      ``flag_rate`` (detector flags), and per attack the detection ``auroc`` and ``tpr`` (at the
-      calibrated threshold), ``undetected_error``, ``risk_classifier``, ``risk_detector``,
-      ``risk_system`` and the full ``risk`` / ``risk_no_detector`` of
-      :func:`~monai_adv.metrics.compute_adversarial_risk`; clean also ``confusion_matrix`` and
+      ``flag_rate`` (detector flags), and per attack the detection ``auroc`` (clean against every
+      attacked input) and ``tpr`` (at the calibrated threshold), ``auroc_success`` and ``tpr_success``
+      (against the successful attacks only: clean right, attacked wrong, the literature's convention),
+      ``undetected_error``, ``risk_classifier``, ``risk_detector``, ``risk_system``, ``risk_at_priors``
+      (the system risk at attack priors 0.01, 0.1 and 0.5) and the full ``risk`` / ``risk_no_detector``
+      of :func:`~monai_adv.metrics.compute_adversarial_risk`; clean also ``referral_curve`` (accuracy on
+      the accepted clean inputs against the share the detector refers), ``confusion_matrix`` and
       ``degenerate`` (one class takes more than ``degenerate_fraction`` of the clean predictions: a
       warning is logged and the detection and risk numbers are marked as not meaningful). Top level:
       ``degenerate``, ``detector``, ``risk_parameters``, ``activation``.
@@ -148,7 +159,7 @@ class RobustnessReport:
       (``hd95``), ``distance_units``; per attack also ``dice_drop``. Top level: ``metrics`` (the metric
       settings).
     - ``report.md``: the same as Markdown tables;
-    - classification: ``accuracy_vs_eps.png``, ``roc.png`` (with a detector), ``risk.png``,
+    - classification: ``accuracy_vs_eps.png``, ``roc.png`` and ``referral.png`` (with a detector), ``risk.png``,
       ``confusion_matrix.png``, ``attack_gallery.png`` (the first image under the gallery attacks, when the
       evaluator keeps the adversarial images), ``items.pt``
       (per-item labels, predicted classes, scores and flags; ``torch.load(..., weights_only=True)``);
@@ -446,6 +457,10 @@ class RobustnessReport:
         details = {
             "accuracy": clean,
             "flag_rate": None if clean_flag is None else float(clean_flag.mean()),
+            # accuracy on the accepted clean inputs as the detector refers more of them (rejection)
+            "referral_curve": None
+            if clean_score is None or activation == "sigmoid"
+            else _thin_curve(referral_curve(clean_score, correct[RobustKeys.PRED])),
             "per_class_recall": summary.get("per_class_recall"),
             "confusion_matrix": summary.get("confusion_matrix"),
             "prediction_share": summary.get("prediction_share"),
@@ -473,11 +488,24 @@ class RobustnessReport:
             else:
                 entry["per_class_recall"] = None
             entry["flag_rate"] = None if adv_flag is None else float(adv_flag.mean())
-            entry["auroc"] = entry["tpr"] = None
+            entry["auroc"] = entry["tpr"] = entry["auroc_success"] = entry["tpr_success"] = None
+            entry["risk_at_priors"] = None
             if clean_score is not None and adv_score is not None:
                 entry["auroc"] = detection_auroc(clean_score, adv_score)
                 if threshold is not None:
                     entry["tpr"] = tpr_at_threshold(adv_score, threshold)
+                if activation != "sigmoid":
+                    both = detection_summary(
+                        clean_score,
+                        adv_score,
+                        correct[RobustKeys.PRED],
+                        adv_correct,
+                        threshold=threshold,
+                        **{k: v for k, v in self.risk_parameters.items() if k != "attack_prior"},
+                    )
+                    entry["auroc_success"] = both["auroc_success"]
+                    entry["tpr_success"] = both.get("tpr_at_fpr")
+                    entry["risk_at_priors"] = both.get("risk")
             ea = 1.0 - adv_correct
             no_det = compute_adversarial_risk(e, ea, zeros, zeros, **self.risk_parameters)
             risk = None
@@ -755,7 +783,12 @@ class RobustnessReport:
 
     def _classification_figures(self, report: Mapping[str, Any]) -> dict[str, Any]:
         from monai_adv.visualize.gallery import plot_attack_gallery
-        from monai_adv.visualize.plots import plot_confusion_matrix, plot_risk, plot_roc_curves
+        from monai_adv.visualize.plots import (
+            plot_confusion_matrix,
+            plot_referral_curve,
+            plot_risk,
+            plot_roc_curves,
+        )
 
         figs: dict[str, Any] = {}
         details = report["details"]
@@ -773,6 +806,10 @@ class RobustnessReport:
             if scores:
                 fpr = (report.get("detector") or {}).get("target_fpr")
                 figs["roc"] = plot_roc_curves(scores, self.title, fpr_mark=fpr)
+        if details.get("referral_curve"):
+            figs["referral"] = plot_referral_curve(
+                details["referral_curve"], self.title, fpr_mark=(report.get("detector") or {}).get("target_fpr")
+            )
         risks = {}
         for a in report["attacks"]:
             r = dict(a.get("risk") or {})

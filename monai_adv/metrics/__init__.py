@@ -13,7 +13,15 @@ from monai_adv.metrics.classification import (
     confusion_matrix,
     per_class_recall,
 )
-from monai_adv.metrics.detection import detection_auroc, detection_roc_curve, tpr_at_fpr, tpr_at_threshold
+from monai_adv.metrics.detection import (
+    RISK_PRIORS,
+    detection_auroc,
+    detection_roc_curve,
+    detection_summary,
+    referral_curve,
+    tpr_at_fpr,
+    tpr_at_threshold,
+)
 from monai_adv.metrics.risk import RISK_KEYS, AdversarialRiskMetric, compute_adversarial_risk, risk_inputs
 from monai_adv.metrics.robust import OutputMetricHandler, WorstCaseMetricHandler, worst_case_per_image
 from monai_adv.metrics.segmentation import (
@@ -36,6 +44,9 @@ __all__ = [
     "detection_roc_curve",
     "tpr_at_fpr",
     "tpr_at_threshold",
+    "detection_summary",
+    "referral_curve",
+    "RISK_PRIORS",
     "classification_summary",
     "confusion_matrix",
     "per_class_recall",

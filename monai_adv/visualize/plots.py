@@ -20,6 +20,7 @@ __all__ = [
     "plot_accuracy_vs_eps",
     "plot_roc_curves",
     "plot_risk",
+    "plot_referral_curve",
     "plot_confusion_matrix",
     "save_figure",
 ]
@@ -112,6 +113,36 @@ def plot_roc_curves(
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     ax.set_title(title or "detection ROC")
+    return fig
+
+
+def plot_referral_curve(curves: Any, title: str = "", fpr_mark: float | None = None) -> Any:
+    """Accuracy on the accepted inputs against the share referred (rejection), one line per system.
+
+    Args:
+        curves: one curve ``{"referral_rate": [...], "accepted_accuracy": [...]}``
+            (:func:`~monai_adv.metrics.referral_curve`) or ``{label: curve}``.
+        title: the figure title.
+        fpr_mark: a referral rate to mark (the detector's calibrated false-positive rate).
+
+    Raises:
+        ValueError: when there is nothing to plot.
+    """
+    if not curves:
+        raise ValueError("no referral curve to plot.")
+    if "referral_rate" in curves:
+        curves = {"": curves}
+    fig, ax = plt.subplots(figsize=(4.5, 4))
+    for i, (label, c) in enumerate(curves.items()):
+        ax.plot(np.asarray(c["referral_rate"]), np.asarray(c["accepted_accuracy"]), label=label or None, **_style(i))
+    if fpr_mark is not None:
+        ax.axvline(fpr_mark, color="grey", ls="--", lw=1, label=f"calibrated FPR {fpr_mark:g}")
+    ax.set_xlabel("referral rate (clean inputs flagged)")
+    ax.set_ylabel("accuracy on accepted inputs")
+    ax.grid(alpha=0.3)
+    if len(curves) > 1 or fpr_mark is not None:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_title(title or "accuracy against referral")
     return fig
 
 
