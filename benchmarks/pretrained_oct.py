@@ -24,7 +24,9 @@ resumable command runs every stage; each finished stage appends one JSON line to
    (APGD-CE, then APGD-T towards each other class; rows ``suite_apgd``): an upper bound on the suite's
    robust accuracy, for a CPU budget: on a 2-core AVX2 CPU one forward pass over the ~260 images the
    gradient members leave takes 1.8 CPU-s at 128 px, so Square's 5,000 queries alone would take about
-   2.5 CPU-hours per seed and eps.
+   2.5 CPU-hours per seed and eps. ``--suite-chunk N`` attacks N test images at a time and appends one
+   ``suite_part`` row per chunk (its predictions), so a stopped run resumes at the first unfinished chunk;
+   the ``suite`` row follows when every chunk is done.
 
 ``--install SEED`` writes that seed's classifier and detector into the bundle's ``models/`` (with
 the metadata the bundle checks at load time and a ``.sha256`` beside each file); ``--write-card SEED``
@@ -392,26 +394,64 @@ def run_seed(seed: int, a) -> None:
     from monai_adv.transforms import WorstCaseEnsemble, autoattack
 
     stage = "suite" if a.suite_members == "standard" else f"suite_{a.suite_members}"
+    x, y = d["x_test"], d["y_test"]
+    chunk = a.suite_chunk or len(y)
+    starts = list(range(0, len(y), chunk))
     for eps in a.suite_eps:
         if (stage, seed, eps_name(eps)) in done:
             continue
-        x, y = d["x_test"], d["y_test"]
-        suite = autoattack(net, eps, version="standard", amp=a.amp)
-        if a.suite_members == "apgd":  # the standard suite's gradient members only: APGD-CE, then APGD-T
-            suite = WorstCaseEnsemble(net, suite.attacks[:2], amp=a.amp)
-        suite.set_random_state(seed)
-        c0, t0 = time.process_time(), time.time()
-        p = predict(net, attacked(net, x, y, suite, batch=len(x)))
+        # one row per chunk of test images: the per-sample worst case is per image, so the chunks' union is
+        # the whole set's result, and a run stopped mid-way resumes at its first unfinished chunk
+        parts = {
+            r["start"]: r
+            for r in load_rows(results)
+            if r.get("tag") == a.tag
+            and r["seed"] == seed
+            and r["stage"] == f"{stage}_part"
+            and r.get("eps") == eps_name(eps)
+            and r.get("chunk") == chunk
+        }
+        for start in starts:
+            if start in parts:
+                continue
+            suite = autoattack(net, eps, version="standard", amp=a.amp)
+            if a.suite_members == "apgd":  # the standard suite's gradient members only: APGD-CE, then APGD-T
+                suite = WorstCaseEnsemble(net, suite.attacks[:2], amp=a.amp)
+            suite.set_random_state(seed * 100_003 + start)
+            xs, ys = x[start : start + chunk], y[start : start + chunk]
+            c0, t0 = time.process_time(), time.time()
+            p = predict(net, attacked(net, xs, ys, suite, batch=len(xs)))
+            parts[start] = {
+                **key,
+                "stage": f"{stage}_part",
+                "eps": eps_name(eps),
+                "chunk": chunk,
+                "start": start,
+                "pred": p.tolist(),
+                "last_success": dict(getattr(suite, "last_success", {}) or {}),
+                "cpu_s": round(time.process_time() - c0, 1),
+                "wall_s": round(time.time() - t0, 1),
+                **machine(),
+            }
+            append(results, parts[start])
+            print(f"seed {seed}: suite @ {eps_name(eps)}, images {start}..{start + len(ys) - 1}: "
+                  f"{int((p == ys).sum())}/{len(ys)} robust ({parts[start]['cpu_s']:.0f} CPU-s)", flush=True)
+        p = torch.tensor([q for s in starts for q in parts[s]["pred"]])
+        success: dict[str, int] = {}
+        for s in starts:
+            for k, v in parts[s]["last_success"].items():
+                success[k] = success.get(k, 0) + v
         row = {
             **key,
             "stage": stage,
             "eps": eps_name(eps),
             "n": len(y),
+            "chunk": chunk,
             "robust": round(float((p == y).float().mean()), 4),
             "recall_robust": recalls(y, p),
-            "last_success": dict(getattr(suite, "last_success", {}) or {}),
-            "cpu_s": round(time.process_time() - c0, 1),
-            "wall_s": round(time.time() - t0, 1),
+            "last_success": success,
+            "cpu_s": round(sum(parts[s]["cpu_s"] for s in starts), 1),
+            "wall_s": round(sum(parts[s]["wall_s"] for s in starts), 1),
             **machine(),
         }
         append(results, row)
@@ -582,6 +622,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--detector-fpr", type=float, default=0.05)
     p.add_argument("--suite-eps", type=parse_eps, nargs="+", default=[1 / 255, 2 / 255])
     p.add_argument("--skip-suite", action="store_true")
+    p.add_argument(
+        "--suite-chunk",
+        type=int,
+        default=0,
+        help="attack the test set in chunks of this many images, one resumable row each (0: all at once)",
+    )
     p.add_argument(
         "--suite-members",
         choices=["standard", "apgd"],

@@ -182,7 +182,8 @@ class CombinedDetector(AdversarialDetector):
     def _score(self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None) -> torch.Tensor:
         if self.reference is None:
             raise RuntimeError("CombinedDetector is not calibrated: call calibrate(clean_val_loader, fpr) to score.")
-        return self.combine(self.p_values(self.member_scores(features, inputs)))
+        combined = self.combine(self.p_values(self.member_scores(features, inputs)))
+        return combined.to(features[0].dtype) if features else combined
 
     def score_features(self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None = None) -> torch.Tensor:
         self._require_fitted("scoring")
