@@ -286,11 +286,57 @@ def machine() -> dict:
     }
 
 
+def detector_stage(net: nn.Module, d: dict, seed: int, a, name: str, path: Path) -> dict:
+    """Fit detector ``name`` on the clean training images, calibrate it on the validation images, save it,
+    and measure it on the test images against PGD-20 at 1/255 and 2/255 (:func:`detection_summary`)."""
+    from monai_adv.detectors import make_detector
+    from monai_adv.metrics import detection_summary
+
+    det = make_detector(name, net, layers=a.detector_layers, progress=False)
+    det.fit(
+        [
+            {"image": d["x_train"][i : i + 128], "label": d["y_train"][i : i + 128]}
+            for i in range(0, len(d["y_train"]), 128)
+        ]
+    )
+    det.calibrate([d["x_val"][i : i + 128] for i in range(0, len(d["y_val"]), 128)], fpr=a.detector_fpr)
+    det.save(path)
+    x, y = d["x_test"], d["y_test"]
+    clean_scores = torch.cat([det.score(x[i : i + 128]) for i in range(0, len(x), 128)])
+    correct = predict(net, x) == y
+    res = {
+        "detector": name,
+        "layers": a.detector_layers,
+        "fpr_target": a.detector_fpr,
+        "threshold": det.threshold,
+        "test_clean_flag_rate": round(float(det.flags(clean_scores).float().mean()), 4),
+    }
+    for eps in (1 / 255, 2 / 255):
+        atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=a.amp)
+        atk.set_random_state(seed)
+        xa = attacked(net, x, y, atk)
+        adv_scores = torch.cat([det.score(xa[i : i + 128]) for i in range(0, len(xa), 128)])
+        s = detection_summary(
+            clean_scores, adv_scores, correct, predict(net, xa) == y, threshold=det.threshold
+        )
+        e = eps_name(eps)
+        # tpr/auroc keep their first meaning here: over the successful attacks (clean right, attacked wrong)
+        res[f"tpr@{e}"] = None if s["tpr_at_fpr"] is None else round(s["tpr_at_fpr"], 4)
+        res[f"auroc@{e}"] = None if s["auroc_success"] is None else round(s["auroc_success"], 4)
+        res[f"auroc_all@{e}"] = round(s["auroc_all"], 4)
+        res[f"undetected_error@{e}"] = round(s["undetected_error"], 4)
+        res[f"n_fooled@{e}"] = s["n_success"]
+        res[f"risk@{e}"] = {k: round(v, 4) for k, v in s["risk"].items()}
+    return res
+
+
 def run_seed(seed: int, a) -> None:
     results = Path(a.results)
     runs = Path(a.runs) / f"seed{seed}"
     runs.mkdir(parents=True, exist_ok=True)
-    done = {(r["stage"], r["seed"], r.get("eps")) for r in load_rows(results) if r.get("tag") == a.tag}
+    rows = [r for r in load_rows(results) if r.get("tag") == a.tag]
+    done = {(r["stage"], r["seed"], r.get("eps")) for r in rows}
+    done_detectors = {(r.get("detector"), r["seed"]) for r in rows if r["stage"] == "detector"}
     key = dict(tag=a.tag, seed=seed, size=a.size, method=a.method)
     pre_path, model_path, det_path = runs / "pretrained.pt", runs / "model.pt", runs / "detector.pt"
 
@@ -355,39 +401,12 @@ def run_seed(seed: int, a) -> None:
     net.load_state_dict(torch.load(model_path, weights_only=True)["model"])
     net.eval()
 
-    if ("detector", seed, None) not in done or not det_path.exists():
-        from monai_adv.detectors import MahalanobisDetector
-
-        det = MahalanobisDetector(net)
-        det.fit(
-            [
-                {"image": d["x_train"][i : i + 128], "label": d["y_train"][i : i + 128]}
-                for i in range(0, len(d["y_train"]), 128)
-            ]
-        )
-        det.calibrate([d["x_val"][i : i + 128] for i in range(0, len(d["y_val"]), 128)], fpr=a.detector_fpr)
-        det.save(det_path)
-        x, y = d["x_test"], d["y_test"]
-        clean_scores = det.score(x)
-        res = {
-            "detector": "mahalanobis",
-            "fpr_target": a.detector_fpr,
-            "threshold": det.threshold,
-            "test_clean_flag_rate": round(float(det.flags(clean_scores).float().mean()), 4),
-        }
-        from monai_adv.metrics import detection_auroc
-
-        for eps in (1 / 255, 2 / 255):
-            atk = PGD(net, eps=eps, alpha=2.5 * eps / 20, steps=20, amp=a.amp)
-            atk.set_random_state(seed)
-            xa = attacked(net, x, y, atk)
-            fooled = (predict(net, xa) != y) & (predict(net, x) == y)
-            s = det.score(xa[fooled]) if fooled.any() else torch.zeros(0)
-            res[f"tpr@{eps_name(eps)}"] = round(float(det.flags(s).float().mean()), 4) if len(s) else None
-            res[f"auroc@{eps_name(eps)}"] = round(detection_auroc(clean_scores, s), 4) if len(s) else None
-            res[f"n_fooled@{eps_name(eps)}"] = int(fooled.sum())
-        append(results, {**key, "stage": "detector", **res, **machine()})
-        print(f"seed {seed}: detector {res}", flush=True)
+    for name in a.detectors:
+        path = det_path if name == "mahalanobis" else runs / f"detector_{name}.pt"
+        if (name, seed) not in done_detectors or not path.exists():
+            res = detector_stage(net, d, seed, a, name, path)
+            append(results, {**key, "stage": "detector", **res, **machine()})
+            print(f"seed {seed}: detector {res}", flush=True)
 
     if a.skip_suite:
         return
@@ -434,8 +453,11 @@ def run_seed(seed: int, a) -> None:
                 **machine(),
             }
             append(results, parts[start])
-            print(f"seed {seed}: suite @ {eps_name(eps)}, images {start}..{start + len(ys) - 1}: "
-                  f"{int((p == ys).sum())}/{len(ys)} robust ({parts[start]['cpu_s']:.0f} CPU-s)", flush=True)
+            print(
+                f"seed {seed}: suite @ {eps_name(eps)}, images {start}..{start + len(ys) - 1}: "
+                f"{int((p == ys).sum())}/{len(ys)} robust ({parts[start]['cpu_s']:.0f} CPU-s)",
+                flush=True,
+            )
         p = torch.tensor([q for s in starts for q in parts[s]["pred"]])
         success: dict[str, int] = {}
         for s in starts:
@@ -472,7 +494,8 @@ def install(seed: int, a) -> None:
     from monai_adv.io import atomic_torch_save
 
     runs = Path(a.runs) / f"seed{seed}"
-    for name in ("model.pt", "detector.pt"):
+    det_file = "detector.pt" if a.install_detector == "mahalanobis" else f"detector_{a.install_detector}.pt"
+    for name in ("model.pt", det_file):
         if not (runs / name).exists():
             raise FileNotFoundError(
                 f"{runs / name} does not exist; run the seed first: python benchmarks/pretrained_oct.py --seeds {seed}"
@@ -487,7 +510,8 @@ def install(seed: int, a) -> None:
     net.load_state_dict(ckpt["model"])
     out = BUNDLE / "models"
     atomic_torch_save({"model": net.state_dict(), "metadata": meta}, out / "model.pt")
-    det = load_detector(runs / "detector.pt", net.eval())
+    det_file = "detector.pt" if a.install_detector == "mahalanobis" else f"detector_{a.install_detector}.pt"
+    det = load_detector(runs / det_file, net.eval())
     det.metadata = meta
     det.save(out / "detector.pt")
     for name in ("model.pt", "detector.pt"):
@@ -504,11 +528,22 @@ def mean_sd(v: list) -> str:
     return f"{100 * statistics.mean(v):.1f} ± {100 * statistics.stdev(v):.1f}"
 
 
+def detector_row(rows: list[dict], seed: int, name: str, tag: str | None = None) -> dict:
+    """The latest ``detector`` row of ``name`` for ``seed`` (rows before the name was recorded: mahalanobis)."""
+    found = {}
+    for r in rows:
+        if r["stage"] == "detector" and r["seed"] == seed and (tag is None or r.get("tag") == tag):
+            if r.get("detector", "mahalanobis") == name:
+                found = r
+    return found
+
+
 def report(a) -> str:
     rows = [r for r in load_rows(Path(a.results)) if r.get("tag") == a.tag]
     by = {}
     for r in rows:
         by[(r["stage"], r["seed"], r.get("eps"))] = r
+    detectors = sorted({r.get("detector", "mahalanobis") for r in rows if r["stage"] == "detector"})
     seeds = sorted({r["seed"] for r in rows if r["stage"] == "train"})
     lines = [f"seeds {seeds}", "", "| metric | mean ± sd over seeds | per seed |", "|---|---|---|"]
 
@@ -519,7 +554,6 @@ def report(a) -> str:
         )
 
     tr = lambda s: by.get(("train", s, None), {})  # noqa: E731
-    det = lambda s: by.get(("detector", s, None), {})  # noqa: E731
     line("clean accuracy (test)", lambda s: tr(s).get("test_clean"))
     for k, c in enumerate(CLASSES):
         line(f"clean recall {c}", lambda s, k=k: (tr(s).get("test_recall") or [None] * 4)[k])
@@ -543,10 +577,18 @@ def report(a) -> str:
                     f"  robust recall {c} @ {e}",
                     lambda s, su=su, k=k: (su(s).get("recall_robust") or [None] * 4)[k],
                 )
-    line("detector clean flag rate (test)", lambda s: det(s).get("test_clean_flag_rate"))
-    for e in ("1/255", "2/255"):
-        line(f"detector TPR on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"tpr@{e}"))
-        line(f"detector AUROC on PGD-20 @ {e}", lambda s, e=e: det(s).get(f"auroc@{e}"))
+    for name in detectors:
+        det = lambda s, name=name: detector_row(rows, s, name)  # noqa: E731
+        line(
+            f"{name} detector: clean flag rate (test)", lambda s, det=det: det(s).get("test_clean_flag_rate")
+        )
+        for e in ("1/255", "2/255"):
+            line(f"  TPR on successful PGD-20 @ {e}", lambda s, e=e, det=det: det(s).get(f"tpr@{e}"))
+            line(f"  AUROC on successful PGD-20 @ {e}", lambda s, e=e, det=det: det(s).get(f"auroc@{e}"))
+            line(
+                f"  undetected error, PGD-20 @ {e}",
+                lambda s, e=e, det=det: det(s).get(f"undetected_error@{e}"),
+            )
     return "\n".join(lines)
 
 
@@ -557,7 +599,8 @@ def card_metrics(a, seed: int) -> dict:
         for r in load_rows(Path(a.results))
         if r.get("tag") == a.tag and r["seed"] == seed
     }
-    tr, det = by.get(("train", None), {}), by.get(("detector", None), {})
+    tr = by.get(("train", None), {})
+    det = detector_row(load_rows(Path(a.results)), seed, a.install_detector, a.tag)
     m = {"clean_accuracy": tr.get("test_clean")}
     for k, c in enumerate(CLASSES):
         m[f"clean_recall_{c}"] = (tr.get("test_recall") or [None] * 4)[k]
@@ -574,6 +617,7 @@ def card_metrics(a, seed: int) -> dict:
     m["detector_target_fpr"] = det.get("fpr_target")
     m["detector_clean_flag_rate"] = det.get("test_clean_flag_rate")
     for e in ("1/255", "2/255"):
+        m[f"detector_undetected_error_pgd20_eps_{e.replace('/', '_')}"] = det.get(f"undetected_error@{e}")
         m[f"detector_tpr_pgd20_eps_{e.replace('/', '_')}"] = det.get(f"tpr@{e}")
         m[f"detector_auroc_pgd20_eps_{e.replace('/', '_')}"] = det.get(f"auroc@{e}")
     return m
@@ -620,6 +664,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--test-fraction", type=float, default=0.25)
     p.add_argument("--val-fraction", type=float, default=0.15)
     p.add_argument("--detector-fpr", type=float, default=0.05)
+    p.add_argument(
+        "--detectors",
+        nargs="+",
+        default=["mahalanobis"],
+        help="detectors (monai_adv.detectors.DETECTOR_NAMES) fitted and measured, one row each",
+    )
+    p.add_argument("--detector-layers", nargs="+", default=None, help="feature layers (default: penultimate)")
+    p.add_argument("--install-detector", default="mahalanobis", help="the detector --install ships")
     p.add_argument("--suite-eps", type=parse_eps, nargs="+", default=[1 / 255, 2 / 255])
     p.add_argument("--skip-suite", action="store_true")
     p.add_argument(

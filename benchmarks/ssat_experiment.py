@@ -178,7 +178,7 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
             if fraction < 1
             else torch.ones_like(pool["y_pool"], dtype=torch.bool)
         )
-        return {
+        out = {
             "x_l": pool["x_pool"][m],
             "y_l": pool["y_pool"][m],
             "x_u": pool["x_pool"][~m],
@@ -187,6 +187,13 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
             "y_test": pool["y_test"],
             "generator": pool["generator"],
         }
+        holdout = int(getattr(a, "synthetic_holdout", 0) or 0)
+        if holdout:  # clean images no method trains on (a detector's calibration set), drawn per seed
+            perm = torch.randperm(len(out["x_u"]), generator=torch.Generator().manual_seed(seed + 17))
+            cal, rest = perm[:holdout], perm[holdout:]
+            out["x_cal"], out["y_cal"] = out["x_u"][cal], out["y_u_hidden"][cal]
+            out["x_u"], out["y_u_hidden"] = out["x_u"][rest], out["y_u_hidden"][rest]
+        return out
     from monai_adv.data import split_by_patient
 
     items, x, y = kermany_items(a.kermany_roots, a.size)
@@ -197,12 +204,16 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
         labeled, unlabeled = split_by_patient(pool, fraction, seed=seed + 1)
     else:
         labeled, unlabeled = pool, []
+    holdout = float(getattr(a, "kermany_holdout", 0) or 0)
+    calibration: list = []
+    if holdout and unlabeled:  # patients no method trains on (a detector's calibration set)
+        calibration, unlabeled = split_by_patient(unlabeled, holdout, seed=seed + 17)
 
     def idx(lst):
         return torch.tensor([it["_index"] for it in lst], dtype=torch.long)
 
     il, iu, it_ = idx(labeled), idx(unlabeled), idx(test)
-    return {
+    out = {
         "x_l": x[il],
         "y_l": y[il],
         "x_u": x[iu],
@@ -211,6 +222,10 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
         "y_test": y[it_],
         "generator": None,
     }
+    if calibration:
+        ic = idx(calibration)
+        out["x_cal"], out["y_cal"] = x[ic], y[ic]
+    return out
 
 
 class CyclingLoader:
@@ -819,7 +834,8 @@ def plot(train_rows: dict, suite_rows: dict, path: str) -> None:
     print(f"wrote {path}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The experiment's settings (also for experiments that train with this one's recipes)."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stage", choices=["train", "suite", "all"], default="all")
     p.add_argument("--follow", action="store_true", help="suite stage: wait for models still being trained")
@@ -900,6 +916,11 @@ def main(argv: list[str] | None = None) -> None:
     a.amp = PRECISION_AMP[a.precision]
     a.iterations = {"synthetic": a.synthetic_iterations, "kermany": a.kermany_iterations}
     a.batch = {"synthetic": a.synthetic_batch, "kermany": a.kermany_batch}
+    return a
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse_args(argv)
     if a.report:
         report(a)
         return

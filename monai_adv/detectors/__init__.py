@@ -24,6 +24,7 @@ from monai_adv.detectors.features import (
 )
 from monai_adv.detectors.knn import KNNDetector
 from monai_adv.detectors.mahalanobis import MahalanobisDetector, ledoit_wolf_shrinkage, shrunk_covariance
+from monai_adv.detectors.names import DETECTOR_NAMES, make_detector
 from monai_adv.detectors.output import OUTPUT_SCORES, OutputDetector, output_score
 from monai_adv.detectors.squeezing import FeatureSqueezingDetector, bit_depth_squeeze, median_squeeze
 
@@ -34,6 +35,8 @@ __all__ = [
     "OutputDetector",
     "FeatureSqueezingDetector",
     "CombinedDetector",
+    "make_detector",
+    "DETECTOR_NAMES",
     "COMBINATION_RULES",
     "OUTPUT_SCORES",
     "output_score",

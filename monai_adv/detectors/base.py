@@ -265,7 +265,9 @@ class AdversarialDetector:
         """
         x = self._check_images(x)
         p = resolve_precision(self.amp, x.device, channels_last=False)
-        hooks = FeatureHooks(self.network, self.layers, detach=not grad, output_transform=self.output_transform)
+        hooks = FeatureHooks(
+            self.network, self.layers, detach=not grad, output_transform=self.output_transform
+        )
         with eval_mode(self.network), hooks:
             grad_mode = torch.enable_grad() if grad else torch.no_grad()
             autocast = torch.autocast(x.device.type, dtype=p.dtype or torch.bfloat16, enabled=p.amp)
@@ -473,7 +475,7 @@ class AdversarialDetector:
         self.num_classes = num_classes
         self.num_fit_samples = int(pred.shape[0])
         states = []
-        for name, f in zip(self.layers, features):
+        for f in features:
             state = self._fit_layer(f.double(), y, num_classes)
             state["dim"] = torch.tensor(f.shape[1])
             states.append(state)

@@ -17,7 +17,13 @@ import torch
 import torch.nn as nn
 from tqdm.auto import tqdm
 
-from monai_adv.detectors.base import _FILE_VERSION, _REGISTRY, DETECTOR_FILE_FORMAT, AdversarialDetector, network_fingerprint
+from monai_adv.detectors.base import (
+    _FILE_VERSION,
+    _REGISTRY,
+    DETECTOR_FILE_FORMAT,
+    AdversarialDetector,
+    network_fingerprint,
+)
 from monai_adv.detectors.features import iterate_loader, split_batch
 
 __all__ = ["CombinedDetector", "COMBINATION_RULES"]
@@ -84,9 +90,13 @@ class CombinedDetector(AdversarialDetector):
             if not isinstance(d, AdversarialDetector):
                 raise ValueError(f"members must be monai_adv detectors, got {type(d).__name__}.")
             if isinstance(d, CombinedDetector):
-                raise ValueError("a CombinedDetector cannot contain another CombinedDetector: list its members.")
+                raise ValueError(
+                    "a CombinedDetector cannot contain another CombinedDetector: list its members."
+                )
             if d.network is not network:
-                raise ValueError(f"member {type(d).__name__} reads another network than the CombinedDetector's.")
+                raise ValueError(
+                    f"member {type(d).__name__} reads another network than the CombinedDetector's."
+                )
         if isinstance(two_sided, bool):
             two_sided = [two_sided] * len(detectors)
         two_sided = [bool(t) for t in two_sided]
@@ -122,7 +132,11 @@ class CombinedDetector(AdversarialDetector):
         from monai_adv.detectors.output import OutputDetector
         from monai_adv.detectors.squeezing import FeatureSqueezingDetector
 
-        common = {k: v for k, v in kwargs.items() if k in ("output_transform", "image_key", "label_key", "progress", "amp")}
+        common = {
+            k: v
+            for k, v in kwargs.items()
+            if k in ("output_transform", "image_key", "label_key", "progress", "amp")
+        }
         members = [
             MahalanobisDetector(network, feature_layers, **common),
             OutputDetector(network, statistic="margin", **common),
@@ -181,11 +195,15 @@ class CombinedDetector(AdversarialDetector):
 
     def _score(self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None) -> torch.Tensor:
         if self.reference is None:
-            raise RuntimeError("CombinedDetector is not calibrated: call calibrate(clean_val_loader, fpr) to score.")
+            raise RuntimeError(
+                "CombinedDetector is not calibrated: call calibrate(clean_val_loader, fpr) to score."
+            )
         combined = self.combine(self.p_values(self.member_scores(features, inputs)))
         return combined.to(features[0].dtype) if features else combined
 
-    def score_features(self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None = None) -> torch.Tensor:
+    def score_features(
+        self, features: Sequence[torch.Tensor], inputs: torch.Tensor | None = None
+    ) -> torch.Tensor:
         self._require_fitted("scoring")
         if self.needs_input and inputs is None:
             raise ValueError("CombinedDetector has a member that scores the input batch: pass inputs=.")
@@ -212,7 +230,9 @@ class CombinedDetector(AdversarialDetector):
             raise ValueError("the loader given to calibrate is empty: no clean images to calibrate on.")
         ref = torch.cat(rows)
         if ref.shape[0] < 20:
-            raise ValueError(f"calibrating a CombinedDetector needs at least 20 clean images, got {ref.shape[0]}.")
+            raise ValueError(
+                f"calibrating a CombinedDetector needs at least 20 clean images, got {ref.shape[0]}."
+            )
         if not torch.isfinite(ref).all():
             raise ValueError("member scores of the calibration data contain NaN or Inf values.")
         # cross-fit: each half's combined scores against the other half's reference; the halves are drawn
@@ -254,7 +274,9 @@ class CombinedDetector(AdversarialDetector):
         for ms in state["members"]:
             klass = _REGISTRY.get(ms.get("class"))
             if klass is None or klass is cls:
-                raise ValueError(f"a CombinedDetector file holds an unknown member class {ms.get('class')!r}.")
+                raise ValueError(
+                    f"a CombinedDetector file holds an unknown member class {ms.get('class')!r}."
+                )
             members.append(klass._from_state(ms, network, **kwargs))
         config = {k: v for k, v in state["config"].items() if k != "layer_weights"}
         det = cls(network, members, **{**config, **kwargs})

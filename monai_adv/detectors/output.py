@@ -43,7 +43,9 @@ def output_score(logits: torch.Tensor, statistic: str = "margin", temperature: f
     if not float(temperature) > 0:
         raise ValueError(f"temperature must be > 0, got {temperature!r}.")
     if logits.ndim != 2 or logits.shape[1] < 2:
-        raise ValueError(f"output scores need class logits (B, K) with K >= 2, got shape {tuple(logits.shape)}.")
+        raise ValueError(
+            f"output scores need class logits (B, K) with K >= 2, got shape {tuple(logits.shape)}."
+        )
     if statistic == "margin":
         top2 = logits.topk(2, dim=1).values
         return -(top2[:, 0] - top2[:, 1])

@@ -198,7 +198,9 @@ class FeatureSqueezingDetector(AdversarialDetector):
         score = None
         with eval_mode(self.network):
             for _, squeeze in self.squeezers():
-                autocast = torch.autocast(inputs.device.type, dtype=prec.dtype or torch.bfloat16, enabled=prec.amp)
+                autocast = torch.autocast(
+                    inputs.device.type, dtype=prec.dtype or torch.bfloat16, enabled=prec.amp
+                )
                 with autocast:
                     z = self.output_transform(self.network(squeeze(inputs)))
                 with torch.autocast(inputs.device.type, enabled=False):

@@ -808,7 +808,9 @@ class RobustnessReport:
                 figs["roc"] = plot_roc_curves(scores, self.title, fpr_mark=fpr)
         if details.get("referral_curve"):
             figs["referral"] = plot_referral_curve(
-                details["referral_curve"], self.title, fpr_mark=(report.get("detector") or {}).get("target_fpr")
+                details["referral_curve"],
+                self.title,
+                fpr_mark=(report.get("detector") or {}).get("target_fpr"),
             )
         risks = {}
         for a in report["attacks"]:

@@ -183,7 +183,9 @@ def detection_summary(
         out["accepted_accuracy"] = float(cc[~cf].mean()) if (~cf).any() else None
         t = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
         out["risk"] = {
-            str(p): compute_adversarial_risk(t(~cc), t(~ac), t(cf), t(af), attack_prior=p, **costs)["risk_system"]
+            str(p): compute_adversarial_risk(t(~cc), t(~ac), t(cf), t(af), attack_prior=p, **costs)[
+                "risk_system"
+            ]
             for p in priors
         }
     return out

@@ -169,7 +169,9 @@ class AdaptiveAttack(NormBoundedAttack):
         return best
 
 
-def median_clean_margin(network: nn.Module | Callable, loader: Any, output_transform: Callable | None = None) -> float:
+def median_clean_margin(
+    network: nn.Module | Callable, loader: Any, output_transform: Callable | None = None
+) -> float:
     """The median logit margin ``z_y - max_{j != y} z_j`` of the correctly classified clean items of ``loader``.
 
     The attacker's ``kappa`` for an adaptive attack on a margin-based detector: an adversarial example
@@ -254,11 +256,15 @@ def adaptive_worst_case(
     kappas = sorted({0.0, float(kappa)})
     members: list[Any] = []
     if standard:
-        members += autoattack(network, eps, version="standard", steps=steps, n_queries=n_queries, **kwargs).attacks
+        members += autoattack(
+            network, eps, version="standard", steps=steps, n_queries=n_queries, **kwargs
+        ).attacks
     for k in kappas:
         for w in weights:
             members.append(
-                AdaptiveAttack(network, detector, eps, steps=adaptive_steps, detector_weight=w, kappa=k, **kwargs)
+                AdaptiveAttack(
+                    network, detector, eps, steps=adaptive_steps, detector_weight=w, kappa=k, **kwargs
+                )
             )
     for k in kappas:
         members.append(
@@ -269,5 +275,9 @@ def adaptive_worst_case(
         if layers is None:
             names = dict(network.named_modules()) if isinstance(network, nn.Module) else {}
             layers = [n for n in getattr(detector, "layers", []) if n in names or n == "penultimate"] or None
-        members.append(HFCAttack(network, eps, layers=layers, steps=adaptive_steps, detector=detector, **kwargs).fit(clean_data))
+        members.append(
+            HFCAttack(network, eps, layers=layers, steps=adaptive_steps, detector=detector, **kwargs).fit(
+                clean_data
+            )
+        )
     return WorstCaseEnsemble(network, members, detector=detector, **kwargs)

@@ -132,7 +132,9 @@ class WorstCaseEnsemble(AdversarialAttack):
         super().__init__(network, **kwargs)
         if detector is not None:
             if not getattr(detector, "is_calibrated", False):
-                raise ValueError("the ensemble's detector must be fitted and calibrated (its flags decide success).")
+                raise ValueError(
+                    "the ensemble's detector must be fitted and calibrated (its flags decide success)."
+                )
             if getattr(detector, "network", network) is not network:
                 raise ValueError("the ensemble's detector reads another network than the one under attack.")
         self.detector = detector
@@ -188,7 +190,9 @@ class WorstCaseEnsemble(AdversarialAttack):
     def _attack(self, x, y, mask, generator):
         if self.is_dense(y):
             if self.detector is not None:
-                raise ValueError("a WorstCaseEnsemble with a detector attacks class outputs, not dense labels.")
+                raise ValueError(
+                    "a WorstCaseEnsemble with a detector attacks class outputs, not dense labels."
+                )
             return self._attack_dense(x, y, mask)
         x_adv = x.clone()
         fooled = self._broken(x, y)

@@ -162,7 +162,9 @@ class HFCAttack(NormBoundedAttack):
             for batch in iterate_loader(loader):
                 x, y = split_batch(batch, image_key, label_key)
                 if y is None:
-                    raise ValueError("HFCAttack.fit needs labelled clean batches (the mixtures are per class).")
+                    raise ValueError(
+                        "HFCAttack.fit needs labelled clean batches (the mixtures are per class)."
+                    )
                 self.network(self.to_network_layout(torch.as_tensor(x).to(self._network_device(x.device))))
                 for store, f in zip(feats, hooks.collect(len(x))):
                     store.append(full_precision(f).cpu())
@@ -173,7 +175,9 @@ class HFCAttack(NormBoundedAttack):
         classes = int(y.max()) + 1
         missing = [c for c in range(classes) if not (y == c).any()]
         if missing:
-            raise ValueError(f"HFCAttack.fit saw no clean sample of class(es) {missing}: each class needs a mixture.")
+            raise ValueError(
+                f"HFCAttack.fit saw no clean sample of class(es) {missing}: each class needs a mixture."
+            )
         self.mixtures = [
             [fit_diagonal_gmm(torch.cat(f)[y == c], self.components, seed=c) for c in range(classes)]
             for f in feats
@@ -213,7 +217,9 @@ class HFCAttack(NormBoundedAttack):
             z = self.logits(x, y).double()
         self._check_label_range(y, z.shape[1])
         if z.shape[1] > len(self.mixtures[0]):
-            raise ValueError(f"the network has {z.shape[1]} classes; HFCAttack was fitted on {len(self.mixtures[0])}.")
+            raise ValueError(
+                f"the network has {z.shape[1]} classes; HFCAttack was fitted on {len(self.mixtures[0])}."
+            )
         target = z.scatter(1, y[:, None], float("-inf")).argmax(1)
         x_adv = self.sample_in_ball(x, eps, mask, generator) if self.random_start else x.clone()
         best = x_adv.clone()

@@ -134,7 +134,12 @@ def plot_referral_curve(curves: Any, title: str = "", fpr_mark: float | None = N
         curves = {"": curves}
     fig, ax = plt.subplots(figsize=(4.5, 4))
     for i, (label, c) in enumerate(curves.items()):
-        ax.plot(np.asarray(c["referral_rate"]), np.asarray(c["accepted_accuracy"]), label=label or None, **_style(i))
+        ax.plot(
+            np.asarray(c["referral_rate"]),
+            np.asarray(c["accepted_accuracy"]),
+            label=label or None,
+            **_style(i),
+        )
     if fpr_mark is not None:
         ax.axvline(fpr_mark, color="grey", ls="--", lw=1, label=f"calibrated FPR {fpr_mark:g}")
     ax.set_xlabel("referral rate (clean inputs flagged)")

@@ -154,7 +154,9 @@ def test_min_variance_weights_of_known_correlation():
     w = min_variance_weights(z)
     torch.testing.assert_close(w, torch.tensor([0.25, 0.25, 0.5], dtype=torch.float64), atol=0.01, rtol=0)
     anti = torch.stack([a, -a + 0.1 * b, b], 1)  # a negative weight is clipped and the rest re-solved
-    assert (min_variance_weights(anti) >= 0).all() and float(min_variance_weights(anti).sum()) == pytest.approx(1)
+    assert (min_variance_weights(anti) >= 0).all() and float(
+        min_variance_weights(anti).sum()
+    ) == pytest.approx(1)
 
 
 def test_referral_curve_and_summary_by_hand():
@@ -223,7 +225,9 @@ def small():
 def test_combined_detector_inside_an_evaluator(small):
     net, x, y, det, _, _ = small
     loader = DataLoader(Dataset([{"image": x[i], "label": y[i]} for i in range(32)]), batch_size=16)
-    ev = RobustEvaluator("cpu", loader, net, attacks={"pgd": PGD(net, 4 / 255, steps=3)}, detector=det, decollate=False)
+    ev = RobustEvaluator(
+        "cpu", loader, net, attacks={"pgd": PGD(net, 4 / 255, steps=3)}, detector=det, decollate=False
+    )
     outputs = []
     ev.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output))
     ev.run()

@@ -1,0 +1,554 @@
+"""Classification or detection? Four systems at equal labels, attacked non-adaptively and adaptively.
+
+- **A** undefended: standard training on the labeled part.
+- **B** = A + the clean-fitted combined detector (``CombinedDetector.standard``: multi-layer
+  Mahalanobis, two-sided logit margin, feature squeezing; min-p at one FPR).
+- **C** adversarially trained: RST (Carmon et al. 2019), the best method of the label-scarcity
+  experiment (``benchmarks/ssat_results.md``), on the same labeled part plus the unlabeled pool.
+- **D** = C + rejection: the same combined detector fitted on C.
+
+Data (the label-scarcity experiment's settings and training recipes, ``benchmarks/ssat_experiment.py``):
+synthetic OCT at 10% labels (2,000 of the 20,000 pool; 1,000 test images) and real Kermany at 25% labels
+(split by patient; the 313-image test set). Every detector is fitted on clean training images only and
+calibrated at ``--fpr`` on clean images no model trained on: 1,000 held out of the synthetic pool; a
+patient-disjoint 30% of the Kermany unlabeled pool (fewer than 1,000: there are 1,233 real images in all).
+
+Per data, seed and eps, one JSON line per system and attack in ``results.jsonl``:
+
+- non-adaptive (``adaptive: false``) on the whole test set: PGD-10, APGD-CE, APGD-DLR (20 steps) and C&W
+  (L-inf hinge, 50 steps), the same adversarial images for A and B (and for C and D);
+- the worst case (``attack: "worst_case"``) on a fixed stratified subset (``--subset-per-class`` per class,
+  the same for every system): AutoAttack's standard suite for A and C; for B and D the *adaptive* worst
+  case (``adaptive: true``): per image, the first success over the standard suite and the attacker's
+  menu against the detector (``monai_adv.transforms.adaptive_worst_case``: margin + detector score at
+  lambda 0.1, 1, 10 and kappa 0 and the median clean margin, the selective-step mode, HFC), an image
+  counting as broken when it is misclassified and not flagged.
+
+Fields: ``system``, ``data``, ``seed``, ``eps``, ``attack``, ``adaptive``, ``n``, ``clean_accuracy``,
+``clean_flag_rate``, ``undetected_error`` (attacked images misclassified and not flagged; without a
+detector, the robust error), ``auroc_all``, ``auroc_success``, ``tpr_at_fpr``, ``risk`` (system risk by
+attack prior, ``docs/risk_metric.md``), ``accepted_accuracy``, and the settings. ``--report`` writes the
+tables, the answer and ``figures/undetected_error_vs_eps.png`` into this folder's README.
+
+Usage::
+
+    nice python experiments/classification_or_detection/run.py            # resumable; rows as they finish
+    python experiments/classification_or_detection/run.py --report
+    python experiments/classification_or_detection/run.py --toy --out /tmp/cod   # a minute: the CI check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import ssat_experiment as ssat  # noqa: E402
+
+from monai_adv.detectors import CombinedDetector, load_detector  # noqa: E402
+from monai_adv.metrics import detection_summary  # noqa: E402
+from monai_adv.transforms import APGD, PGD, adaptive_worst_case, autoattack  # noqa: E402
+from monai_adv.transforms.losses import margin  # noqa: E402
+
+SYSTEMS = {"A": ("standard", False), "B": ("standard", True), "C": ("rst", False), "D": ("rst", True)}
+NON_ADAPTIVE = ("pgd10", "apgd_ce", "apgd_dlr", "cw")
+EPS = ("0.5/255", "1/255", "2/255", "4/255")
+FRACTION = {"synthetic": 0.1, "kermany": 0.25}
+FIELDS = (
+    "system",
+    "data",
+    "seed",
+    "eps",
+    "attack",
+    "adaptive",
+    "n",
+    "clean_accuracy",
+    "clean_flag_rate",
+    "undetected_error",
+    "auroc_all",
+    "auroc_success",
+    "tpr_at_fpr",
+    "risk",
+)
+
+
+# ----------------------------------------------------------------------------------------------
+# rows
+# ----------------------------------------------------------------------------------------------
+def load_rows(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def append(path: Path, row: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def row_key(r: dict) -> tuple:
+    return (r["system"], r["data"], r["seed"], r["eps"], r["attack"])
+
+
+# ----------------------------------------------------------------------------------------------
+# models and detectors
+# ----------------------------------------------------------------------------------------------
+def ssat_settings(a: argparse.Namespace) -> argparse.Namespace:
+    """The label-scarcity experiment's settings, with this experiment's folders and held-out calibration."""
+    argv = ["--runs", str(Path(a.out) / "runs"), "--results", str(Path(a.out) / "train.jsonl")]
+    argv += ["--threads", str(a.threads), "--cache", a.cache]
+    if a.toy:
+        argv += ["--size", "32", "--n-pool", "120", "--n-test", "25", "--width", "8"]
+        argv += ["--synthetic-iterations", "40", "--kermany-iterations", "20"]
+    s = ssat.parse_args(argv)
+    s.synthetic_holdout = 60 if a.toy else a.synthetic_calibration
+    s.kermany_holdout = a.kermany_calibration
+    return s
+
+
+def feature_layers(net: nn.Module) -> list[str]:
+    """The outputs of the network's convolutional blocks and its penultimate features."""
+    blocks = [n for n, m in net.named_children() if not isinstance(m, (nn.Linear, nn.Flatten, nn.Dropout))]
+    if len(blocks) == 1 and isinstance(getattr(net, blocks[0]), nn.Sequential):
+        seq = getattr(net, blocks[0])
+        blocks = [
+            f"{blocks[0]}.{n}" for n, m in seq.named_children() if isinstance(m, (nn.ReLU, nn.Sequential))
+        ]
+    return blocks[-3:] + ["penultimate"]
+
+
+def batches(x: torch.Tensor, y: torch.Tensor | None = None, size: int = 256) -> list:
+    return [
+        x[i : i + size] if y is None else (x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)
+    ]
+
+
+def detector_for(
+    net: nn.Module, d: dict, key: str, a: argparse.Namespace, s: argparse.Namespace
+) -> CombinedDetector:
+    path = Path(s.runs) / f"{key}_detector.pt"
+    if path.exists():
+        return load_detector(path, net, progress=False)
+    det = CombinedDetector.standard(net, feature_layers=feature_layers(net), progress=False)
+    det.fit(batches(d["x_l"], d["y_l"]))
+    det.calibrate(batches(d["x_cal"]), fpr=a.fpr)
+    det.save(path)
+    return det
+
+
+# ----------------------------------------------------------------------------------------------
+# measurements
+# ----------------------------------------------------------------------------------------------
+@torch.no_grad()
+def correct(net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.cat([net(xb).argmax(1) == yb for xb, yb in batches(x, y)])
+
+
+def scores(det: CombinedDetector, x: torch.Tensor) -> torch.Tensor:
+    return torch.cat([det.score(xb).detach() for xb in batches(x)])
+
+
+def attacked(attack, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return torch.cat([attack(xb, yb) for xb, yb in batches(x, y)])
+
+
+def non_adaptive_attack(name: str, net: nn.Module, eps: float, a: argparse.Namespace):
+    steps = 3 if a.toy else 20
+    if name == "pgd10":
+        return PGD(net, eps, steps=3 if a.toy else 10)
+    if name == "apgd_ce":
+        return APGD(net, eps, steps=steps, loss="ce")
+    if name == "apgd_dlr":
+        return APGD(net, eps, steps=steps, loss="dlr")
+    # C&W's margin loss under the L-inf budget (the "CW-Linf" of RobustBench): PGD ascending -margin
+    return PGD(net, eps, steps=5 if a.toy else 50, loss=cw_loss)
+
+
+def cw_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return -margin(logits, y)
+
+
+def system_row(
+    system: str,
+    data: str,
+    seed: int,
+    eps: str,
+    attack: str,
+    adaptive: bool,
+    net_correct,
+    adv_correct,
+    det,
+    clean_scores,
+    adv_scores,
+    extra: dict,
+) -> dict:
+    if det is None:
+        zeros = torch.zeros(len(net_correct))
+        s = detection_summary(zeros, zeros, net_correct, adv_correct, threshold=0.0)
+        s.update(auroc_all=None, auroc_success=None, tpr_at_fpr=None)
+    else:
+        s = detection_summary(clean_scores, adv_scores, net_correct, adv_correct, threshold=det.threshold)
+    row = {
+        "system": system,
+        "data": data,
+        "seed": seed,
+        "eps": eps,
+        "attack": attack,
+        "adaptive": adaptive,
+        "n": s["n"],
+        "clean_accuracy": round(s["clean_accuracy"], 4),
+        "clean_flag_rate": round(s["clean_flag_rate"], 4),
+        "undetected_error": round(s["undetected_error"], 4),
+        "auroc_all": None if s["auroc_all"] is None else round(s["auroc_all"], 4),
+        "auroc_success": None if s["auroc_success"] is None else round(s["auroc_success"], 4),
+        "tpr_at_fpr": None if s["tpr_at_fpr"] is None else round(s["tpr_at_fpr"], 4),
+        "risk": {k: round(v, 4) for k, v in s["risk"].items()},
+        "accepted_accuracy": None if s["accepted_accuracy"] is None else round(s["accepted_accuracy"], 4),
+        "adversarial_accuracy": round(s["adversarial_accuracy"], 4),
+        "n_success": s["n_success"],
+    }
+    row.update(extra)
+    return row
+
+
+def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
+    return ssat.suite_subset(y, per_class)
+
+
+def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespace, results: Path) -> None:
+    frac = FRACTION[data]
+    done = {row_key(r) for r in load_rows(results)}
+    todo = [
+        (sys_, data, seed, e, atk) for e in a.eps for sys_ in SYSTEMS for atk in (*NON_ADAPTIVE, "worst_case")
+    ]
+    if all(k in done for k in todo):
+        return
+    d = ssat.setting_data(data, frac, seed, s)
+    d["data"] = data
+    train_done = ssat.finished_keys(Path(s.results), "train")
+    models = {
+        m: ssat.ensure_trained((data, frac, seed, m), s, Path(s.results), train_done)
+        for m in ("standard", "rst")
+    }
+    for m in models.values():
+        m.eval()
+    keys = {m: ssat.run_key(data, frac, seed, m) for m in models}
+    dets = {m: detector_for(models[m], d, keys[m], a, s) for m in models}
+    x, y = d["x_test"], d["y_test"]
+    sub = stratified_subset(y, a.subset_per_class)
+    base = {"label_fraction": frac, "fpr": a.fpr, "n_calibration": len(d["x_cal"]), "toy": a.toy}
+    for m, net in models.items():
+        det = dets[m]
+        net_ok = correct(net, x, y)
+        clean_s = scores(det, x)
+        fresh_flag = float((clean_s > det.threshold).float().mean())
+        pair = [k for k, (mm, _) in SYSTEMS.items() if mm == m]
+        for e in a.eps:
+            eps = ssat.parse_eps(e)
+            for atk_name in NON_ADAPTIVE:
+                if all((k, data, seed, e, atk_name) in done for k in pair):
+                    continue
+                atk = non_adaptive_attack(atk_name, net, eps, a).set_random_state(seed)
+                c0 = time.process_time()
+                xa = attacked(atk, x, y)
+                adv_ok, adv_s = correct(net, xa, y), scores(det, xa)
+                cpu = round(time.process_time() - c0, 1)
+                for k in pair:
+                    with_det = SYSTEMS[k][1]
+                    row = system_row(
+                        k,
+                        data,
+                        seed,
+                        e,
+                        atk_name,
+                        False,
+                        net_ok,
+                        adv_ok,
+                        det if with_det else None,
+                        clean_s,
+                        adv_s,
+                        {**base, "cpu_s": cpu},
+                    )
+                    append(results, row)
+                    print(json.dumps({f: row[f] for f in FIELDS if f != "risk"}), flush=True)
+            for k in pair:
+                if (k, data, seed, e, "worst_case") in done:
+                    continue
+                with_det = SYSTEMS[k][1]
+                xs, ys = x[sub], y[sub]
+                c0 = time.process_time()
+                if with_det:
+                    ens = adaptive_worst_case(
+                        net,
+                        det,
+                        eps,
+                        clean_data=batches(d["x_l"], d["y_l"]),
+                        steps=5 if a.toy else 100,
+                        adaptive_steps=5 if a.toy else 50,
+                        n_queries=50 if a.toy else a.queries,
+                    )
+                else:
+                    ens = autoattack(
+                        net,
+                        eps,
+                        version="standard",
+                        steps=5 if a.toy else 100,
+                        n_queries=50 if a.toy else a.queries,
+                    )
+                ens.set_random_state(seed)
+                xa = attacked(ens, xs, ys)
+                sub_ok = net_ok[sub]
+                row = system_row(
+                    k,
+                    data,
+                    seed,
+                    e,
+                    "worst_case",
+                    with_det,
+                    sub_ok,
+                    correct(net, xa, ys),
+                    det if with_det else None,
+                    clean_s[sub],
+                    scores(det, xa),
+                    {
+                        **base,
+                        "cpu_s": round(time.process_time() - c0, 1),
+                        "last_success": ens.last_success,
+                        "test_clean_flag_rate": round(fresh_flag, 4),
+                    },
+                )
+                append(results, row)
+                print(json.dumps({f: row[f] for f in FIELDS if f != "risk"}), flush=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# report
+# ----------------------------------------------------------------------------------------------
+def mean_sd(v: list) -> str:
+    v = [x for x in v if x is not None]
+    if not v:
+        return "-"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
+
+
+def report(a: argparse.Namespace) -> str:
+    rows = (
+        [r for r in load_rows(Path(a.out) / "results.jsonl") if not r.get("toy")]
+        if not a.toy
+        else load_rows(Path(a.out) / "results.jsonl")
+    )
+    if not rows:
+        return "No results yet: run `python experiments/classification_or_detection/run.py`."
+    out = []
+    for data in ("synthetic", "kermany"):
+        dr = [r for r in rows if r["data"] == data]
+        if not dr:
+            continue
+        seeds = sorted({r["seed"] for r in dr})
+        eps_list = [e for e in EPS if any(r["eps"] == e for r in dr)]
+        out += [f"### {data} ({FRACTION[data]:.0%} labels; seeds {seeds})", ""]
+        out += [
+            "Undetected error (misclassified and not flagged) under the worst case: A and C under AutoAttack's "
+            "standard suite, B and D under the adaptive worst case (mean ± sd over seeds).",
+            "",
+        ]
+        out += ["| system | clean acc | clean flag rate | " + " | ".join(f"eps {e}" for e in eps_list) + " |"]
+        out += ["|---" * (3 + len(eps_list)) + "|"]
+        for k in SYSTEMS:
+            wc = [r for r in dr if r["system"] == k and r["attack"] == "worst_case"]
+            cells = [mean_sd([r["undetected_error"] for r in wc if r["eps"] == e]) for e in eps_list]
+            any_rows = [r for r in dr if r["system"] == k and r["attack"] != "worst_case"]
+            out.append(
+                f"| {k} | {mean_sd([r['clean_accuracy'] for r in any_rows if r['eps'] == eps_list[0]])} "
+                f"| {mean_sd([r['clean_flag_rate'] for r in any_rows if r['eps'] == eps_list[0]])} | "
+                + " | ".join(cells)
+                + " |"
+            )
+        out += [
+            "",
+            "Non-adaptive detection on the undefended network (B): AUROC over successful attacks / TPR at the "
+            "calibrated FPR / undetected error.",
+            "",
+        ]
+        out += [
+            "| attack | " + " | ".join(f"eps {e}" for e in eps_list) + " |",
+            "|---" * (1 + len(eps_list)) + "|",
+        ]
+        for atk in NON_ADAPTIVE:
+            cells = []
+            for e in eps_list:
+                rr = [r for r in dr if r["system"] == "B" and r["attack"] == atk and r["eps"] == e]
+                cells.append(
+                    f"{mean_sd([r['auroc_success'] for r in rr])} / {mean_sd([r['tpr_at_fpr'] for r in rr])} / "
+                    f"{mean_sd([r['undetected_error'] for r in rr])}"
+                )
+            out.append(f"| {atk} | " + " | ".join(cells) + " |")
+        out += [
+            "",
+            "Rejection on the robust network (D) under the same non-adaptive attacks: AUROC over successful "
+            "attacks / TPR / undetected error.",
+            "",
+        ]
+        out += [
+            "| attack | " + " | ".join(f"eps {e}" for e in eps_list) + " |",
+            "|---" * (1 + len(eps_list)) + "|",
+        ]
+        for atk in NON_ADAPTIVE:
+            cells = []
+            for e in eps_list:
+                rr = [r for r in dr if r["system"] == "D" and r["attack"] == atk and r["eps"] == e]
+                cells.append(
+                    f"{mean_sd([r['auroc_success'] for r in rr])} / {mean_sd([r['tpr_at_fpr'] for r in rr])} / "
+                    f"{mean_sd([r['undetected_error'] for r in rr])}"
+                )
+            out.append(f"| {atk} | " + " | ".join(cells) + " |")
+        out += ["", "The answer, per eps (adaptive worst case; risk at attack prior 0.1):", ""]
+        for e in eps_list:
+            wc = {
+                k: [r for r in dr if r["system"] == k and r["attack"] == "worst_case" and r["eps"] == e]
+                for k in SYSTEMS
+            }
+            means = {k: statistics.mean(r["undetected_error"] for r in v) for k, v in wc.items() if v}
+            if len(means) < 4:
+                out.append(f"- eps {e}: not every system measured yet ({sorted(means)}).")
+                continue
+            best = min(means, key=means.get)
+            second = sorted(means.values())[1]
+            risk = {k: statistics.mean(r["risk"]["0.1"] for r in v) for k, v in wc.items()}
+            out.append(
+                f"- eps {e}: **{best}** has the lowest undetected error, {means[best]:.3f} (next {second:.3f}; "
+                + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
+                + "); risk at prior 0.1: "
+                + ", ".join(f"{k} {v:.3f}" for k, v in risk.items())
+                + f". D minus C: {means['D'] - means['C']:+.3f}."
+            )
+        # Tramer (ICML 2022): a detector robust at eps gives an (inefficient) classifier robust at eps/2
+        out += [
+            "",
+            "Tramer's bound: a detector with undetected error u at eps implies a classifier with robust error "
+            "about u at eps/2. Where B's u at eps is far below the best robust classifier's (C) error at "
+            "eps/2, the detector claim would beat every known classifier and is suspect:",
+            "",
+        ]
+        for e, half in (("1/255", "0.5/255"), ("2/255", "1/255"), ("4/255", "2/255")):
+            b = [
+                r["undetected_error"]
+                for r in dr
+                if r["system"] == "B" and r["attack"] == "worst_case" and r["eps"] == e
+            ]
+            c = [
+                r["undetected_error"]
+                for r in dr
+                if r["system"] == "C" and r["attack"] == "worst_case" and r["eps"] == half
+            ]
+            if b and c:
+                mb, mc = statistics.mean(b), statistics.mean(c)
+                verdict = "consistent" if mb >= mc - 0.05 else "below the bound's reference: suspect"
+                out.append(f"- B at {e}: {mb:.3f}; C at {half}: {mc:.3f} ({verdict}).")
+        out.append("")
+    return "\n".join(out)
+
+
+def plot(a: argparse.Namespace, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = load_rows(Path(a.out) / "results.jsonl")
+    datas = [d for d in ("synthetic", "kermany") if any(r["data"] == d for r in rows)]
+    if not datas:
+        return
+    fig, axes = plt.subplots(1, len(datas), figsize=(5 * len(datas), 4), squeeze=False)
+    for ax, data in zip(axes[0], datas):
+        for k in SYSTEMS:
+            xs, ys, es = [], [], []
+            for e in EPS:
+                v = [
+                    r["undetected_error"]
+                    for r in rows
+                    if r["data"] == data
+                    and r["system"] == k
+                    and r["attack"] == "worst_case"
+                    and r["eps"] == e
+                ]
+                if v:
+                    xs.append(ssat.parse_eps(e) * 255)
+                    ys.append(statistics.mean(v))
+                    es.append(statistics.stdev(v) if len(v) > 1 else 0.0)
+            if xs:
+                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{k}")
+        ax.set_xlabel("eps (x 1/255)")
+        ax.set_ylabel("undetected error (worst case)")
+        ax.set_title(data)
+        ax.grid(alpha=0.3)
+        ax.legend(title="system")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_readme(a: argparse.Namespace) -> None:
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- results:start -->", "<!-- results:end -->"
+    body = report(a)
+    new = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end) :]
+    readme.write_text(new)
+    plot(a, HERE / "figures" / "undetected_error_vs_eps.png")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--data", nargs="+", choices=["synthetic", "kermany"], default=["synthetic", "kermany"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--eps", nargs="+", default=list(EPS))
+    p.add_argument("--fpr", type=float, default=0.05)
+    p.add_argument("--subset-per-class", type=int, default=100)
+    p.add_argument("--queries", type=int, default=5000, help="Square's queries in the worst cases")
+    p.add_argument("--synthetic-calibration", type=int, default=1000)
+    p.add_argument("--kermany-calibration", type=float, default=0.3)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
+    p.add_argument("--out", default=str(HERE), help="where results.jsonl, train.jsonl and runs/ go")
+    p.add_argument("--toy", action="store_true", help="a tiny run of the whole pipeline (CI)")
+    p.add_argument("--report", action="store_true", help="print the tables and write them into README.md")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.toy:
+        a.data, a.seeds, a.eps, a.subset_per_class = ["synthetic"], [0], ["2/255"], 5
+        a.cache = str(Path(a.out) / "cache")
+    if a.report:
+        print(report(a))
+        if not a.toy:
+            write_readme(a)
+        return
+    s = ssat_settings(a)
+    print(
+        f"# {platform.platform()} torch {torch.__version__} {torch.backends.cpu.get_cpu_capability()}",
+        flush=True,
+    )
+    for data in a.data:
+        for seed in a.seeds:
+            run_setting(data, seed, a, s, Path(a.out) / "results.jsonl")
+
+
+if __name__ == "__main__":
+    main()
