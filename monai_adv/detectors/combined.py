@@ -10,6 +10,7 @@ into a p-value against clean data and combined, does.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -213,7 +214,7 @@ class CombinedDetector(AdversarialDetector):
         """Score clean calibration data with every member, keep the reference, set the combined threshold.
 
         Raises:
-            ValueError: for fpr outside (0, 1), an empty loader, or fewer than 20 images.
+            ValueError: for fpr outside (0, 1), an empty loader, or fewer than 4 images (fewer than 200 warn).
             RuntimeError: before :meth:`fit`.
         """
         if not 0.0 < float(fpr) < 1.0:
@@ -229,9 +230,15 @@ class CombinedDetector(AdversarialDetector):
         if not rows:
             raise ValueError("the loader given to calibrate is empty: no clean images to calibrate on.")
         ref = torch.cat(rows)
-        if ref.shape[0] < 20:
+        if ref.shape[0] < 4:
             raise ValueError(
-                f"calibrating a CombinedDetector needs at least 20 clean images, got {ref.shape[0]}."
+                f"calibrating a CombinedDetector needs at least 4 clean images, got {ref.shape[0]}."
+            )
+        if ref.shape[0] < 200:
+            warnings.warn(
+                f"CombinedDetector calibrated on {ref.shape[0]} clean images: its false-positive rate on new "
+                f"data may be several points off the target {fpr}; calibrate on a few hundred or more.",
+                stacklevel=2,
             )
         if not torch.isfinite(ref).all():
             raise ValueError("member scores of the calibration data contain NaN or Inf values.")

@@ -188,6 +188,48 @@ def test_fit_detector_cli(fitted: Path):
     assert isinstance(det, MahalanobisDetector) and det.is_calibrated
 
 
+def test_fit_detector_takes_the_detector_by_name(fitted: Path, tmp_path: Path):
+    from monai.networks.nets import resnet10
+
+    from monai_adv.bundle import load_weights
+    from monai_adv.detectors import CombinedDetector, load_detector
+
+    out = tmp_path / "combined.pt"
+    run_cli(
+        [
+            "run",
+            "--config_file",
+            configs("train", "fit_detector"),
+            "--detector_name",
+            "combined",
+            "--detector_file",
+            str(out),
+        ],
+        fitted,
+    )
+    net = load_weights(
+        resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
+        fitted / "quick" / "models" / "model.pt",
+    )
+    det = load_detector(out, net)
+    assert isinstance(det, CombinedDetector) and det.is_calibrated
+    assert det.score(torch.rand(2, 1, 32, 32)).shape == (2,)
+    bad = run_cli(
+        [
+            "run",
+            "--config_file",
+            configs("train", "fit_detector"),
+            "--detector_name",
+            "lid",
+            "--detector_file",
+            str(tmp_path / "x.pt"),
+        ],
+        fitted,
+        ok=False,
+    )
+    assert bad.returncode != 0 and "unknown detector 'lid'" in bad.stdout + bad.stderr
+
+
 def test_evaluate_cli(fitted: Path):
     run_cli(["run", "--config_file", configs("train", "evaluate")], fitted)
     out = fitted / "quick" / "eval" / "ssat"

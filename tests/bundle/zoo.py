@@ -74,7 +74,9 @@ def _classification(root: Path, data: Path, rng: np.random.Generator) -> ZooBund
             label = i % 4
             img = rng.normal(0.0, 0.1, (32, 32)).astype(np.float32)
             img[8:24, 8:24] += label  # a class-dependent square, so a network can learn something
-            items.append({"image": _nifti(data / f"{split}_data" / f"img{i:02d}.nii.gz", img), "label": label})
+            items.append(
+                {"image": _nifti(data / f"{split}_data" / f"img{i:02d}.nii.gz", img), "label": label}
+            )
         lists[split] = items
     (root / "data").mkdir(exist_ok=True)
     for split, items in lists.items():

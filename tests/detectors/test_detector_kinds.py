@@ -205,10 +205,14 @@ def test_combined_detector_bad_input():
         CombinedDetector(net, [OutputDetector(net)], two_sided=[True, False])
     det = CombinedDetector(net, [OutputDetector(net, progress=False)], progress=False)
     det.fit([gaussian_features(100, 0)])
-    with pytest.raises(ValueError, match="at least 20"):
-        det.calibrate([gaussian_features(10, 1)[0]])
+    with pytest.raises(ValueError, match="at least 4"):
+        det.calibrate([gaussian_features(3, 1)[0]])
+    with pytest.warns(UserWarning, match="calibrated on 50 clean images"):
+        det.calibrate([gaussian_features(50, 1)[0]])
+    fresh = CombinedDetector(net, [OutputDetector(net, progress=False)], progress=False)
+    fresh.fit([gaussian_features(100, 0)])
     with pytest.raises(RuntimeError, match="not calibrated"):
-        det.score(gaussian_features(4, 1)[0])
+        fresh.score(gaussian_features(4, 1)[0])
 
 
 @pytest.fixture(scope="module")
