@@ -74,14 +74,14 @@ def test_shipped_weights_are_small_checksummed_and_describe_themselves(bundle: P
         from monai.networks.nets import resnet10
 
         from monai_adv.bundle import load_weights
-        from monai_adv.detectors import MahalanobisDetector, load_detector
+        from monai_adv.detectors import OutputDetector, load_detector
 
         net = load_weights(
             resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
             bundle / "models" / "model.pt",
         )
         det = load_detector(bundle / "models" / "detector.pt", net.eval())  # fitted on exactly these weights
-        assert isinstance(det, MahalanobisDetector) and det.is_calibrated
+        assert isinstance(det, OutputDetector) and det.statistic == "margin" and det.is_calibrated
         assert det.metadata["image_size"] == meta["image_size"]
 
 
