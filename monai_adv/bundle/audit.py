@@ -287,6 +287,10 @@ class BundleAudit:
         amp: the precision of the evaluation and the attacks (``"auto"``, True, False).
         tracking_uri: also log the clean and robust metrics to MLflow (MONAI's ``MLFlowHandler``) at this
             tracking URI (``"default"``: an SQLite store ``mlflow.db`` in the output folder).
+        detector: a detector file (:meth:`~monai_adv.detectors.AdversarialDetector.save`) fitted on this
+            bundle's network: every input is scored on its own forward pass, and the report adds detection
+            AUROC (over all attacked inputs and over successful attacks), TPR at its calibrated FPR,
+            undetected error, the referral curve and the system risk (classification only).
     """
 
     def __init__(
@@ -307,6 +311,7 @@ class BundleAudit:
         seed: int = 0,
         amp: bool | str = "auto",
         tracking_uri: str | None = None,
+        detector: str | os.PathLike | None = None,
     ) -> None:
         if eps is not None and eps_original is not None:
             raise BundleInputError(
@@ -330,6 +335,25 @@ class BundleAudit:
         self.seed = int(seed)
         self.amp = amp
         self.tracking_uri = tracking_uri
+        self.detector_file = None if detector is None else Path(detector)
+
+    def _detector(self, task: str) -> Any:
+        """The detector of ``--detector`` bound to the bundle's network, or ``None``."""
+        if self.detector_file is None:
+            return None
+        if task != "classification":
+            raise BundleInputError(
+                f"--detector {self.detector_file}: the detectors read a classifier's features; this bundle's task "
+                f"is {task}."
+            )
+        if not self.detector_file.is_file():
+            raise BundleInputError(f"--detector {self.detector_file}: no such file.")
+        from monai_adv.detectors import NetworkMismatchError, load_detector
+
+        try:
+            return load_detector(self.detector_file, self.source.network, progress=False)
+        except (ValueError, NetworkMismatchError) as e:
+            raise BundleInputError(f"--detector: {e}") from e
 
     # -- what the bundle is ------------------------------------------------------------------------------
     def _inspect(self) -> dict[str, Any]:
@@ -439,6 +463,7 @@ class BundleAudit:
         src.network.eval()
         found = self._inspect()
         task, num_classes = found["task"], found["num_classes"]
+        detector = self._detector(task)
         metadata = bundle_metadata(self.bundle_root)
         class_names = class_names_from_metadata(metadata, num_classes)
         imap = self._intensity(metadata)
@@ -481,6 +506,7 @@ class BundleAudit:
             "value_range": list(value_range) if value_range is not None else None,
             "budget": self.budget.record(),
             "num_images": self.num_images,
+            "detector_file": None if detector is None else str(self.detector_file),
             **self.info,
         }
         title = f"{metadata.get('name') or self.bundle_root.name}: robustness audit" + (
@@ -523,7 +549,7 @@ class BundleAudit:
                     **common,
                 )
             else:
-                evaluator = RobustEvaluator(keep_adversarial_images=True, **common)
+                evaluator = RobustEvaluator(keep_adversarial_images=True, detector=detector, **common)
             evaluator.run()
             report = getattr(report_handler, "report", None) or _read_report(staging)
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -616,7 +642,7 @@ def audit_bundle(
         evaluator_id: the evaluator's config id (default: found by :func:`find_evaluator`).
         dataset_dir: sets the config's ``dataset_dir`` (the model zoo's data folder key).
         kwargs: :class:`BundleAudit`'s arguments (``attacks``, ``eps``, ``eps_original``, ``label_free``,
-            ``quick``, ``num_images``, ``output_dir``, ``weights``, ``seed``, ``amp``).
+            ``quick``, ``num_images``, ``output_dir``, ``weights``, ``seed``, ``amp``, ``detector``).
 
     Returns:
         the report (``report.json``'s content).
@@ -682,6 +708,12 @@ def add_commands(sub: Any) -> dict[str, Any]:
     a.add_argument("--output-dir", default=None, help="default: BUNDLE_DIR/eval/robustness")
     a.add_argument("--device", default=None, help="cpu or cuda (default: the bundle's device)")
     a.add_argument("--weights", default=None, help="a checkpoint to audit instead of the bundle's own")
+    a.add_argument(
+        "--detector",
+        default=None,
+        metavar="FILE",
+        help="a detector fitted on this network (e.g. models/detector.pt): adds detection and system risk",
+    )
     a.add_argument("--seed", type=int, default=0)
     a.add_argument(
         "--mlflow",
@@ -713,6 +745,7 @@ def add_commands(sub: Any) -> dict[str, Any]:
                 weights=args.weights,
                 seed=args.seed,
                 tracking_uri=args.mlflow,
+                detector=args.detector,
             )
         except BundleInputError as e:
             parser.exit(2, f"error: {e}\n")

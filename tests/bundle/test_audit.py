@@ -66,6 +66,57 @@ def test_audit_classification_template(tmp_path: Path):
     assert not [p for p in out.parent.iterdir() if ".incomplete" in p.name], "staging folder left behind"
 
 
+def test_audit_with_a_detector_reports_detection_and_risk(tmp_path: Path, capsys):
+    """--detector FILE: a detector fitted on the bundle's own network scores every input of the audit."""
+    from monai_adv.bundle.audit import find_evaluator
+    from monai_adv.bundle.introspect import first_batch, load_bundle_config, load_evaluator_weights
+    from monai_adv.detectors import OutputDetector
+
+    zb = zoo_bundle("classification_template", tmp_path)
+    files = [zb.root / f for f in zb.configs["evaluate"]]
+    parser = load_bundle_config(zb.root, files, dict(zb.overrides["evaluate"]))
+    evaluator = parser.get_parsed_content(find_evaluator(parser, files))
+    load_evaluator_weights(evaluator, parser, None, None)
+    batch = evaluator.prepare_batch(first_batch(evaluator.data_loader), evaluator.state.device, False)
+    det = OutputDetector(evaluator.network.eval(), progress=False).fit(batch[0], use_labels=False)
+    det.calibrate(batch[0], fpr=0.25)
+    det.save(tmp_path / "detector.pt")
+    code, err, out = _audit(
+        zb,
+        "evaluate",
+        "--attacks",
+        "pgd",
+        "--eps",
+        "0.05",
+        "--quick",
+        "--detector",
+        str(tmp_path / "detector.pt"),
+    )
+    assert code == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["detector"]["class"] == "OutputDetector" and report["detector_file"].endswith("detector.pt")
+    (entry,) = report["attacks"]
+    assert entry["auroc"] is not None and set(entry["risk_at_priors"]) == {"0.01", "0.1", "0.5"}
+    assert 0.0 <= entry["undetected_error"] <= 1.0
+    assert report["details"]["referral_curve"]["referral_rate"][0] == 0.0
+    # a detector of another network is refused, naming the file
+    other = OutputDetector(torch.nn.Sequential(torch.nn.Flatten(), torch.nn.LazyLinear(2)), progress=False)
+    other.network(batch[0])
+    other.fit(batch[0]).save(tmp_path / "other.pt")
+    code, err, _ = _audit(
+        zb,
+        "evaluate",
+        "--attacks",
+        "pgd",
+        "--eps",
+        "0.05",
+        "--quick",
+        "--detector",
+        str(tmp_path / "other.pt"),
+    )
+    assert code == 2 and "was fitted on network" in capsys.readouterr().err
+
+
 def test_audit_spleen_eps_in_hu_and_spacing(tmp_path: Path):
     zb = zoo_bundle("spleen_ct_segmentation", tmp_path)
     code, err, out = _audit(
