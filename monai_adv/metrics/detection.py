@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.stats import rankdata
 
 __all__ = [
     "detection_auroc",
@@ -44,18 +45,8 @@ def detection_auroc(clean_scores: Any, adv_scores: Any) -> float:
         ValueError: for empty inputs or NaN/Inf scores.
     """
     neg, pos = _as_1d(clean_scores, "clean_scores"), _as_1d(adv_scores, "adv_scores")
-    allv = np.concatenate([neg, pos])
-    # average ranks (1-based), ties share their mean rank
-    order = np.argsort(allv, kind="mergesort")
-    ranks = np.empty(allv.size, dtype=np.float64)
-    sorted_v = allv[order]
-    i = 0
-    while i < allv.size:
-        j = i
-        while j + 1 < allv.size and sorted_v[j + 1] == sorted_v[i]:
-            j += 1
-        ranks[order[i : j + 1]] = 0.5 * (i + j) + 1.0
-        i = j + 1
+    # the Mann-Whitney U of the adversarial scores from their average ranks (ties share their mean rank)
+    ranks = rankdata(np.concatenate([neg, pos]), method="average")
     rank_pos = ranks[neg.size :].sum()
     return float((rank_pos - pos.size * (pos.size + 1) / 2) / (pos.size * neg.size))
 

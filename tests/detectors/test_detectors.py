@@ -97,6 +97,19 @@ def test_ledoit_wolf_stable_when_features_outnumber_samples():
     assert torch.isfinite(det.score(as_images(torch.randn(5, 64, generator=g)))).all()
 
 
+@pytest.mark.parametrize("n, d", [(20, 64), (200, 8), (5000, 4)])
+def test_ledoit_wolf_matches_scikit_learn(n, d):
+    """Our shrinkage intensity and covariance equal scikit-learn's ``ledoit_wolf`` on centred data."""
+    covariance = pytest.importorskip("sklearn.covariance")
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) * torch.linspace(0.1, 3.0, d, dtype=torch.float64)
+    x = x - x.mean(0)
+    ref_cov, ref_a = covariance.ledoit_wolf(x.numpy(), assume_centered=True)
+    assert ledoit_wolf_shrinkage(x) == pytest.approx(ref_a, rel=1e-9, abs=1e-12)
+    cov, _ = shrunk_covariance(x)
+    np.testing.assert_allclose(cov.numpy(), ref_cov, rtol=1e-9, atol=1e-12)
+
+
 def test_knn_kth_distance_hand_computed():
     bank = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0], [3.0, 3.0]])  # normalised inside
     det = KNNDetector(FeatureNet(2), k=2, progress=False).fit(as_images(bank))
