@@ -36,7 +36,7 @@ layers: $(STAMP)
 
 # the attacks alone on a small undefended classifier (two minutes)
 attack-demo: $(STAMP)
-	$(BIN)/python -m monai_adv.attack_demo
+	$(BIN)/python -m monai_adv.apps.oct.attack_demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check monai_adv tests benchmarks docs/conf.py setup.py

@@ -20,8 +20,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
+from monai_adv.apps.oct import oct_eval_transforms
 from monai_adv.bundle import load_weights, oct_split_datalists
-from monai_adv.data import oct_eval_transforms
 from monai_adv.transforms import APGD, PGD
 
 

@@ -1,7 +1,7 @@
 """AutoAttack's standard suite: ours against torchattacks' ``AutoAttack``, same model, same images.
 
 Trains (once; cached in ``benchmarks/.cache/``) a small CNN on synthetic OCT (CNV / DME / DRUSEN /
-NORMAL from :class:`monai_adv.data.SyntheticOCTGenerator`, 1,000 images per class) with Madry PGD-5
+NORMAL from :class:`monai_adv.apps.oct.SyntheticOCTGenerator`, 1,000 images per class) with Madry PGD-5
 adversarial training, so that robust accuracy sits well away from 0 (on an undefended model every
 suite drives it to 0 and says nothing), then attacks a fixed, stratified test set (50 images per
 class) from another generator seed, at each evaluation eps, with:
@@ -44,7 +44,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_adv.data import SyntheticOCTGenerator
+from monai_adv.apps.oct import SyntheticOCTGenerator
 from monai_adv.precision import resolve_precision
 from monai_adv.transforms import PGD, autoattack
 

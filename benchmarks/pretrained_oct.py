@@ -90,7 +90,7 @@ def new_network() -> nn.Module:
 # ----------------------------------------------------------------------------------------------
 def real_split(seed: int, a: argparse.Namespace) -> dict:
     """Train / validation / test tensors of one seed, split by patient across both shared folders."""
-    from monai_adv.data import split_by_patient
+    from monai_adv.apps.oct import split_by_patient
 
     items, x, y = kermany_items(a.kermany_roots, a.size)
     for i, it in enumerate(items):
@@ -123,7 +123,7 @@ def split_summary(d: dict) -> dict:
 
 def synthetic_set(seed: int, a: argparse.Namespace) -> tuple[torch.Tensor, torch.Tensor]:
     """``--synthetic-per-class`` synthetic B-scans per class at ``--size`` (rendered once, cached)."""
-    from monai_adv.data import SyntheticOCTGenerator
+    from monai_adv.apps.oct import SyntheticOCTGenerator
 
     path = Path(a.cache) / f"pretrained_synthetic_{a.size}px_{a.synthetic_per_class}_seed{1000 + seed}.npz"
     if not path.exists():
@@ -253,7 +253,7 @@ def checkpoint_metadata(a, seed: int, summary: dict, method: str) -> dict:
         "intensity_range": [0.0, 1.0],
         "class_names": list(CLASSES),
         "output": "logits",
-        "preprocessing": f"monai_adv.data.oct_eval_transforms({a.size}): load (grey; RGB averaged), scale to [0, 1], centre square crop, area resize to {a.size}x{a.size}",
+        "preprocessing": f"monai_adv.apps.oct.oct_eval_transforms({a.size}): load (grey; RGB averaged), scale to [0, 1], centre square crop, area resize to {a.size}x{a.size}",
         "method": method,
         "train_eps": a.train_eps,
         "train_steps": a.train_steps,

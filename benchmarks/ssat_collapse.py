@@ -35,8 +35,8 @@ from monai.data import CacheDataset, DataLoader
 from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 
+from monai_adv.apps.oct import oct_eval_transforms, oct_train_transforms, write_synthetic_oct_dataset
 from monai_adv.bundle import oct_split_datalists
-from monai_adv.data import oct_eval_transforms, oct_train_transforms, write_synthetic_oct_dataset
 from monai_adv.engines import AdvTrainingKeys as K
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer
 from monai_adv.metrics import classification_summary

@@ -120,7 +120,7 @@ def eps_name(eps: float) -> str:
 # ----------------------------------------------------------------------------------------------
 def synthetic_pool(cache: Path, size: int = 64, n_pool: int = 5000, n_test: int = 250) -> dict:
     """The synthetic pool and test set (rendered once, cached as .npz with the generator version)."""
-    from monai_adv.data import SyntheticOCTGenerator
+    from monai_adv.apps.oct import SyntheticOCTGenerator
 
     path = cache / f"synthetic_oct_{size}px_pool{n_pool}_test{n_test}.npz"
     if not path.exists():
@@ -154,7 +154,7 @@ def kermany_items(roots: list[str], size: int) -> tuple[list[dict], torch.Tensor
     """Every real B-scan of ``roots`` (Kermany layout, any split folder), loaded once at ``size`` px."""
     key = (tuple(roots), size)
     if key not in _KERMANY:
-        from monai_adv.data import kermany_datalist, oct_eval_transforms
+        from monai_adv.apps.oct import kermany_datalist, oct_eval_transforms
 
         items = []
         for root in roots:
@@ -194,7 +194,7 @@ def setting_data(data: str, fraction: float, seed: int, a: argparse.Namespace) -
             out["x_cal"], out["y_cal"] = out["x_u"][cal], out["y_u_hidden"][cal]
             out["x_u"], out["y_u_hidden"] = out["x_u"][rest], out["y_u_hidden"][rest]
         return out
-    from monai_adv.data import split_by_patient
+    from monai_adv.apps.oct import split_by_patient
 
     items, x, y = kermany_items(a.kermany_roots, a.size)
     for i, it in enumerate(items):

@@ -8,7 +8,7 @@ markdown tables (mean and standard deviation over seeds) and an accuracy-versus-
 
 Data:
 
-- ``--data synthetic``: ``monai_adv.data.SyntheticOCTGenerator`` images (CNV, DME, DRUSEN, NORMAL),
+- ``--data synthetic``: ``monai_adv.apps.oct.SyntheticOCTGenerator`` images (CNV, DME, DRUSEN, NORMAL),
   rendered once and cached; a training pool and a test set from different generator seeds. The
   labeled part of the pool is a stratified random ``--label-fraction`` (per seed); the rest of the
   pool is the unlabeled set (its labels are never used).
@@ -96,7 +96,7 @@ def generator_version() -> str:
     """A short hash of the synthetic generator's source, every module of it (recorded with every synthetic result)."""
     import hashlib
 
-    import monai_adv.data.synthetic as synthetic
+    import monai_adv.apps.oct.synthetic as synthetic
 
     h = hashlib.sha1()
     for f in sorted(Path(synthetic.__file__).parent.glob("*.py")):
@@ -106,7 +106,7 @@ def generator_version() -> str:
 
 def synthetic_data(size: int, n_train: int, n_test: int, cache: Path) -> dict[str, torch.Tensor]:
     """Training pool and test set from the synthetic OCT generator (cached as .npz)."""
-    from monai_adv.data import SyntheticOCTGenerator
+    from monai_adv.apps.oct import SyntheticOCTGenerator
 
     # the cache name records the generator's version, so a changed generator renders afresh
     path = cache / f"synthetic_oct_{size}px_{n_train}_{n_test}_{generator_version()}.npz"
@@ -146,7 +146,7 @@ def stratified_labeled_mask(y: torch.Tensor, fraction: float, seed: int) -> torc
 
 def kermany_data(root: str, split: str, size: int, test_fraction: float, label_fraction: float, seed: int):
     """Real OCT in the Kermany layout, split by patient into test / labeled / unlabeled."""
-    from monai_adv.data import kermany_datalist, oct_eval_transforms, split_by_patient
+    from monai_adv.apps.oct import kermany_datalist, oct_eval_transforms, split_by_patient
 
     items, _ = kermany_datalist(root, split=split, label_fraction=1.0, seed=seed)
     test, pool = split_by_patient(items, test_fraction, seed=seed)

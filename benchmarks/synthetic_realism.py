@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     OCT_CLASSES,
     SyntheticOCTGenerator,
     image_statistics,

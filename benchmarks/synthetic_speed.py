@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from monai_adv.data import GENERATOR_VERSION, SyntheticOCTGenerator, write_synthetic_oct_dataset
+from monai_adv.apps.oct import GENERATOR_VERSION, SyntheticOCTGenerator, write_synthetic_oct_dataset
 
 __all__ = ["LEGACY_COMMIT", "load_legacy_generator", "main"]
 
@@ -45,16 +45,16 @@ _REPO = Path(__file__).resolve().parents[1]
 
 
 def load_legacy_generator(commit: str = LEGACY_COMMIT, tmp: str | os.PathLike | None = None) -> ModuleType:
-    """Import ``monai_adv/data/synthetic.py`` as it was at ``commit``, as a module of its own.
+    """Import ``monai_adv/apps/oct/synthetic.py`` as it was at ``commit``, as a module of its own.
 
-    It imports only ``monai_adv.data.utils`` (unchanged since), so it runs beside the current package.
+    It imports only ``monai_adv.apps.oct.utils`` (unchanged since), so it runs beside the current package.
 
     Raises:
         RuntimeError: when git or the commit is not available (e.g. a source archive without history).
     """
     try:
         src = subprocess.run(
-            ["git", "-C", str(_REPO), "show", f"{commit}:monai_adv/data/synthetic.py"],
+            ["git", "-C", str(_REPO), "show", f"{commit}:monai_adv/apps/oct/synthetic.py"],
             check=True,
             capture_output=True,
             text=True,

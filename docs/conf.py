@@ -95,8 +95,9 @@ _copy_pages()
 _API_PAGES = {
     **{
         p: p
-        for p in ("transforms", "engines", "detectors", "metrics", "handlers", "data", "visualize", "bundle")
+        for p in ("transforms", "engines", "detectors", "metrics", "handlers", "visualize", "bundle")
     },
+    "apps.oct": "data",
     **{m: "core" for m in ("utils", "keys", "io", "distributed", "precision")},
 }
 

@@ -16,7 +16,7 @@ from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 from ignite.engine import Events
 from monai_adv.bundle import oct_split_datalists
-from monai_adv.data import oct_train_transforms, oct_eval_transforms
+from monai_adv.apps.oct import oct_train_transforms, oct_eval_transforms
 from monai_adv.transforms import PGD, APGD, FGSM
 from monai_adv.engines import create_trainer, SemiSupervisedAdversarialTrainer
 from monai_adv.metrics import classification_summary

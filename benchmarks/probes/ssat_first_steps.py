@@ -13,7 +13,7 @@ from monai.networks.nets import resnet10
 from monai.utils import set_determinism
 from ignite.engine import Events
 from monai_adv.bundle import oct_split_datalists
-from monai_adv.data import oct_train_transforms, oct_eval_transforms
+from monai_adv.apps.oct import oct_train_transforms, oct_eval_transforms
 from monai_adv.engines import create_trainer
 
 torch.set_num_threads(1)

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from monai_adv.bundle.errors import BundleInputError, input_error
-from monai_adv.data.check import check_dataset, check_segmentation_dataset
-from monai_adv.data.datalists import (
+from monai_adv.apps.oct.check import check_dataset, check_segmentation_dataset
+from monai_adv.apps.oct.datalists import (
     DICOM_EXTENSIONS,
     NIFTI_EXTENSIONS,
     kermany_datalist,
@@ -25,13 +24,14 @@ from monai_adv.data.datalists import (
     split_by_patient,
     volume_datalist,
 )
-from monai_adv.data.synthetic import (
+from monai_adv.apps.oct.synthetic import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
     SyntheticSetMismatchError,
     write_synthetic_oct_dataset,
 )
-from monai_adv.data.utils import IMAGE_EXTENSIONS
+from monai_adv.apps.oct.utils import IMAGE_EXTENSIONS
+from monai_adv.bundle.errors import BundleInputError, input_error
 from monai_adv.distributed import barrier, is_main_process
 from monai_adv.io import FolderLock
 
@@ -76,7 +76,7 @@ class DatasetLayout:
     check_folder: Callable[[str, bool, bool, int | None], None]
     #: what a ``--dataset_dir`` should hold, said when it does not exist.
     missing_hint: str
-    #: extra arguments of :func:`~monai_adv.data.write_synthetic_oct_dataset`.
+    #: extra arguments of :func:`~monai_adv.apps.oct.write_synthetic_oct_dataset`.
     synthetic_options: Mapping[str, Any] = field(default_factory=dict)
     #: images per class of the synthetic ``train`` split, and the divisors giving its ``val`` and ``test``
     #: splits.
@@ -92,7 +92,7 @@ def _report_problems(path: str, problems: Sequence[Any]) -> None:
         raise input_error(
             BundleInputError(
                 f"dataset_dir {path!r} failed the data-set check with {len(errors)} error(s) "
-                f"(python -m monai_adv.data check {path}):\n{shown}"
+                f"(python -m monai_adv.apps.oct check {path}):\n{shown}"
             )
         )
 
@@ -115,7 +115,7 @@ def _check_segmentation_folder(
             )
         )
     if check:
-        from monai_adv.data.synthetic import OCT_LAYER_CLASSES
+        from monai_adv.apps.oct.synthetic import OCT_LAYER_CLASSES
 
         k = len(OCT_LAYER_CLASSES) if num_classes is None else int(num_classes)
         _report_problems(path, check_segmentation_dataset(path, k, read_files=read_files))
@@ -207,7 +207,7 @@ def prepare_dataset(
     path returned is that folder. A ``synthetic_dir`` that is not empty and holds no synthetic set is
     refused (``FileExistsError``): nothing is written into a real data set. Any other folder
     must exist and is checked before any work (the layout's check; for ``"kermany"`` with ``check``,
-    :func:`monai_adv.data.check_dataset`, which ``python -m monai_adv.data check DIR`` runs too: every
+    :func:`monai_adv.apps.oct.check_dataset`, which ``python -m monai_adv.apps.oct check DIR`` runs too: every
     problem is logged as one ERROR or WARNING line naming its path, and any error stops the run).
 
     Args:
@@ -223,7 +223,7 @@ def prepare_dataset(
         check: check a user's data set first.
         read_files: the check opens and decodes every file (the slow part).
         num_classes: the classes a segmentation label map may hold (default: the 13 OCT layer classes);
-            the ``"segmentation"`` check (:func:`~monai_adv.data.check_segmentation_dataset`) reads every
+            the ``"segmentation"`` check (:func:`~monai_adv.apps.oct.check_segmentation_dataset`) reads every
             label map as class indices and refuses colour maps and values outside the classes.
 
     Raises:
@@ -340,7 +340,7 @@ def split_datalists(
         BundleInputError: for a label fraction outside (0, 1], or a ``train`` split with no labeled image.
         FileNotFoundError: for a missing root or ``train`` split.
         ValueError: for an unknown layout, an empty split, or a layout that does not parse (from
-            :func:`~monai_adv.data.kermany_datalist` or :func:`~monai_adv.data.segmentation_datalist`).
+            :func:`~monai_adv.apps.oct.kermany_datalist` or :func:`~monai_adv.apps.oct.segmentation_datalist`).
     """
     lay = _layout(layout)
     f = float(label_fraction)

@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from monai_adv.apps.oct.synthetic import OCT_LAYER_CLASSES
 from monai_adv.bundle.data import prepare_dataset, split_datalists
 from monai_adv.bundle.writers import StreamedOutputWriter
-from monai_adv.data.synthetic import OCT_LAYER_CLASSES
 from monai_adv.io import atomic_open
 
 logger = logging.getLogger(__name__)
@@ -44,10 +44,10 @@ def prepare_oct_layer_dataset(
     """:func:`~monai_adv.bundle.data.prepare_dataset` in the segmentation layout: the layer bundle's data set.
 
     The synthetic set is the OCT layer set (B-scans with their layer label maps,
-    :func:`~monai_adv.data.write_synthetic_oct_dataset` with ``layers=True``), by default
+    :func:`~monai_adv.apps.oct.write_synthetic_oct_dataset` with ``layers=True``), by default
     ``{"train": 100, "val": 10, "test": 20}`` B-scans per class (CNV, DME, DRUSEN, NORMAL: each B-scan
     has its lesions); any other folder must hold a ``train/images/`` folder (the layout of
-    :func:`~monai_adv.data.segmentation_datalist`).
+    :func:`~monai_adv.apps.oct.segmentation_datalist`).
 
     Args: as :func:`~monai_adv.bundle.data.prepare_dataset`.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from monai_adv.data.utils import OCT_CLASSES
+from monai_adv.apps.oct.utils import OCT_CLASSES
 from monai_adv.distributed import is_main_process
 from monai_adv.io import OutputSet, json_safe, named_io_error, output_set
 

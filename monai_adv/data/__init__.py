@@ -1,122 +1,33 @@
-# Copyright (c) monai-adv developers.
-# Licensed under the Apache License, Version 2.0.
-"""OCT data: the embedded synthetic OCT generator and loaders for real OCT layouts."""
+"""Deprecated: the OCT data code moved to :mod:`monai_adv.apps.oct` (it is an application, not the generic library).
 
-from monai_adv.data.check import DatasetProblem, check_dataset, check_segmentation_dataset, format_problems
-from monai_adv.data.datalists import (
-    DICOM_EXTENSIONS,
-    KERMANY_NAME_PATTERN,
-    LABEL_MAP_EXTENSIONS,
-    NIFTI_EXTENSIONS,
-    count_bscans,
-    kermany_datalist,
-    load_octmnist,
-    octmnist_datalist,
-    parse_kermany_name,
-    segmentation_datalist,
-    split_by_patient,
-    volume_datalist,
-)
-from monai_adv.data.realism import (
-    image_statistics,
-    intensity_histograms,
-    load_octmnist_style,
-    padding_mask,
-    retina_fraction,
-    speckle_contrast,
-    wasserstein_1d,
-)
-from monai_adv.data.synthetic import (
-    DEFAULT_SPLITS,
-    GENERATOR_VERSION,
-    MANIFEST_NAME,
-    OCT_LAYER_CLASSES,
-    SyntheticOCTGenerator,
-    write_synthetic_oct_dataset,
-)
-from monai_adv.data.transforms import (
-    LoadLabelMap,
-    LoadLabelMapD,
-    LoadLabelMapd,
-    LoadLabelMapDict,
-    LoadOCT,
-    LoadOCTD,
-    LoadOCTd,
-    LoadOCTDict,
-    SquareCenterCrop,
-    SquareCenterCropD,
-    SquareCenterCropd,
-    SquareCenterCropDict,
-    oct_eval_transforms,
-    oct_segmentation_transforms,
-    oct_train_transforms,
-    read_image_file,
-    read_label_map,
-)
-from monai_adv.data.utils import (
-    CLASS_TO_INDEX,
-    IMAGE_EXTENSIONS,
-    MAX_IMAGE_PIXELS,
-    MAX_VOLUME_BSCANS,
-    OCT_CLASSES,
-    ImageTooLargeError,
-    center_crop_resize,
-    label_to_index,
+``monai_adv.data`` and its submodules (``monai_adv.data.synthetic``, ``monai_adv.data.transforms``, ...) are
+the same modules under their old names for one release: importing them warns, and every name resolves to the
+object of :mod:`monai_adv.apps.oct`. Change ``monai_adv.data`` to ``monai_adv.apps.oct`` in imports and
+configs.
+"""
+
+import importlib
+import pkgutil
+import sys
+import warnings
+
+import monai_adv.apps.oct as _oct
+from monai_adv.apps.oct import *  # noqa: F403
+from monai_adv.apps.oct import __all__  # noqa: F401
+
+warnings.warn(
+    "monai_adv.data moved to monai_adv.apps.oct; the old name works for one release. Change 'monai_adv.data' "
+    "to 'monai_adv.apps.oct' in imports and bundle configs.",
+    DeprecationWarning,
+    stacklevel=2,
 )
 
-__all__ = [
-    "OCT_CLASSES",
-    "CLASS_TO_INDEX",
-    "IMAGE_EXTENSIONS",
-    "DICOM_EXTENSIONS",
-    "NIFTI_EXTENSIONS",
-    "LABEL_MAP_EXTENSIONS",
-    "OCT_LAYER_CLASSES",
-    "KERMANY_NAME_PATTERN",
-    "DEFAULT_SPLITS",
-    "MANIFEST_NAME",
-    "GENERATOR_VERSION",
-    "label_to_index",
-    "center_crop_resize",
-    "SyntheticOCTGenerator",
-    "write_synthetic_oct_dataset",
-    "parse_kermany_name",
-    "kermany_datalist",
-    "split_by_patient",
-    "load_octmnist",
-    "octmnist_datalist",
-    "count_bscans",
-    "volume_datalist",
-    "segmentation_datalist",
-    "LoadOCT",
-    "read_image_file",
-    "check_dataset",
-    "check_segmentation_dataset",
-    "read_label_map",
-    "LoadLabelMap",
-    "LoadLabelMapd",
-    "LoadLabelMapD",
-    "LoadLabelMapDict",
-    "MAX_IMAGE_PIXELS",
-    "MAX_VOLUME_BSCANS",
-    "ImageTooLargeError",
-    "DatasetProblem",
-    "format_problems",
-    "SquareCenterCrop",
-    "LoadOCTd",
-    "LoadOCTD",
-    "LoadOCTDict",
-    "SquareCenterCropd",
-    "SquareCenterCropD",
-    "SquareCenterCropDict",
-    "oct_train_transforms",
-    "oct_eval_transforms",
-    "oct_segmentation_transforms",
-    "load_octmnist_style",
-    "padding_mask",
-    "wasserstein_1d",
-    "intensity_histograms",
-    "retina_fraction",
-    "speckle_contrast",
-    "image_statistics",
-]
+# the old submodule names are the new modules themselves (not copies), so classes and caches are shared
+for _info in pkgutil.walk_packages(_oct.__path__, prefix="monai_adv.apps.oct."):
+    if _info.name.rsplit(".", 1)[-1] == "__main__" or _info.name.endswith(".attack_demo"):
+        continue
+    _module = importlib.import_module(_info.name)
+    sys.modules["monai_adv.data." + _info.name[len("monai_adv.apps.oct.") :]] = _module
+    if "." not in _info.name[len("monai_adv.apps.oct.") :]:
+        globals()[_info.name.rsplit(".", 1)[-1]] = _module
+del _info, _module

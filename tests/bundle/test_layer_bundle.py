@@ -92,7 +92,7 @@ def test_layout_and_metadata():
     out = meta["network_data_format"]["outputs"]["pred"]
     assert out["num_channels"] == 13 and list(out["channel_def"].values()) == CLASSES
     from monai_adv import __version__
-    from monai_adv.data import OCT_LAYER_CLASSES
+    from monai_adv.apps.oct import OCT_LAYER_CLASSES
 
     assert list(OCT_LAYER_CLASSES) == CLASSES
     assert meta["required_packages_version"]["monai-adv"] == __version__
@@ -252,8 +252,8 @@ def test_inference_properties_and_bad_settings(trained: Path, tmp_path: Path):
 
 # ---------------------------------------------------------------------------------- the helpers alone
 def test_layer_datalists_divide_by_patient(tmp_path: Path):
+    from monai_adv.apps.oct import write_synthetic_oct_dataset
     from monai_adv.bundle import oct_layer_datalists
-    from monai_adv.data import write_synthetic_oct_dataset
 
     write_synthetic_oct_dataset(
         tmp_path, 4, image_size=16, splits=("train", "unlabeled", "test"), progress=False, num_workers=1,

@@ -178,14 +178,15 @@ def test_fit_detector_cli(fitted: Path):
     from monai.networks.nets import resnet10
 
     from monai_adv.bundle import load_weights
-    from monai_adv.detectors import MahalanobisDetector, load_detector
+    from monai_adv.detectors import OutputDetector, load_detector
 
     net = load_weights(
         resnet10(spatial_dims=2, n_input_channels=1, num_classes=4, widen_factor=0.25),
         fitted / "quick" / "models" / "model.pt",
     )
     det = load_detector(fitted / "quick" / "models" / "detector.pt", net)
-    assert isinstance(det, MahalanobisDetector) and det.is_calibrated
+    # the default detector: the logit margin (it measured best on the shipped robust model)
+    assert isinstance(det, OutputDetector) and det.statistic == "margin" and det.is_calibrated
 
 
 def test_fit_detector_takes_the_detector_by_name(fitted: Path, tmp_path: Path):
@@ -354,8 +355,8 @@ def test_missing_dataset_dir_is_a_clear_error(bundle: Path, tmp_path: Path):
 
 
 def test_a_set_of_an_older_generator_is_neither_reused_nor_replaced(tmp_path: Path):
+    from monai_adv.apps.oct import GENERATOR_VERSION, MANIFEST_NAME
     from monai_adv.bundle.data import prepare_oct_dataset
-    from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
 
     cache = tmp_path / "synthetic"
     kw = dict(synthetic_dir=cache, n_per_class=1, image_size=16, progress=False)

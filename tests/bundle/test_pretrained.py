@@ -88,7 +88,7 @@ def test_shipped_weights_are_small_checksummed_and_describe_themselves(bundle: P
 def kermany_test_images(per_class: int) -> list[Path]:
     """``per_class`` real B-scans per class from the patients the shipped classifier never saw (its seed-0 test split)."""
     sys.path.insert(0, str(REPO / "benchmarks"))
-    from monai_adv.data import kermany_datalist, split_by_patient
+    from monai_adv.apps.oct import kermany_datalist, split_by_patient
 
     items = []
     for root in (SHARED / "kermany-oct-sample", SHARED / "kermany-oct-pool"):
@@ -146,7 +146,7 @@ def test_classification_inference_runs_out_of_the_box_on_real_b_scans(tmp_path: 
 
 
 def test_segmentation_inference_runs_out_of_the_box(tmp_path: Path):
-    from monai_adv.data import SyntheticOCTGenerator
+    from monai_adv.apps.oct import SyntheticOCTGenerator
 
     bundle = copy_bundle(tmp_path / "bundle", src=SEGMENTATION)
     # B-scans the model never saw (another generator seed), one per class, with their true layer maps

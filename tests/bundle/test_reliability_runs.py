@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from monai_adv.apps.oct import GENERATOR_VERSION, MANIFEST_NAME
 from monai_adv.bundle.data import prepare_oct_dataset
-from monai_adv.data import GENERATOR_VERSION, MANIFEST_NAME
 from monai_adv.io import FolderLock, FolderLockedError, hold_folder_lock, lock_folders_while_running
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     kermany_datalist,
     load_octmnist,
     octmnist_datalist,

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage as ndi
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     MANIFEST_NAME,
     OCT_LAYER_CLASSES,
     SyntheticOCTGenerator,
@@ -18,8 +18,8 @@ from monai_adv.data import (
     segmentation_datalist,
     write_synthetic_oct_dataset,
 )
-from monai_adv.data.synthetic import OCT_LAYER_DESCRIPTIONS, main
-from monai_adv.data.synthetic.labels import LabelScene, layer_label_map
+from monai_adv.apps.oct.synthetic import OCT_LAYER_DESCRIPTIONS, main
+from monai_adv.apps.oct.synthetic.labels import LabelScene, layer_label_map
 
 IDX = {c: i for i, c in enumerate(OCT_LAYER_CLASSES)}
 
@@ -124,7 +124,7 @@ def test_a_resized_map_is_the_native_map_at_the_output_pixel_centres(size):
 
 def test_label_map_of_a_hand_made_scene():
     # 8 x 8 native grid, one boundary set (all at row 3, then 4, ...), a cyst and a top wedge
-    from monai_adv.data.synthetic.anatomy import LAYERS
+    from monai_adv.apps.oct.synthetic.anatomy import LAYERS
 
     k = len(LAYERS) + 4
     bounds = np.tile(np.linspace(3.0, 6.0, k)[:, None], (1, 8)).astype(np.float32)

@@ -8,8 +8,8 @@ import torch
 from helpers import write_oct_dicom
 from PIL import Image
 
-from monai_adv.data import LoadOCT, check_dataset, kermany_datalist, read_image_file
-from monai_adv.data.check import main as check_main
+from monai_adv.apps.oct import LoadOCT, check_dataset, kermany_datalist, read_image_file
+from monai_adv.apps.oct.check import main as check_main
 
 
 def test_16_bit_png_and_tiff_keep_their_depth(tmp_path):

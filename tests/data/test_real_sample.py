@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     image_statistics,
     kermany_datalist,
     load_octmnist_style,

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from monai_adv.apps.oct import check_segmentation_dataset, oct_segmentation_transforms, read_label_map
 from monai_adv.bundle.errors import BundleInputError
 from monai_adv.bundle.segmentation import prepare_oct_layer_dataset
-from monai_adv.data import check_segmentation_dataset, oct_segmentation_transforms, read_label_map
 
 
 def _labels(h=16, w=16):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_adv.data import MAX_IMAGE_PIXELS, ImageTooLargeError, LoadOCT, read_image_file
+from monai_adv.apps.oct import MAX_IMAGE_PIXELS, ImageTooLargeError, LoadOCT, read_image_file
 
 
 def _png_claiming(path, width, height, mode="RGB"):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 
+from monai_adv.apps.oct import check_dataset, split_by_patient
 from monai_adv.bundle.data import oct_split_datalists
-from monai_adv.data import check_dataset, split_by_patient
 
 from .conftest import write_jpeg
 

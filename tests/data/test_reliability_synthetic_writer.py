@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from monai_adv.data import MANIFEST_NAME, write_synthetic_oct_dataset
+from monai_adv.apps.oct import MANIFEST_NAME, write_synthetic_oct_dataset
 
 SPLITS = {"train": 1}
 

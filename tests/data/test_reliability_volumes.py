@@ -12,8 +12,8 @@ import numpy as np
 import pydicom
 import pytest
 
+from monai_adv.apps.oct import LoadOCT, count_bscans
 from monai_adv.bundle import image_datalist
-from monai_adv.data import LoadOCT, count_bscans
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import write_oct_dicom  # noqa: E402

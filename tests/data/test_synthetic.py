@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monai_adv.data import OCT_CLASSES, SyntheticOCTGenerator, image_statistics
+from monai_adv.apps.oct import OCT_CLASSES, SyntheticOCTGenerator, image_statistics
 
 
 def test_single_image_shape_range_and_determinism():
@@ -171,7 +171,7 @@ def test_class_differences_are_present():
 
 
 def test_noise_helpers_have_the_stated_statistics():
-    from monai_adv.data import synthetic as syn
+    from monai_adv.apps.oct import synthetic as syn
 
     rng = np.random.default_rng(0)
     n = syn._normal(rng, (301, 257))
@@ -203,7 +203,7 @@ def test_noise_helpers_have_the_stated_statistics():
 
 
 def test_layer_steps_by_column_sums_match_the_direct_sum():
-    from monai_adv.data import synthetic as syn
+    from monai_adv.apps.oct import synthetic as syn
 
     rng = np.random.default_rng(0)
     bounds = np.sort(rng.uniform(-5.0, 40.0, (6, 64)), axis=0).astype(np.float32)

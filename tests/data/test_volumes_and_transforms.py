@@ -7,7 +7,7 @@ import torch
 from helpers import write_oct_dicom
 from monai.data import DataLoader, Dataset
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     LoadOCT,
     LoadOCTd,
     SquareCenterCrop,

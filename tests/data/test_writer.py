@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from monai_adv.data import (
+from monai_adv.apps.oct import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
     OCT_CLASSES,
     kermany_datalist,
     write_synthetic_oct_dataset,
 )
-from monai_adv.data.synthetic import main
+from monai_adv.apps.oct.synthetic import main
 
 
 def _files(root):

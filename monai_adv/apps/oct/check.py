@@ -2,7 +2,7 @@
 # Licensed under the Apache License, Version 2.0.
 """Check a data set in the Kermany layout before any work is done on it: one line per problem, with its path.
 
-``python -m monai_adv.data check DIR`` (and the OCT bundle, at the start of every run on a user's
+``python -m monai_adv.apps.oct check DIR`` (and the OCT bundle, at the start of every run on a user's
 folder) checks that
 
 - the folder exists and holds the required split folders (``train``; ``val``, ``test`` and
@@ -28,8 +28,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, parse_kermany_name
-from monai_adv.data.utils import IMAGE_EXTENSIONS, OCT_CLASSES
+from monai_adv.apps.oct.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, parse_kermany_name
+from monai_adv.apps.oct.utils import IMAGE_EXTENSIONS, OCT_CLASSES
 
 __all__ = [
     "DatasetProblem",
@@ -90,7 +90,7 @@ def check_dataset(
     Returns:
         The problems, errors and warnings, in folder order; an empty list means the set is usable.
     """
-    from monai_adv.data.transforms import LoadOCT
+    from monai_adv.apps.oct.transforms import LoadOCT
 
     problems: list[DatasetProblem] = []
 
@@ -211,10 +211,10 @@ def check_segmentation_dataset(
     any work; returns the problems found, one per line with its path.
 
     Checked: the required splits exist and each split present lists (see
-    :func:`~monai_adv.data.segmentation_datalist`: no label map without its image, no lossy label map);
+    :func:`~monai_adv.apps.oct.segmentation_datalist`: no label map without its image, no lossy label map);
     ``train`` has at least one labeled image; with ``read_files`` every image reads
-    (:class:`~monai_adv.data.LoadOCT`), every label map reads as class indices
-    (:func:`~monai_adv.data.read_label_map`: palette PNGs as their indices, colour label maps refused),
+    (:class:`~monai_adv.apps.oct.LoadOCT`), every label map reads as class indices
+    (:func:`~monai_adv.apps.oct.read_label_map`: palette PNGs as their indices, colour label maps refused),
     holds only values in ``[0, num_classes)`` and has its image's size; a label map of a single value
     is a warning.
 
@@ -224,8 +224,8 @@ def check_segmentation_dataset(
         required_splits: split folders that must exist.
         read_files: open and decode every image and label map.
     """
-    from monai_adv.data.datalists import segmentation_datalist
-    from monai_adv.data.transforms import LoadOCT, read_label_map
+    from monai_adv.apps.oct.datalists import segmentation_datalist
+    from monai_adv.apps.oct.transforms import LoadOCT, read_label_map
 
     problems: list[DatasetProblem] = []
     root = Path(os.path.abspath(os.path.expanduser(os.fspath(root))))
@@ -290,8 +290,8 @@ def format_problems(problems: Sequence[DatasetProblem]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m monai_adv.data check DIR [...]``: print the problems; exit status 1 when there are errors."""
-    parser = argparse.ArgumentParser(prog="python -m monai_adv.data", description=__doc__.splitlines()[0])
+    """``python -m monai_adv.apps.oct check DIR [...]``: print the problems; exit status 1 when there are errors."""
+    parser = argparse.ArgumentParser(prog="python -m monai_adv.apps.oct", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     c = sub.add_parser("check", help="check a data set in the Kermany layout")
     c.add_argument("dataset_dir")

@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage as ndi
 
-from monai_adv.data.utils import center_crop_resize
+from monai_adv.apps.oct.utils import center_crop_resize
 
 __all__ = [
     "load_octmnist_style",

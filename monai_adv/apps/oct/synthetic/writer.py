@@ -4,8 +4,8 @@
 
 Command line::
 
-    python -m monai_adv.data.synthetic --out DIR --n-train 200 --n-unlabeled 200 --n-test 50 --size 128
-    python -m monai_adv.data.synthetic --out DIR --layers ...   # the segmentation layout, with label maps
+    python -m monai_adv.apps.oct.synthetic --out DIR --n-train 200 --n-unlabeled 200 --n-test 50 --size 128
+    python -m monai_adv.apps.oct.synthetic --out DIR --layers ...   # the segmentation layout, with label maps
 
 Every file (images and the manifest) is written atomically through :mod:`monai_adv.io`.
 """
@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from monai_adv.data.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator, progress_bar
-from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES
-from monai_adv.data.utils import OCT_CLASSES
+from monai_adv.apps.oct.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator, progress_bar
+from monai_adv.apps.oct.synthetic.labels import OCT_LAYER_CLASSES
+from monai_adv.apps.oct.utils import OCT_CLASSES
 from monai_adv.io import atomic_open, atomic_write_text
 
 __all__ = [
@@ -224,10 +224,10 @@ def write_synthetic_oct_dataset(
 
     With ``layers=True`` the segmentation layout: ``root/<split>/images/<CLASS>-<PATIENT>-<N>.<ext>``
     and beside it the layer label map ``root/<split>/labels/<CLASS>-<PATIENT>-<N>.png`` (8-bit PNG of
-    indices into :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`, pixel for pixel with the
+    indices into :data:`~monai_adv.apps.oct.synthetic.labels.OCT_LAYER_CLASSES`, pixel for pixel with the
     image; see :meth:`SyntheticOCTGenerator.sample`); the ``unlabeled`` split has ``images/`` only. The
     manifest lists the label map of each image (``"layers"``, with its ``"layers_sha1"``) and the
-    layer classes; :func:`~monai_adv.data.segmentation_datalist` reads the layout.
+    layer classes; :func:`~monai_adv.apps.oct.segmentation_datalist` reads the layout.
 
     Idempotent: a second call with the same arguments finds the manifest, checks that every file is
     there with the recorded checksum (``verify``) and returns without rendering; missing or damaged
@@ -419,9 +419,9 @@ def write_synthetic_oct_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point: ``python -m monai_adv.data.synthetic --out DIR ...``."""
+    """Command-line entry point: ``python -m monai_adv.apps.oct.synthetic --out DIR ...``."""
     p = argparse.ArgumentParser(
-        prog="python -m monai_adv.data.synthetic",
+        prog="python -m monai_adv.apps.oct.synthetic",
         description="Write a synthetic retinal OCT data set (CNV/DME/DRUSEN/NORMAL) in the Kermany folder layout.",
     )
     p.add_argument("--out", required=True, help="output folder")

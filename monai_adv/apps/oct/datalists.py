@@ -4,7 +4,7 @@
 the segmentation layout (``images/`` and ``labels/``).
 
 A datalist is a list of dicts (``{"image": ..., "label": int}``) as MONAI's ``Dataset`` expects; the
-``image`` entry is a file path (or, for OCTMNIST, an in-memory array) that :class:`monai_adv.data.LoadOCTd`
+``image`` entry is a file path (or, for OCTMNIST, an in-memory array) that :class:`monai_adv.apps.oct.LoadOCTd`
 reads. Unlabeled lists carry no ``label`` key. In a segmentation datalist ``label`` is the path of the
 label map (MONAI's convention for segmentation).
 """
@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_adv.data.utils import (
+from monai_adv.apps.oct.utils import (
     IMAGE_EXTENSIONS,
     MAX_VOLUME_BSCANS,
     OCT_CLASSES,
@@ -114,7 +114,7 @@ def kermany_datalist(
     and the labeled list holds about ``label_fraction`` of the images of every class. A patient id that
     appears under two classes (it happens in Kermany) is still one patient.
 
-    The split folder ``unlabeled`` (as written by :func:`monai_adv.data.write_synthetic_oct_dataset`)
+    The split folder ``unlabeled`` (as written by :func:`monai_adv.apps.oct.write_synthetic_oct_dataset`)
     may be flat, without class folders: all its images go to the unlabeled list.
 
     Args:
@@ -415,8 +415,8 @@ def count_bscans(path: str | os.PathLike, slice_axis: int = -1) -> int:
     A single-frame DICOM or a 2D NIfTI holds one B-scan. The header's claim is checked before anything
     is built on it: the pixel data it claims must fit in the file (uncompressed: the file holds every
     byte; compressed DICOM: at least 8 bytes per frame; gzip NIfTI: at most 1100 times the file's
-    size), a B-scan must be under :data:`~monai_adv.data.utils.MAX_IMAGE_PIXELS` and the file under
-    :data:`~monai_adv.data.utils.MAX_VOLUME_BSCANS` B-scans. So a tiny file claiming 2*10^9 frames is an
+    size), a B-scan must be under :data:`~monai_adv.apps.oct.utils.MAX_IMAGE_PIXELS` and the file under
+    :data:`~monai_adv.apps.oct.utils.MAX_VOLUME_BSCANS` B-scans. So a tiny file claiming 2*10^9 frames is an
     error at once, not a hang.
 
     Raises:
@@ -536,8 +536,8 @@ def segmentation_datalist(
     """Datalists of a segmentation data set: ``root/<split>/images/<NAME>.<ext>`` with label maps
     ``root/<split>/labels/<NAME>.png`` (or ``.nii``, ``.nii.gz``, ``.tif``, ``.bmp``).
 
-    This is the layout :func:`~monai_adv.data.write_synthetic_oct_dataset` writes with ``layers=True``
-    (names ``CLASS-PATIENT-N``, label maps of :data:`~monai_adv.data.OCT_LAYER_CLASSES` indices), and
+    This is the layout :func:`~monai_adv.apps.oct.write_synthetic_oct_dataset` writes with ``layers=True``
+    (names ``CLASS-PATIENT-N``, label maps of :data:`~monai_adv.apps.oct.OCT_LAYER_CLASSES` indices), and
     the usual one of annotated OCT sets. An image whose label map is missing is unlabeled data (a split
     with no ``labels/`` folder, like the synthetic ``unlabeled`` split, is all unlabeled). The labeled
     images are divided **by patient** (the id in a Kermany-style name ``CLASS-PATIENT-N``, else the

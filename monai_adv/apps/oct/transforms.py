@@ -29,8 +29,8 @@ from monai.transforms import (
     Transform,
 )
 
-from monai_adv.data.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, count_bscans
-from monai_adv.data.utils import IMAGE_EXTENSIONS, ImageTooLargeError, check_pixel_limit
+from monai_adv.apps.oct.datalists import DICOM_EXTENSIONS, NIFTI_EXTENSIONS, count_bscans
+from monai_adv.apps.oct.utils import IMAGE_EXTENSIONS, ImageTooLargeError, check_pixel_limit
 
 __all__ = [
     "read_image_file",
@@ -109,7 +109,7 @@ def read_image_file(path: str | os.PathLike) -> tuple[np.ndarray, int | None]:
     Raises:
         OSError: naming the file when it cannot be opened or decoded.
         ImageTooLargeError: (a ``ValueError``) naming the file, before decoding, for an image over
-            :data:`~monai_adv.data.utils.MAX_IMAGE_PIXELS` values (width x height x channels).
+            :data:`~monai_adv.apps.oct.utils.MAX_IMAGE_PIXELS` values (width x height x channels).
     """
     from PIL import Image
 
@@ -348,7 +348,7 @@ class LoadOCT(Transform):
           :func:`pydicom.pixels.apply_modality_lut` do; ``MONOCHROME1`` is inverted; integer data are
           scaled by ``BitsStored`` (after a modality LUT, by the range it maps the stored bits to).
         * Volumes (DICOM, NIfTI): the header's claims (frames, sizes) are checked against the file's
-          size and the limits before decoding (:func:`~monai_adv.data.count_bscans`); the last volume
+          size and the limits before decoding (:func:`~monai_adv.apps.oct.count_bscans`); the last volume
           decoded is kept, so the B-scans of one file, loaded in order, decode it once.
         * NIfTI (nibabel): a 2D B-scan, or a 3D volume with the B-scans along ``slice_axis``.
         * in-memory arrays (e.g. OCTMNIST items): ``(H, W)``, ``(1, H, W)`` or ``(H, W, 1)``.

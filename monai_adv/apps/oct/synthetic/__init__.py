@@ -7,17 +7,17 @@
 :mod:`.fields`) and, on request, their layer label maps (:mod:`.labels`);
 :func:`write_synthetic_oct_dataset` writes a data set in the Kermany folder layout with a manifest, or
 in the segmentation layout with the label maps (:mod:`.writer`, also the command line
-``python -m monai_adv.data.synthetic``).
+``python -m monai_adv.apps.oct.synthetic``).
 """
 
 # the noise helpers under the names they had in the single-module generator (tests read them)
-from monai_adv.data.synthetic.fields import gaussian_field as _gaussian_field  # noqa: F401
-from monai_adv.data.synthetic.fields import normal as _normal  # noqa: F401
-from monai_adv.data.synthetic.fields import ramp_sums as _ramp_sums  # noqa: F401
-from monai_adv.data.synthetic.fields import upsample_linear as _upsample_linear  # noqa: F401
-from monai_adv.data.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator
-from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES, OCT_LAYER_DESCRIPTIONS, layer_label_map
-from monai_adv.data.synthetic.writer import (
+from monai_adv.apps.oct.synthetic.fields import gaussian_field as _gaussian_field  # noqa: F401
+from monai_adv.apps.oct.synthetic.fields import normal as _normal  # noqa: F401
+from monai_adv.apps.oct.synthetic.fields import ramp_sums as _ramp_sums  # noqa: F401
+from monai_adv.apps.oct.synthetic.fields import upsample_linear as _upsample_linear  # noqa: F401
+from monai_adv.apps.oct.synthetic.generator import GENERATOR_VERSION, SyntheticOCTGenerator
+from monai_adv.apps.oct.synthetic.labels import OCT_LAYER_CLASSES, OCT_LAYER_DESCRIPTIONS, layer_label_map
+from monai_adv.apps.oct.synthetic.writer import (
     DEFAULT_SPLITS,
     IMAGES_DIR,
     LABELS_DIR,

@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from monai_adv.data.synthetic import anatomy, display, formation, lesions
-from monai_adv.data.synthetic.fields import noise1d, noise2d, paint_ellipse, spawn_seed
-from monai_adv.data.synthetic.labels import OCT_LAYER_CLASSES, LabelScene, layer_label_map
-from monai_adv.data.utils import OCT_CLASSES, center_crop_square, label_to_index
+from monai_adv.apps.oct.synthetic import anatomy, display, formation, lesions
+from monai_adv.apps.oct.synthetic.fields import noise1d, noise2d, paint_ellipse, spawn_seed
+from monai_adv.apps.oct.synthetic.labels import OCT_LAYER_CLASSES, LabelScene, layer_label_map
+from monai_adv.apps.oct.utils import OCT_CLASSES, center_crop_square, label_to_index
 
 __all__ = ["SyntheticOCTGenerator", "GENERATOR_VERSION", "progress_bar"]
 
@@ -75,7 +75,7 @@ class SyntheticOCTGenerator:
     The layer label map (:mod:`.labels`) names the structure under every pixel: vitreous, RNFL,
     GCL+IPL, INL, OPL, ONL, IS/OS, RPE, choroid, and where drawn sub-retinal fluid (SRF), the sub-RPE
     space of drusen and PEDs (PED), intraretinal cysts (IRF) and registration padding
-    (:data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`). It is drawn from the boundaries the
+    (:data:`~monai_adv.apps.oct.synthetic.labels.OCT_LAYER_CLASSES`). It is drawn from the boundaries the
     image was rendered from, on the output image's own grid, and costs nothing when not asked for:
     the images are the same either way.
 
@@ -191,7 +191,7 @@ class SyntheticOCTGenerator:
         Returns:
             ``(images, labels)``: ``(4 * n_per_class, H, W)`` and ``(4 * n_per_class,)`` int64; with
             ``return_layers``, ``(images, labels, layers)``, ``layers`` the ``(4 * n_per_class, H, W)``
-            uint8 label maps (indices into :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`).
+            uint8 label maps (indices into :data:`~monai_adv.apps.oct.synthetic.labels.OCT_LAYER_CLASSES`).
 
         Raises:
             ValueError: when ``n_per_class`` is negative.
@@ -269,8 +269,8 @@ class SyntheticOCTGenerator:
                 ``None`` uses ``seed``.
             return_info: also return a dict with the drawn severity and a few other parameters.
             return_layers: also return the layer label map: an ``(H, W)`` uint8 array of indices into
-                :data:`~monai_adv.data.synthetic.labels.OCT_LAYER_CLASSES`, on the image's grid (see
-                :func:`~monai_adv.data.synthetic.labels.layer_label_map`). The image is the same with
+                :data:`~monai_adv.apps.oct.synthetic.labels.OCT_LAYER_CLASSES`, on the image's grid (see
+                :func:`~monai_adv.apps.oct.synthetic.labels.layer_label_map`). The image is the same with
                 or without it.
 
         Returns:

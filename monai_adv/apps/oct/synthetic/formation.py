@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from monai_adv.data.synthetic.fields import gaussian_field, noise1d, speckle_kernel
+from monai_adv.apps.oct.synthetic.fields import gaussian_field, noise1d, speckle_kernel
 
 __all__ = ["speckle", "form_intensity"]
 

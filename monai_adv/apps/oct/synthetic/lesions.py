@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage as ndi
 
-from monai_adv.data.synthetic.anatomy import Boundaries, Geometry
-from monai_adv.data.synthetic.fields import dome, noise1d, paint_ellipse
+from monai_adv.apps.oct.synthetic.anatomy import Boundaries, Geometry
+from monai_adv.apps.oct.synthetic.fields import dome, noise1d, paint_ellipse
 
 __all__ = [
     "draw_severity",

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from monai_adv.data.synthetic.anatomy import LAYERS
+from monai_adv.apps.oct.synthetic.anatomy import LAYERS
 
 __all__ = ["OCT_LAYER_CLASSES", "OCT_LAYER_DESCRIPTIONS", "LabelScene", "layer_label_map"]
 

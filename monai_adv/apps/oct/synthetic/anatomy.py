@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from monai_adv.data.synthetic.fields import noise1d, noise2d, ramp_sums
+from monai_adv.apps.oct.synthetic.fields import noise1d, noise2d, ramp_sums
 
 __all__ = [
     "LAYERS",

@@ -1,8 +1,0 @@
-# Copyright (c) monai-adv developers.
-# Licensed under the Apache License, Version 2.0.
-"""``python -m monai_adv.data.synthetic --out DIR ...``: write a synthetic OCT data set."""
-
-from monai_adv.data.synthetic.writer import main
-
-if __name__ == "__main__":
-    raise SystemExit(main())
