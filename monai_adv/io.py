@@ -13,6 +13,8 @@ its temporary file ``.<name>.<pid>-<random>.tmp`` behind; the next write of the 
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -21,8 +23,10 @@ import socket
 import stat
 import tempfile
 import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from pathlib import Path
 from typing import IO, Any
 
 import torch
@@ -44,6 +48,13 @@ __all__ = [
     "OutputSet",
     "output_set",
     "named_io_error",
+    "CheckpointError",
+    "CHECKSUM_SUFFIX",
+    "checksum_path",
+    "save_checkpoint",
+    "verify_checkpoint",
+    "load_checkpoint",
+    "non_finite_entries",
 ]
 
 #: temporary files of :func:`atomic_open`: ``.<name>.<pid>@<host>-<random>.tmp``; older monai-adv
@@ -530,3 +541,177 @@ def output_set(output_dir: str | os.PathLike) -> OutputSet:
     if key not in _OUTPUT_SETS:
         _OUTPUT_SETS[key] = OutputSet(key)
     return _OUTPUT_SETS[key]
+
+
+# ------------------------------------------------------------------------------------------------------
+# verified checkpoint files: atomic writes with a SHA-256 beside them, weights-only reads that name the problem
+# ------------------------------------------------------------------------------------------------------
+#: the suffix of the checksum file written beside every checkpoint
+CHECKSUM_SUFFIX = ".sha256"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file that cannot be read, is incomplete, or does not fit the objects to restore."""
+
+
+def checksum_path(path: Path) -> Path:
+    """The ``.sha256`` file beside a checkpoint."""
+    return path.with_name(path.name + CHECKSUM_SUFFIX)
+
+
+def non_finite_entries(obj: Any, where: str = "") -> Iterator[str]:
+    """Paths of floating tensors with NaN/Inf values inside nested dicts and lists."""
+    if isinstance(obj, torch.Tensor):
+        if (obj.is_floating_point() or obj.is_complex()) and not torch.isfinite(obj).all():
+            yield where or "<tensor>"
+    elif isinstance(obj, float):
+        if not math.isfinite(obj) and where.rsplit(".", 1)[-1] not in ("best_metric", "gauss"):
+            yield where
+    elif isinstance(obj, Mapping):
+        for k, v in obj.items():
+            yield from non_finite_entries(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from non_finite_entries(v, f"{where}[{i}]")
+
+
+def save_checkpoint(obj: Mapping[str, Any], path: str | os.PathLike, checksum: bool = True) -> Path:
+    """Write ``obj`` (a dict of state dicts and tensors) to ``path`` atomically, with its checksum.
+
+    The data are serialised in memory, their SHA-256 is written (atomically) to ``<path>.sha256``, and
+    then the data go to a temporary file in the same folder, are flushed and fsync'ed, and replace
+    ``path`` with ``os.replace``; on any error the temporary file is removed and ``path`` is untouched.
+
+    Args:
+        obj: what to save; ``torch.save`` must be able to write it and ``weights_only`` loading to
+            read it back (tensors, numbers, strings, lists, tuples, dicts).
+        path: the destination file.
+        checksum: also write ``<path>.sha256``.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    buf = io.BytesIO()
+    torch.save(dict(obj), buf)
+    data = buf.getvalue()
+    sidecar = checksum_path(path)
+    previous = sidecar.read_text() if checksum and sidecar.is_file() else None
+    if checksum:
+        atomic_write_text(sidecar, f"{hashlib.sha256(data).hexdigest()}  {path.name}\n")
+    try:
+        with atomic_open(path, "wb", durable=True) as f:
+            f.write(data)
+    except BaseException:
+        if checksum:  # the old file stays: so does its checksum
+            if previous is None:
+                sidecar.unlink(missing_ok=True)
+            else:
+                atomic_write_text(sidecar, previous)
+        raise
+    return path
+
+
+def verify_checkpoint(path: str | os.PathLike) -> bool | None:
+    """Check a checkpoint against the SHA-256 written beside it.
+
+    Returns:
+        ``True`` when it matches, ``None`` when there is no checksum file (nothing to verify).
+
+    Raises:
+        CheckpointError: naming the file and both digests when it does not match.
+    """
+    path = Path(path)
+    sidecar = checksum_path(path)
+    if not sidecar.is_file():
+        return None
+    try:
+        expected = sidecar.read_text().split()[0].lower()
+    except (OSError, IndexError) as e:
+        raise CheckpointError(f"checksum file {sidecar} is unreadable or empty: {e}") from e
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != expected:
+        raise CheckpointError(
+            f"checkpoint {path} does not match its checksum in {sidecar.name} (expected {expected[:16]}..., "
+            f"the file gives {h.hexdigest()[:16]}...): it was changed or damaged after it was written; delete "
+            "it (and its .sha256) to resume from an earlier one."
+        )
+    return True
+
+
+def _read(path: Path, map_location: Any, verify: bool = True, warn_unverified: bool = False) -> dict:
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist or is not a file.")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (0 bytes): a truncated or interrupted write.")
+    if verify and verify_checkpoint(path) is None and warn_unverified:
+        warnings.warn(
+            f"checkpoint {path} has no {CHECKSUM_SUFFIX} file beside it: not verified.", stacklevel=3
+        )
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt, truncated or not a weights-only checkpoint "
+            f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); delete it to resume from "
+            "an earlier one."
+        ) from e
+    if not isinstance(data, dict):
+        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict of states.")
+    return data
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    to_load: Mapping[str, Any],
+    map_location: Any = "cpu",
+    strict: bool = True,
+    verify: bool = True,
+    check_finite: bool = True,
+    warn_unverified: bool = False,
+) -> dict:
+    """Restore objects (networks, optimizers, schedulers, engines, ...) from a checkpoint.
+
+    Args:
+        path: the checkpoint file.
+        to_load: ``{name: object with load_state_dict}``; each name must be in the file.
+        map_location: passed to ``torch.load``.
+        strict: passed to ``nn.Module.load_state_dict``.
+        verify: check the file against its ``.sha256`` when there is one.
+        check_finite: refuse entries of ``to_load`` that hold NaN or infinite values.
+        warn_unverified: warn when ``verify`` finds no checksum file (for files whose writer always writes one).
+
+    Returns:
+        The loaded dict (for entries not in ``to_load``).
+
+    Raises:
+        CheckpointError: when the file is missing, empty, corrupt, truncated, altered (checksum), not
+            weights-only, lacks an entry of ``to_load``, holds NaN/Inf values, or an entry does not fit
+            its object.
+    """
+    path = Path(path)
+    data = _read(path, map_location, verify, warn_unverified)
+    missing = [k for k in to_load if k not in data]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {missing}; it holds {sorted(data)}.")
+    if check_finite:
+        bad = [p for name in to_load for p in non_finite_entries(data[name], name)]
+        if bad:
+            raise CheckpointError(
+                f"checkpoint {path} holds NaN or infinite values in {bad[:5]}{' ...' if len(bad) > 5 else ''} "
+                f"({len(bad)} entries): it cannot be trained on; delete it to resume from an earlier one."
+            )
+    for name, obj in to_load.items():
+        try:
+            if isinstance(obj, torch.nn.Module):
+                obj.load_state_dict(data[name], strict=strict)
+            else:
+                obj.load_state_dict(data[name])
+        except Exception as e:
+            raise CheckpointError(
+                f"checkpoint {path}: entry {name!r} does not fit {type(obj).__name__}: {e}"
+            ) from e
+    return data

@@ -30,7 +30,8 @@ from monai.utils import set_determinism
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from helpers import SmallCNN, toy_dataset  # noqa: E402
 
-from monai_adv.engines import ResumableCheckpointHandler, SemiSupervisedAdversarialTrainer  # noqa: E402
+from monai_adv.engines import SemiSupervisedAdversarialTrainer  # noqa: E402
+from monai_adv.handlers import ResumableCheckpointHandler  # noqa: E402
 from monai_adv.transforms import FGSM  # noqa: E402
 
 

@@ -17,19 +17,14 @@ from helpers import SmallCNN, toy_dataset
 from ignite.engine import Events
 
 from monai_adv.engines import (
-    CheckpointError,
-    NonFiniteLossError,
-    ResumableCheckpointHandler,
     SemiSupervisedAdversarialTrainer,
-    TorchRNGState,
     current_run,
     latest_checkpoint,
     list_checkpoints,
     list_runs,
-    load_checkpoint,
-    save_checkpoint,
-    verify_checkpoint,
 )
+from monai_adv.handlers import NonFiniteLossError, ResumableCheckpointHandler, TorchRNGState
+from monai_adv.io import CheckpointError, load_checkpoint, save_checkpoint, verify_checkpoint
 from monai_adv.transforms import FGSM
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -355,3 +350,21 @@ def test_nan_weights_or_an_altered_file_are_refused_on_resume(tmp_path):
     with pytest.raises(CheckpointError, match=r"does not match its checksum"):
         tr.run()
     assert (tmp_path / (path.name + ".sha256")).is_file()
+
+
+def test_the_old_checkpoint_names_still_resolve_with_a_warning():
+    import importlib
+    import sys
+
+    import monai_adv.engines as engines
+    import monai_adv.handlers as handlers
+    import monai_adv.io as io
+
+    with pytest.warns(DeprecationWarning, match="monai_adv.handlers.checkpoint"):
+        assert engines.ResumableCheckpointHandler is handlers.ResumableCheckpointHandler
+    with pytest.warns(DeprecationWarning, match="monai_adv.io"):
+        assert engines.save_checkpoint is io.save_checkpoint
+    sys.modules.pop("monai_adv.engines.checkpoint", None)
+    with pytest.warns(DeprecationWarning, match="split"):
+        old = importlib.import_module("monai_adv.engines.checkpoint")
+    assert old.load_checkpoint is io.load_checkpoint and old.TorchRNGState is handlers.TorchRNGState

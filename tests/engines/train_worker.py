@@ -26,11 +26,10 @@ from helpers import toy_dataset  # noqa: E402
 
 from monai_adv.engines import (  # noqa: E402
     AdversarialTrainingEvents,
-    ResumableCheckpointHandler,
     SemiSupervisedAdversarialTrainer,
-    TorchRNGState,
     adversarial_training_metrics,
 )
+from monai_adv.handlers import ResumableCheckpointHandler, TorchRNGState  # noqa: E402
 from monai_adv.transforms import FGSM  # noqa: E402
 
 
