@@ -10,7 +10,7 @@
 #    each step makes (benchmarks/ssat_step_cost.py --device cuda) at the paper's 224 px;
 # 3. a short run of the paper-scale configuration of the label-scarcity experiment (--paper-scale:
 #    224 px, ResNet-18, SGD; a small pool and few iterations, results to $OUT or a temporary folder,
-#    never into benchmarks/ssat_results_paper_scale.jsonl).
+#    never into experiments/label_scarcity/results/paper_scale.jsonl).
 #
 # Every section prints the card's name; paste the whole output into benchmarks/RESULTS.md with the date.
 set -uo pipefail
@@ -51,7 +51,7 @@ section "one training step per method and precision (224 px, batch 32)" 120 \
     "$PYTHON" benchmarks/ssat_step_cost.py --device cuda --size 224 --batch 32 --iters 5 --repeats 3 \
     --threads 4 --precisions fp32 fp16 bf16 --methods supervised ssat trades madry
 section "paper-scale configuration, short run (224 px ResNet-18, 10% labels, 2 methods, 60 iterations)" 150 \
-    "$PYTHON" benchmarks/ssat_experiment.py --paper-scale --stage train --data synthetic \
+    "$PYTHON" -m experiments.label_scarcity.run --paper-scale --stage train --data synthetic \
     --synthetic-fractions 0.1 --seeds 0 --methods standard rst --synthetic-iterations 60 \
     --n-pool 150 --n-test 50 --threads 4 \
     --cache "$OUTDIR/cache" --runs "$OUTDIR/runs" --results "$OUTDIR/paper_scale_short.jsonl"

@@ -65,9 +65,8 @@ from monai.handlers import LrScheduleHandler
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-from ssat_experiment import eps_name, kermany_items, parse_eps, recalls  # noqa: E402
-
+sys.path.insert(0, str(ROOT))  # the repository root: experiments.* (this script moves there next)
+from experiments.label_scarcity.run import eps_name, kermany_items, parse_eps, recalls  # noqa: E402
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer, one_cycle_schedule  # noqa: E402
 from monai_adv.metrics.classification import confusion_matrix  # noqa: E402
 from monai_adv.transforms import PGD  # noqa: E402

@@ -39,9 +39,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssat_small_scale import make_network  # noqa: E402
-
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root: experiments.*
+from experiments.label_scarcity.small_scale import make_network  # noqa: E402
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer  # noqa: E402
 from monai_adv.precision import cpu_capability, resolve_precision  # noqa: E402
 

@@ -1,7 +1,7 @@
 """Unsupervised adversarial detection on the OCT models of the SSAT work: who detects what, and at what risk.
 
 For each training method (standard, Madry PGD-AT, TRADES, SSAT; trained exactly as
-``benchmarks/ssat_small_scale.py`` trains them) this script fits two detectors on clean images only
+``experiments/label_scarcity/small_scale.py`` trains them) this script fits two detectors on clean images only
 (the training pool, labels not used: the network's predictions stand in), calibrates them at 5% FPR
 on one half of the clean test set, and runs a :class:`~monai_adv.engines.RobustEvaluator` on the
 other half with FGSM, PGD-20, MI-FGSM, C&W-L2, APGD-CE, Square, a transfer attack (MI-FGSM on an
@@ -28,9 +28,10 @@ from pathlib import Path
 import torch
 from monai.data import DataLoader, Dataset
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import ssat_small_scale as ssat  # noqa: E402  (the SSAT work's training recipe, reused as it is)
-
+sys.path.insert(
+    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+)  # the repository root: experiments.*
+import experiments.label_scarcity.small_scale as ssat  # noqa: E402  (the SSAT work's training recipe, reused as it is)
 from monai_adv.detectors import KNNDetector, MahalanobisDetector  # noqa: E402
 from monai_adv.engines import RobustEvaluator  # noqa: E402
 from monai_adv.handlers import RobustnessReport  # noqa: E402

@@ -4,7 +4,7 @@ nothing, and the report answers per eps."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -28,12 +28,7 @@ REQUIRED = (
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "classification_or_detection", ROOT / "experiments" / "classification_or_detection" / "run.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("experiments.classification_or_detection.run")
 
 
 def test_toy_experiment_runs_resumes_and_reports(tmp_path, capsys):

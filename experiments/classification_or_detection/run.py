@@ -4,10 +4,10 @@
 - **B** = A + the clean-fitted combined detector (``CombinedDetector.standard``: multi-layer
   Mahalanobis, two-sided logit margin, feature squeezing; min-p at one FPR).
 - **C** adversarially trained: RST (Carmon et al. 2019), the best method of the label-scarcity
-  experiment (``benchmarks/ssat_results.md``), on the same labeled part plus the unlabeled pool.
+  experiment (``experiments/label_scarcity/README.md``), on the same labeled part plus the unlabeled pool.
 - **D** = C + rejection: the same combined detector fitted on C.
 
-Data (the label-scarcity experiment's settings and training recipes, ``benchmarks/ssat_experiment.py``):
+Data (the label-scarcity experiment's settings and training recipes, ``experiments/label_scarcity/run.py``):
 synthetic OCT at 10% labels (2,000 of the 20,000 pool; 1,000 test images) and real Kermany at 25% labels
 (split by patient; the 313-image test set). Every detector is fitted on clean training images only and
 calibrated at ``--fpr`` on clean images no model trained on: 1,000 held out of the synthetic pool; a
@@ -32,9 +32,9 @@ tables, the answer and ``figures/undetected_error_vs_eps.png`` into this folder'
 
 Usage::
 
-    nice python experiments/classification_or_detection/run.py            # resumable; rows as they finish
-    python experiments/classification_or_detection/run.py --report
-    python experiments/classification_or_detection/run.py --toy --out /tmp/cod   # a minute: the CI check
+    nice python -m experiments.classification_or_detection.run            # resumable; rows as they finish
+    python -m experiments.classification_or_detection.run --report
+    python -m experiments.classification_or_detection.run --toy --out /tmp/cod   # a minute: the CI check
 """
 
 from __future__ import annotations
@@ -44,7 +44,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -53,9 +52,8 @@ import torch.nn as nn
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-import ssat_experiment as ssat  # noqa: E402
 
+import experiments.label_scarcity.run as ssat  # noqa: E402  (the label-scarcity experiment's data and training)
 from monai_adv.detectors import CombinedDetector, load_detector  # noqa: E402
 from monai_adv.metrics import detection_summary  # noqa: E402
 from monai_adv.transforms import APGD, PGD, adaptive_worst_case, autoattack  # noqa: E402
@@ -354,7 +352,7 @@ def report(a: argparse.Namespace) -> str:
         else load_rows(Path(a.out) / "results.jsonl")
     )
     if not rows:
-        return "No results yet: run `python experiments/classification_or_detection/run.py`."
+        return "No results yet: run `python -m experiments.classification_or_detection.run`."
     out = []
     for data in ("synthetic", "kermany"):
         dr = [r for r in rows if r["data"] == data]

@@ -87,7 +87,6 @@ def test_shipped_weights_are_small_checksummed_and_describe_themselves(bundle: P
 
 def kermany_test_images(per_class: int) -> list[Path]:
     """``per_class`` real B-scans per class from the patients the shipped classifier never saw (its seed-0 test split)."""
-    sys.path.insert(0, str(REPO / "benchmarks"))
     from monai_adv.apps.oct import kermany_datalist, split_by_patient
 
     items = []

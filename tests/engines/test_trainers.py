@@ -360,7 +360,7 @@ def test_attack_is_aimed_at_the_trained_network_and_leaves_grads_alone():
 
 def test_ssat_from_a_trained_network_keeps_it_accurate():
     """Started from a trained network (online pseudo-labels are only as good as the network), SSAT keeps
-    clean accuracy; from scratch, weight 3 on early pseudo-labels can collapse (see benchmarks/ssat_results.md)."""
+    clean accuracy; from scratch, weight 3 on early pseudo-labels can collapse (see experiments/label_scarcity/README.md)."""
     trained, xt, yt = trained_cnn()
     net = copy.deepcopy(trained)
     before = accuracy(net, xt, yt)

@@ -1,4 +1,4 @@
-"""What SSAT buys at SMALL scale (superseded by ``ssat_experiment.py``): standard, Madry PGD-AT, TRADES, the paper's SSAT and variants.
+"""What SSAT buys at SMALL scale (superseded by ``run.py``): standard, Madry PGD-AT, TRADES, the paper's SSAT and variants.
 
 With a fraction of the training labels, every method trains the same small CNN for the same number of
 iterations; each is then evaluated on a held-out test set: clean accuracy, accuracy under FGSM on the
@@ -29,10 +29,10 @@ Methods (``--methods``):
   style), started from it.
 - ``ssat_kl``: KL consistency (UAT-OT style), started from the ``standard`` model.
 
-Usage (the commands behind benchmarks/ssat_results_small_scale.md are listed there)::
+Usage (the commands behind experiments/label_scarcity/small_scale.md are listed there)::
 
-    nice python benchmarks/ssat_small_scale.py --data synthetic --label-fraction 0.1 --seeds 0 1 2
-    python benchmarks/ssat_small_scale.py --report --results benchmarks/ssat_results_small_scale.jsonl
+    nice python -m experiments.label_scarcity.small_scale --data synthetic --label-fraction 0.1 --seeds 0 1 2
+    python -m experiments.label_scarcity.small_scale --report --results experiments/label_scarcity/results/small_scale.jsonl
 """
 
 from __future__ import annotations
@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--progress", action="store_true", help="ignite progress bar per training run")
     p.add_argument("--tensorboard", default=None, help="TensorBoard log folder for the training values")
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/monai_adv"))
-    p.add_argument("--results", default="benchmarks/ssat_results_small_scale.jsonl")
+    p.add_argument("--results", default="experiments/label_scarcity/results/small_scale.jsonl")
     p.add_argument("--report", action="store_true")
     p.add_argument("--plot", default=None)
     a = p.parse_args(argv)

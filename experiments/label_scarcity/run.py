@@ -1,9 +1,9 @@
 """Does unlabeled data buy robustness? SSAT against labeled-only adversarial training, at a scale where classifiers work.
 
-One resumable command runs the whole experiment (``python benchmarks/ssat_experiment.py``): every
+One resumable command runs the whole experiment (``python -m experiments.label_scarcity.run``, from the repository root): every
 finished training run and every finished evaluation appends one JSON line to ``--results``, and a
 rerun skips what is already there (model weights are kept in ``--runs``, so an evaluation can run in a
-later session than its training). ``--report`` turns the lines into ``benchmarks/ssat_results.md``'s
+later session than its training). ``--report`` turns the lines into ``experiments/label_scarcity/README.md``'s
 tables (mean and standard deviation over seeds) and the plot.
 
 Settings:
@@ -44,10 +44,11 @@ a robust model costs ~15 CPU-minutes per eps, mostly Square's queries on every i
 
 Usage::
 
-    nice python benchmarks/ssat_experiment.py --stage train     # every training run + the cheap evaluation
-    nice python benchmarks/ssat_experiment.py --stage suite     # AutoAttack's standard suite on every trained model
+    nice python -m experiments.label_scarcity.run --stage train     # every training run + the cheap evaluation
+    nice python -m experiments.label_scarcity.run --stage suite     # AutoAttack's standard suite on every trained model
     # copies of either share the plan (pid-file claims in --runs); --follow makes the suite wait for training
-    python benchmarks/ssat_experiment.py --report --plot docs/ssat_experiment.png > /dev/null
+    python -m experiments.label_scarcity.run --report --markdown experiments/label_scarcity/README.md \
+        --plot experiments/label_scarcity/figures/accuracy_vs_eps_autoattack.png
 """
 
 from __future__ import annotations
@@ -69,9 +70,7 @@ import torch
 import torch.nn as nn
 from monai.handlers import LrScheduleHandler
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ssat_small_scale import generator_version, make_network, stratified_labeled_mask  # noqa: E402
-
+from experiments.label_scarcity.small_scale import generator_version, make_network, stratified_labeled_mask  # noqa: E402
 from monai_adv.engines import (  # noqa: E402
     AutocastSupervisedTrainer,
     SemiSupervisedAdversarialTrainer,
@@ -92,7 +91,8 @@ FGSM_GRID = [round(0.0002 * i, 4) for i in range(1, 11)]
 PGD_EPS = [1 / 255, 2 / 255, 4 / 255]
 SUITE_EPS = [1 / 255, 2 / 255]
 HERE = Path(__file__).resolve().parent
-TABLES_BEGIN, TABLES_END = "<!-- tables: written by ssat_experiment.py --report -->", "<!-- end of tables -->"
+ROOT = HERE.parents[1]
+TABLES_BEGIN, TABLES_END = "<!-- tables: written by run.py --report -->", "<!-- end of tables -->"
 
 
 def parse_eps(text: str) -> float:
@@ -846,8 +846,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--kermany-roots",
         nargs="+",
         default=[
-            str(HERE.parent.parent / "shared/data/kermany-oct-sample"),
-            str(HERE.parent.parent / "shared/data/kermany-oct-pool"),
+            str(ROOT.parent / "shared/data/kermany-oct-sample"),
+            str(ROOT.parent / "shared/data/kermany-oct-pool"),
         ],
     )
     p.add_argument("--kermany-test-fraction", type=float, default=0.25)
@@ -866,7 +866,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--paper-scale",
         action="store_true",
         help="the paper's own scale, for a GPU: 224 px, full-width ResNet-18, batch 64 + 64, SGD lr 1e-3, "
-        "momentum 0.9, 10 epochs, on cuda (results to ssat_results_paper_scale.jsonl)",
+        "momentum 0.9, 10 epochs, on cuda (results to results/paper_scale.jsonl)",
     )
     p.add_argument("--width", type=int, default=16, help="width of the 4-block CNN")
     p.add_argument("--synthetic-iterations", type=int, default=1200)
@@ -895,9 +895,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_precision_argument(p)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--cache", default=str(HERE / ".cache"))
-    p.add_argument("--runs", default=str(HERE / "ssat_runs" / "experiment"))
-    p.add_argument("--results", default=str(HERE / "ssat_results.jsonl"))
+    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="rendered data sets (shared)")
+    p.add_argument("--runs", default=str(HERE / "runs" / "experiment"))
+    p.add_argument("--results", default=str(HERE / "results" / "results.jsonl"))
     p.add_argument("--report", action="store_true")
     p.add_argument("--plot", default=None)
     p.add_argument(
@@ -910,9 +910,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         a.device = "cuda" if a.device == "cpu" else a.device
         # the paper-scale rows go to their own files, unless the command names others
         if a.results == p.get_default("results"):
-            a.results = str(HERE / "ssat_results_paper_scale.jsonl")
+            a.results = str(HERE / "results" / "paper_scale.jsonl")
         if a.runs == p.get_default("runs"):
-            a.runs = str(HERE / "ssat_runs" / "paper_scale")
+            a.runs = str(HERE / "runs" / "paper_scale")
     a.amp = PRECISION_AMP[a.precision]
     a.iterations = {"synthetic": a.synthetic_iterations, "kermany": a.kermany_iterations}
     a.batch = {"synthetic": a.synthetic_batch, "kermany": a.kermany_batch}

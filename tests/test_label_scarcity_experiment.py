@@ -1,10 +1,10 @@
-"""The label-scarcity experiment's script (benchmarks/ssat_experiment.py) end to end at a toy size: every
+"""The label-scarcity experiment's script (experiments/label_scarcity/run.py) end to end at a toy size: every
 method trains, the cheap and the AutoAttack evaluations append their rows, a rerun adds nothing, and the
 report has a row per method."""
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 from pathlib import Path
 
@@ -14,12 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _load():
-    spec = importlib.util.spec_from_file_location(
-        "ssat_experiment", ROOT / "benchmarks" / "ssat_experiment.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return importlib.import_module("experiments.label_scarcity.run")
 
 
 @pytest.fixture(scope="module")
