@@ -416,7 +416,7 @@ def plot(groups: dict, path: str) -> None:
 
 
 def add_data_arguments(p: argparse.ArgumentParser) -> None:
-    """The data options shared with ``uad_experiment.py``: synthetic or Kermany, split and label fraction."""
+    """The data options shared with ``experiments/detection_small_scale/run.py``: synthetic or Kermany, split and label fraction."""
     p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
     p.add_argument("--root", default="../shared/data/kermany-oct-sample")
     p.add_argument("--split", default="test")

@@ -9,11 +9,11 @@ independently trained standard network), and the adaptive attack against that de
 :class:`~monai_adv.handlers.RobustnessReport` writes each run's report (JSON, Markdown, plots); one
 JSON line per (data, method, detector) goes to ``--results`` and ``--summary`` writes the tables.
 
-Usage (the commands behind benchmarks/uad_results.md)::
+Usage (the commands behind experiments/detection_small_scale/README.md)::
 
-    nice python benchmarks/uad_experiment.py --data synthetic
-    nice python benchmarks/uad_experiment.py --data kermany --label-fraction 0.5
-    python benchmarks/uad_experiment.py --summary benchmarks/uad_results.md
+    nice python -m experiments.detection_small_scale.run --data synthetic
+    nice python -m experiments.detection_small_scale.run --data kermany --label-fraction 0.5
+    python -m experiments.detection_small_scale.run --summary experiments/detection_small_scale/README.md
 """
 
 from __future__ import annotations
@@ -21,16 +21,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 from monai.data import DataLoader, Dataset
 
-sys.path.insert(
-    0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-)  # the repository root: experiments.*
 import experiments.label_scarcity.small_scale as ssat  # noqa: E402  (the SSAT work's training recipe, reused as it is)
 from monai_adv.detectors import KNNDetector, MahalanobisDetector  # noqa: E402
 from monai_adv.engines import RobustEvaluator  # noqa: E402
@@ -276,8 +272,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init-from", default=None)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--cache", default=os.path.expanduser("~/.cache/monai_adv"))
-    p.add_argument("--out", default="benchmarks/uad_runs")
-    p.add_argument("--results", default="benchmarks/uad_results.jsonl")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "runs"))
+    p.add_argument("--results", default=str(Path(__file__).resolve().parent / "results" / "results.jsonl"))
     p.add_argument("--summary", default=None, help="write the tables (Markdown) here ('-' prints them)")
     a = p.parse_args(argv)
     if a.summary:
