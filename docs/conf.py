@@ -56,6 +56,7 @@ html_title = f"monai-adv {release}"
 html_static_path: list[str] = []
 
 _LINK = re.compile(r"(\]\()([^)\s#]+)([^)]*\))")
+_IMAGES = {".png", ".jpg", ".jpeg", ".svg", ".gif"}
 
 
 def _rewrite_links(text: str, src: Path, dst: Path) -> str:
@@ -70,18 +71,30 @@ def _rewrite_links(text: str, src: Path, dst: Path) -> str:
             return m.group(0)
         if DOCS in path.parents or path == DOCS:
             return m.group(1) + os.path.relpath(path, dst.parent) + m.group(3)
+        if path.suffix.lower() in _IMAGES and ROOT in path.parents:
+            # a figure kept beside its experiment: copied into the site, so that the page shows it offline
+            copy = DOCS / "_generated" / "assets" / path.relative_to(ROOT)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, copy)
+            return m.group(1) + os.path.relpath(copy, dst.parent) + m.group(3)
         return m.group(1) + SOURCE_URL + path.relative_to(ROOT).as_posix() + m.group(3)
 
     return _LINK.sub(fix, text)
 
 
 def _copy_pages() -> None:
-    """Copy the README and the tutorials into ``_generated/`` (links rewritten)."""
+    """Copy the README, the tutorials and the experiments' write-ups into ``_generated/`` (links rewritten)."""
     out = DOCS / "_generated"
     shutil.rmtree(out, ignore_errors=True)
     (out / "tutorials").mkdir(parents=True)
     pages = [(ROOT / "README.md", out / "readme.md")]
     pages += [(p, out / "tutorials" / p.name) for p in sorted((ROOT / "tutorials").glob("*.md"))]
+    # each experiment's write-up (its README and any other page of its folder) is a guide page
+    for folder in sorted(
+        p for p in (ROOT / "experiments").iterdir() if p.is_dir() and (p / "README.md").is_file()
+    ):
+        (out / "experiments" / folder.name).mkdir(parents=True, exist_ok=True)
+        pages += [(md, out / "experiments" / folder.name / md.name) for md in sorted(folder.glob("*.md"))]
     for src, dst in pages:
         dst.write_text(_rewrite_links(src.read_text(encoding="utf-8"), src, dst), encoding="utf-8")
     for nb in sorted((ROOT / "tutorials").glob("*.ipynb")):
@@ -93,10 +106,7 @@ _copy_pages()
 
 # every public name (each package's __all__) must have an entry in the API pages
 _API_PAGES = {
-    **{
-        p: p
-        for p in ("transforms", "engines", "detectors", "metrics", "handlers", "visualize", "bundle")
-    },
+    **{p: p for p in ("transforms", "engines", "detectors", "metrics", "handlers", "visualize", "bundle")},
     "apps.oct": "data",
     **{m: "core" for m in ("utils", "keys", "io", "distributed", "precision")},
 }

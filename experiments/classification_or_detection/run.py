@@ -508,9 +508,11 @@ def write_readme(a: argparse.Namespace) -> None:
     text = readme.read_text()
     start, end = "<!-- results:start -->", "<!-- results:end -->"
     body = report(a)
+    plot(a, HERE / "figures" / "undetected_error_vs_eps.png")
+    if (HERE / "figures" / "undetected_error_vs_eps.png").is_file():
+        body = "![undetected error against eps](figures/undetected_error_vs_eps.png)\n\n" + body
     new = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end) :]
     readme.write_text(new)
-    plot(a, HERE / "figures" / "undetected_error_vs_eps.png")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -297,7 +297,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     Stability at low label counts. Trained from scratch on a few hundred labels, the paper's recipe
     can collapse: the untrained network's pseudo-labels are nearly all one class, and the unlabeled
     term (weight 3, three times the labeled one) then teaches that class (see
-    ``docs/ssat_collapse.md``). The paper starts from an ImageNet-pretrained network, whose
+    ``experiments/ssat_collapse/README.md``). The paper starts from an ImageNet-pretrained network, whose
     pseudo-labels are useful from the first step. The standard remedies of semi-supervised learning
     are options here: ``warmup_epochs`` (labeled loss only at first), ``rampup_epochs`` (the unlabeled
     weight then grows as ``exp(-5 (1 - t)^2)``, Laine & Aila 2017), ``pseudo_labels="ema"`` (a

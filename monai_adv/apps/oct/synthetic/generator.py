@@ -29,7 +29,7 @@ square that is kept is formed.
 Every class shares the nuisance factors (vertical position, tilt, curvature, lateral scale, pit
 position, noise level, gain, blur, speckle looks, JPEG quality), so the class is carried by the lesion,
 not by brightness. Its parameters were calibrated against 400 real Kermany B-scans; see
-``docs/synthetic_oct_validation.md`` and ``benchmarks/synthetic_realism.py``.
+``experiments/synthetic_realism/README.md`` and ``experiments/synthetic_realism/run.py``.
 
 The stages live in their own modules: :mod:`.anatomy` and :mod:`.lesions` (1), :mod:`.formation`
 (2, 3), :mod:`.display` (4, 5), with the random fields in :mod:`.fields`; the data-set writer and the

@@ -1,8 +1,8 @@
-"""Probe (ad hoc, kept because docs/ssat_collapse.md quotes it): eval-mode validation accuracy during the first
+"""Probe (ad hoc, kept because experiments/ssat_collapse/README.md quotes it): eval-mode validation accuracy during the first
 SSAT fine-tuning steps (the paper's loss, SGD momentum 0.9), per iteration.
 
-    python benchmarks/probes/ssat_first_steps.py tiny - <bundle>          # lr 4e-5: val 0.90 -> 0.665 after 4 steps
-    python benchmarks/probes/ssat_first_steps.py zero - <bundle>          # lr 0: batch-norm statistics alone, no drop
+    python experiments/ssat_collapse/probes/first_steps.py tiny - <bundle>          # lr 4e-5: val 0.90 -> 0.665 after 4 steps
+    python experiments/ssat_collapse/probes/first_steps.py zero - <bundle>          # lr 0: batch-norm statistics alone, no drop
 """
 
 # ruff: noqa

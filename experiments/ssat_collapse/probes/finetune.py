@@ -1,10 +1,10 @@
-"""Probe (ad hoc, kept because docs/ssat_collapse.md quotes it): fine-tune SSAT from the demo's supervised model.
+"""Probe (ad hoc, kept because experiments/ssat_collapse/README.md quotes it): fine-tune SSAT from the demo's supervised model.
 
-Produced the "SGD constant lr 1e-3" and "AdamW constant lr 1e-4" rows of docs/ssat_collapse.md:
+Produced the "SGD constant lr 1e-3" and "AdamW constant lr 1e-4" rows of experiments/ssat_collapse/README.md:
 
-    python benchmarks/probes/ssat_finetune.py --recipe paper --opt sgd --sched const --lr 0.001 --epochs 10 \
+    python experiments/ssat_collapse/probes/finetune.py --recipe paper --opt sgd --sched const --lr 0.001 --epochs 10 \
         --init <bundle>/models/supervised/model.pt --root <bundle>/data/synthetic_oct_64
-    python benchmarks/probes/ssat_finetune.py --recipe paper --opt adamw --sched const --lr 0.0001 --epochs 5 ...
+    python experiments/ssat_collapse/probes/finetune.py --recipe paper --opt adamw --sched const --lr 0.0001 --epochs 5 ...
 
 (<bundle>: a bundle folder after `python -m monai_adv.bundle demo --threads 1 --methods supervised`.)
 """

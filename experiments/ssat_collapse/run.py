@@ -9,9 +9,9 @@ test set. Each recipe is one row of ``--out`` (JSON lines; a finished recipe is 
 
 Usage::
 
-    python benchmarks/ssat_collapse.py --n-train 200 --epochs 10      # the old demo's scale: 200 labeled
-    python benchmarks/ssat_collapse.py --n-train 1000 --epochs 40     # the demo's scale: 1,000 labeled
-    python benchmarks/ssat_collapse.py --plot docs/ssat_collapse.png  # draw what the rows hold
+    python -m experiments.ssat_collapse.run --n-train 200 --epochs 10      # the old demo's scale: 200 labeled
+    python -m experiments.ssat_collapse.run --n-train 1000 --epochs 40     # the demo's scale: 1,000 labeled
+    python -m experiments.ssat_collapse.run --plot experiments/ssat_collapse/figures/ssat_collapse.png  # draw what the rows hold
 
 Recipes (``--recipes``): ``paper`` (the preset "ssat" exactly, from scratch), ``threshold`` (the same
 with ``confidence_threshold=0.9``: FixMatch's rule), ``warmup`` (the paper's plus
@@ -227,8 +227,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--recipes", nargs="+", default=["supervised", "paper", "threshold", "warmup", "ema"])
-    ap.add_argument("--cache", default=os.path.join(os.path.dirname(__file__), ".cache"))
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "ssat_collapse.jsonl"))
+    ap.add_argument(
+        "--cache", default=os.path.join(os.path.dirname(__file__), "..", "..", "benchmarks", ".cache")
+    )
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "results.jsonl"))
     ap.add_argument("--plot", default=None, help="draw the rows of --out into this PNG and exit")
     args = ap.parse_args()
     rows = []

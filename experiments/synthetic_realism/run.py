@@ -13,8 +13,8 @@ Prints a markdown report (and optionally writes JSON):
 
 Usage::
 
-    python benchmarks/synthetic_realism.py                       # full run (about 15-25 min on 2 cores)
-    python benchmarks/synthetic_realism.py --n-train 100 --epochs 2 --n-test 25   # smoke run
+    python -m experiments.synthetic_realism.run                       # full run (about 15-25 min on 2 cores)
+    python -m experiments.synthetic_realism.run --n-train 100 --epochs 2 --n-test 25   # smoke run
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from monai_adv.apps.oct import (
     wasserstein_1d,
 )
 
-DEFAULT_REAL = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "kermany-oct-sample"
+DEFAULT_REAL = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "kermany-oct-sample"
 
 
 # ----------------------------------------------------------------------------------- logistic regression
