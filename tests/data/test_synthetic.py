@@ -213,3 +213,18 @@ def test_layer_steps_by_column_sums_match_the_direct_sum():
     z = top[None, :] + np.arange(50)[:, None]
     direct = sum(coef[k] * np.clip(z - bounds[k] + 0.5, 0.0, 1.0) for k in range(6))
     np.testing.assert_allclose(out, direct, atol=1e-5)
+
+
+def test_wasserstein_1d_closed_forms():
+    from monai_adv.apps.oct import wasserstein_1d
+
+    # a shift moves every unit of mass by the shift
+    a = np.array([0.0, 1.0, 2.0, 5.0])
+    assert wasserstein_1d(a, a + 0.3) == pytest.approx(0.3)
+    # two point masses: the distance between them; identical samples: 0
+    assert wasserstein_1d([0.0], [2.5]) == pytest.approx(2.5)
+    assert wasserstein_1d(a, a[::-1]) == 0.0
+    # unequal sizes: {0, 1} against {0}: half the mass moves by 1
+    assert wasserstein_1d([0.0, 1.0], [0.0]) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="non-empty"):
+        wasserstein_1d([], [1.0])

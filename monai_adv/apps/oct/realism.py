@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
+from scipy.stats import wasserstein_distance
 from PIL import Image
 from scipy import ndimage as ndi
 
@@ -52,14 +53,14 @@ def padding_mask(img: np.ndarray, level: float = 0.98) -> np.ndarray:
     return np.isin(lab, border)
 
 
-def wasserstein_1d(a: np.ndarray, b: np.ndarray, n_quantiles: int = 2001) -> float:
-    """1-Wasserstein distance between the empirical distributions of two samples of scalars."""
+def wasserstein_1d(a: np.ndarray, b: np.ndarray) -> float:
+    """1-Wasserstein distance between the empirical distributions of two samples of scalars (exact, scipy's
+    :func:`scipy.stats.wasserstein_distance`: the area between the two empirical CDFs)."""
     a = np.asarray(a, dtype=np.float64).ravel()
     b = np.asarray(b, dtype=np.float64).ravel()
     if a.size == 0 or b.size == 0:
         raise ValueError("wasserstein_1d needs two non-empty samples.")
-    q = np.linspace(0.0, 1.0, n_quantiles)
-    return float(np.mean(np.abs(np.quantile(a, q) - np.quantile(b, q))))
+    return float(wasserstein_distance(a, b))
 
 
 def intensity_histograms(images: np.ndarray, bins: int = 64) -> np.ndarray:
