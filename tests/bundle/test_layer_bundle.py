@@ -9,34 +9,22 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from helpers import subprocess_env
 from PIL import Image
+
+from tests.bundle.bundle_runs import QUICK, causes, run_cli, workflow
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_layer_segmentation"
-QUICK = "configs/quick.json"
 CLASSES = [
     "vitreous", "RNFL", "GCL+IPL", "INL", "OPL", "ONL", "IS/OS", "RPE", "choroid", "SRF", "PED", "IRF", "padding",
 ]  # fmt: skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
-
-
-def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "monai.bundle", *args]
-    proc = subprocess.run(cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=300)
-    if ok and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-        )
-    return proc
 
 
 @pytest.fixture(scope="module")
@@ -48,27 +36,6 @@ def trained(tmp_path_factory) -> Path:
     )
     run_cli(["run", "--config_file", f"['configs/train.json','{QUICK}']"], dst)
     return dst
-
-
-def workflow(bundle: Path, files: list[str], workflow_type: str, **override):
-    from monai.bundle import ConfigWorkflow
-
-    return ConfigWorkflow(
-        config_file=[str(bundle / "configs" / f"{f}.json") for f in files] + [str(bundle / QUICK)],
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(bundle),
-        **override,
-    )
-
-
-def _causes(e: BaseException) -> str:
-    msgs = []
-    while e is not None:
-        msgs.append(f"{type(e).__name__}: {e}")
-        e = e.__cause__ or e.__context__
-    return "\n".join(msgs)
 
 
 def test_layout_and_metadata():
@@ -230,24 +197,24 @@ def test_inference_properties_and_bad_settings(trained: Path, tmp_path: Path):
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "does not exist" in _causes(e.value) and str(missing) in _causes(e.value)
+    assert "does not exist" in causes(e.value) and str(missing) in causes(e.value)
     kermany = tmp_path / "kermany"
     (kermany / "train" / "CNV").mkdir(parents=True)
     w = workflow(trained, ["train"], "train", dataset_dir=str(kermany))
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "has no train/images/ folder" in _causes(e.value)
+    assert "has no train/images/ folder" in causes(e.value)
     w = workflow(trained, ["train"], "train", label_fraction=0.0)
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "label_fraction must lie in (0, 1], got 0.0" in _causes(e.value)
+    assert "label_fraction must lie in (0, 1], got 0.0" in causes(e.value)
     w = workflow(trained, ["train", "evaluate"], "infer", ckpt_dir=str(tmp_path / "none"))
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "model checkpoint" in _causes(e.value) and "does not exist" in _causes(e.value)
+    assert "model checkpoint" in causes(e.value) and "does not exist" in causes(e.value)
 
 
 # ---------------------------------------------------------------------------------- the helpers alone

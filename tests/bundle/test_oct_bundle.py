@@ -11,34 +11,19 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-from helpers import subprocess_env, write_oct_dicom
+from helpers import write_oct_dicom
+
+from tests.bundle.bundle_runs import QUICK, causes, run_cli, workflow
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLE = REPO / "bundles" / "oct_robust_classification"
 SAMPLE = REPO.parent / "shared" / "data" / "kermany-oct-sample"
-QUICK = "configs/quick.json"
-CLI_TIMEOUT = 300
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
-
-
-def run_cli(args: list[str], cwd: Path, ok: bool = True) -> subprocess.CompletedProcess:
-    """``python -m monai.bundle <args>`` (or another module when args start with ``-m``) in ``cwd``."""
-    cmd = [sys.executable, *(args if args[0] == "-m" else ["-m", "monai.bundle", *args])]
-    proc = subprocess.run(
-        cmd, cwd=cwd, env=subprocess_env(), capture_output=True, text=True, timeout=CLI_TIMEOUT
-    )
-    if ok and proc.returncode != 0:
-        raise AssertionError(
-            f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-        )
-    return proc
 
 
 def configs(*names: str) -> str:
@@ -65,27 +50,6 @@ def trained(bundle: Path) -> Path:
 def fitted(trained: Path) -> Path:
     run_cli(["run", "--config_file", configs("train", "fit_detector")], trained)
     return trained
-
-
-def workflow(bundle: Path, files: list[str], workflow_type: str, **override):
-    from monai.bundle import ConfigWorkflow
-
-    return ConfigWorkflow(
-        config_file=[str(bundle / "configs" / f"{f}.json") for f in files] + [str(bundle / QUICK)],
-        meta_file=str(bundle / "configs" / "metadata.json"),
-        logging_file=str(bundle / "configs" / "logging.conf"),
-        workflow_type=workflow_type,
-        bundle_root=str(bundle),
-        **override,
-    )
-
-
-def _causes(e: BaseException) -> str:
-    msgs = []
-    while e is not None:
-        msgs.append(f"{type(e).__name__}: {e}")
-        e = e.__cause__ or e.__context__
-    return "\n".join(msgs)
 
 
 # ---------------------------------------------------------------------------------------------- layout
@@ -351,7 +315,7 @@ def test_missing_dataset_dir_is_a_clear_error(bundle: Path, tmp_path: Path):
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "does not exist" in _causes(e.value) and str(missing) in _causes(e.value)
+    assert "does not exist" in causes(e.value) and str(missing) in causes(e.value)
 
 
 def test_a_set_of_an_older_generator_is_neither_reused_nor_replaced(tmp_path: Path):
@@ -384,12 +348,12 @@ def test_empty_dataset_dir_is_a_clear_error(trained: Path, tmp_path: Path):
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "empty folder" in _causes(e.value)
+    assert "empty folder" in causes(e.value)
     w = workflow(trained, ["inference"], "infer", dataset_dir=str(empty))
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "holds no OCT image" in _causes(e.value)
+    assert "holds no OCT image" in causes(e.value)
 
 
 def test_evaluate_without_checkpoint_is_a_clear_error(trained: Path, tmp_path: Path):
@@ -397,7 +361,7 @@ def test_evaluate_without_checkpoint_is_a_clear_error(trained: Path, tmp_path: P
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    msg = _causes(e.value)
+    msg = causes(e.value)
     assert "model checkpoint" in msg and "does not exist" in msg and "train" in msg
 
 
@@ -597,8 +561,8 @@ def test_ssat_teacher_without_the_supervised_model_is_a_clear_error(bundle: Path
     with pytest.raises(Exception) as e:
         w.initialize()
         w.run()
-    causes = _causes(e.value)
-    assert str(missing) in causes and "train the supervised baseline first" in causes
+    text = causes(e.value)
+    assert str(missing) in text and "train the supervised baseline first" in text
 
 
 def test_training_repeats_exactly_for_a_seed(bundle: Path, tmp_path: Path):
@@ -653,7 +617,7 @@ def test_the_bundle_checks_the_data_set_before_any_work(bundle: Path, tmp_path: 
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    msg = _causes(e.value)
+    msg = causes(e.value)
     assert "failed the data-set check with 2 error(s)" in msg
     assert f"{root / 'train' / 'Cnv_old'}: unknown class folder" in msg  # not a new class
     assert f"{root / 'train' / 'DME' / 'DME-105-1.jpeg'}: unreadable" in msg
@@ -664,7 +628,7 @@ def test_the_bundle_checks_the_data_set_before_any_work(bundle: Path, tmp_path: 
     w.initialize()
     with pytest.raises(Exception) as e:
         w.run()
-    assert "label_fraction must lie in (0, 1], got 1.5" in _causes(e.value)
+    assert "label_fraction must lie in (0, 1], got 1.5" in causes(e.value)
 
 
 def test_inference_predicts_every_readable_file_and_lists_the_failures(fitted: Path, tmp_path: Path):
@@ -713,7 +677,7 @@ def test_evaluate_refuses_a_detector_fitted_on_another_network(fitted: Path, tmp
         chain.append(err)
         err = err.__cause__ or err.__context__
     assert any(isinstance(c, NetworkMismatchError) for c in chain)
-    assert "fitted on network" in _causes(e.value) and str(tmp_path / "detector.pt") in _causes(e.value)
+    assert "fitted on network" in causes(e.value) and str(tmp_path / "detector.pt") in causes(e.value)
 
 
 def test_amp_switch_reads_cli_strings(bundle: Path):
