@@ -25,6 +25,15 @@ from monai_adv.engines.rng import RandomStates, find_randomizables
 from monai_adv.engines.rst import PseudoLabeledLoader, RobustSelfTrainingTrainer, load_teacher, pseudo_label
 from monai_adv.engines.runs import current_run, latest_checkpoint, list_checkpoints, list_runs, new_run_id
 from monai_adv.engines.schedules import one_cycle_schedule
+from monai_adv.engines.pseudo_labels import (
+    MeanTeacherPseudoLabeller,
+    OnlinePseudoLabeller,
+    PseudoLabelAccuracy,
+    PseudoLabeller,
+    TeacherPseudoLabeller,
+    UnlabeledWeightSchedule,
+    make_pseudo_labeller,
+)
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AutocastSupervisedTrainer,
@@ -36,6 +45,13 @@ from monai_adv.engines.trainers import (
 from monai_adv.keys import AdvTrainingKeys
 
 __all__ = [
+    "PseudoLabeller",
+    "OnlinePseudoLabeller",
+    "TeacherPseudoLabeller",
+    "MeanTeacherPseudoLabeller",
+    "make_pseudo_labeller",
+    "UnlabeledWeightSchedule",
+    "PseudoLabelAccuracy",
     "RobustEvaluator",
     "RobustSegmentationEvaluator",
     "SemiSupervisedAdversarialTrainer",

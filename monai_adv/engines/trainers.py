@@ -18,8 +18,7 @@ into ``engine.state.output`` under :class:`AdvTrainingKeys`, where MONAI's ``Sta
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -46,6 +45,11 @@ from monai_adv.engines.precision import (
     configure_engine_amp,
     engine_autocast,
     resolve_engine_precision,
+)
+from monai_adv.engines.pseudo_labels import (
+    PseudoLabelAccuracy,
+    UnlabeledWeightSchedule,
+    make_pseudo_labeller,
 )
 from monai_adv.keys import AdvTrainingKeys
 from monai_adv.metrics.segmentation import dense_indices
@@ -290,6 +294,13 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
        when a ``labeled_attack`` is given. The mean is over the whole unlabeled batch (FixMatch's
        convention), so the threshold down-weights rather than re-normalises.
 
+    The step above is this class; what varies between recipes are small objects it holds
+    (:mod:`monai_adv.engines.pseudo_labels`): :attr:`labeller` (a :class:`~monai_adv.engines.PseudoLabeller`
+    built from ``pseudo_labels``, ``teacher_network`` and ``ema_decay``), :attr:`unlabeled_schedule` (an
+    :class:`~monai_adv.engines.UnlabeledWeightSchedule` from ``unlabeled_weight``, ``warmup_epochs`` and
+    ``rampup_epochs``), and, with ``hidden_label_key``, an attached
+    :class:`~monai_adv.engines.PseudoLabelAccuracy` handler.
+
     The paper's SSAT (Li, Pan & Zhu, arXiv 2006.13555) is ``attack=FGSM(net, eps=(0.001, 0.003))``,
     ``unlabeled_weight=3``, ``pseudo_labels="online"``, ``consistency="ce"``, no threshold and no labeled
     attack: the preset ``"ssat"`` of :func:`~monai_adv.engines.presets.create_trainer`.
@@ -376,25 +387,9 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         _check_attack(attack, "attack")
         if labeled_attack is not None:
             _check_attack(labeled_attack, "labeled_attack")
-        if not float(unlabeled_weight) >= 0:
-            raise ValueError(f"unlabeled_weight must be >= 0, got {unlabeled_weight!r}.")
         if not float(labeled_adversarial_weight) >= 0:
             raise ValueError(f"labeled_adversarial_weight must be >= 0, got {labeled_adversarial_weight!r}.")
-        if pseudo_labels not in ("online", "teacher", "ema"):
-            raise ValueError(f"pseudo_labels must be 'online', 'teacher' or 'ema', got {pseudo_labels!r}.")
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(f"ema_decay must lie in [0, 1), got {ema_decay!r}.")
-        for name, value in (("warmup_epochs", warmup_epochs), ("rampup_epochs", rampup_epochs)):
-            if not float(value) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {value!r}.")
-        if pseudo_labels == "teacher" and teacher_network is None:
-            raise ValueError(
-                "pseudo_labels='teacher' needs teacher_network (a network trained on the labeled data)."
-            )
-        if pseudo_labels != "teacher" and teacher_network is not None:
-            raise ValueError(
-                f"teacher_network is given but pseudo_labels={pseudo_labels!r}; set pseudo_labels='teacher'."
-            )
+        schedule = UnlabeledWeightSchedule(unlabeled_weight, warmup_epochs, rampup_epochs)
         if consistency not in ("ce", "kl"):
             raise ValueError(f"consistency must be 'ce' or 'kl', got {consistency!r}.")
         if not 0.0 <= float(confidence_threshold) < 1.0:
@@ -407,53 +402,41 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         self.labeled_attack = (
             self._in_precision(_aim(labeled_attack, trained)) if labeled_attack is not None else None
         )
-        self.unlabeled_weight = float(unlabeled_weight)
         self.pseudo_labels = pseudo_labels
+        #: who labels the unlabeled batch (:mod:`monai_adv.engines.pseudo_labels`)
+        self.labeller = make_pseudo_labeller(pseudo_labels, trained, teacher_network, ema_decay)
+        #: the unlabeled term's weight per iteration (warm-up, ramp-up)
+        self.unlabeled_schedule = schedule
         self.teacher_network = teacher_network
         self.consistency = consistency
         self.confidence_threshold = float(confidence_threshold)
         self.labeled_adversarial_weight = float(labeled_adversarial_weight)
         self.unlabeled_image_key = unlabeled_image_key
         self.ema_decay = float(ema_decay)
-        self.warmup_epochs = float(warmup_epochs)
-        self.rampup_epochs = float(rampup_epochs)
         self.hidden_label_key = hidden_label_key
-        self.ema_network: nn.Module | None = None
-        if pseudo_labels == "ema":
-            self.ema_network = copy.deepcopy(trained).eval()
-            for p in self.ema_network.parameters():
-                p.requires_grad_(False)
+        if hidden_label_key is not None:
+            PseudoLabelAccuracy(hidden_label_key).attach(self)
+
+    @property
+    def unlabeled_weight(self) -> float:
+        return self.unlabeled_schedule.weight
+
+    @property
+    def warmup_epochs(self) -> float:
+        return self.unlabeled_schedule.warmup_epochs
+
+    @property
+    def rampup_epochs(self) -> float:
+        return self.unlabeled_schedule.rampup_epochs
+
+    @property
+    def ema_network(self) -> nn.Module | None:
+        """The mean teacher's network with ``pseudo_labels="ema"`` (add it to a checkpoint), else ``None``."""
+        return getattr(self.labeller, "ema_network", None)
 
     def current_unlabeled_weight(self, engine: Any) -> float:
         """The unlabeled term's weight at this iteration: 0 in the warm-up, then the ramp-up, then full."""
-        length = engine.state.epoch_length or 1
-        progress = (engine.state.iteration - 1) / length  # epochs completed before this iteration
-        if progress < self.warmup_epochs:
-            return 0.0
-        if self.rampup_epochs <= 0:
-            return self.unlabeled_weight
-        t = min((progress - self.warmup_epochs) / self.rampup_epochs, 1.0)
-        return self.unlabeled_weight * math.exp(-5.0 * (1.0 - t) ** 2)
-
-    @torch.no_grad()
-    def _update_ema(self, trained: nn.Module) -> None:
-        assert self.ema_network is not None
-        for p_ema, p in zip(self.ema_network.parameters(), trained.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - self.ema_decay)
-        for b_ema, b in zip(self.ema_network.buffers(), trained.buffers()):
-            b_ema.copy_(b)
-
-    def _unlabeled_batch(self, engine: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The unlabeled images, checked, and the hidden labels (monitoring only) when configured."""
-        batch = self.unlabeled.next()
-        hidden = None
-        if (
-            self.hidden_label_key is not None
-            and isinstance(batch, Mapping)
-            and self.hidden_label_key in batch
-        ):
-            hidden = plain_tensor(batch[self.hidden_label_key]).to(like.device)
-        return self._unlabeled_images(engine, batch, like), hidden
+        return self.unlabeled_schedule(engine.state.iteration, engine.state.epoch_length)
 
     def _unlabeled_images(self, engine: Any, batch: Any, like: torch.Tensor) -> torch.Tensor:
         return unlabeled_images_like(batch, like, self.unlabeled_image_key, engine.non_blocking)
@@ -461,7 +444,8 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
     def _iteration(self, engine: SemiSupervisedAdversarialTrainer, batchdata: Any) -> dict:  # type: ignore[override]
         K = AdvTrainingKeys
         inputs, targets, args, kwargs = self._split_batch(engine, batchdata)
-        x_u, hidden = self._unlabeled_batch(engine, inputs)
+        engine.state.unlabeled_batch = self.unlabeled.next()
+        x_u = self._unlabeled_images(engine, engine.state.unlabeled_batch, inputs)
         sync_buffers(engine.network)
         trained = unwrap_network(engine.network)
         engine.state.output = {Keys.IMAGE: inputs, Keys.LABEL: targets}
@@ -469,7 +453,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.state.output[K.UNLABELED_WEIGHT] = weight
 
         # 1. pseudo-labels, without gradient, in eval mode
-        source = {"teacher": self.teacher_network, "ema": self.ema_network}.get(self.pseudo_labels) or trained
+        source = self.labeller.network(trained)
         with torch.no_grad(), eval_mode(source), self._autocast(engine):
             pseudo_logits = self._check_logits(
                 self.network_output_transform(source(x_u)), x_u.shape[0]
@@ -484,16 +468,8 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
         engine.state.output[K.PSEUDO_HISTOGRAM] = (
             torch.bincount(y_u.reshape(-1), minlength=probs.shape[1]).float() / y_u.numel()
         ).cpu()
-        if hidden is not None:
-            truth = dense_indices(hidden, probs.shape[1], "hidden labels") if self._dense else hidden
-            if truth.numel() != y_u.numel():
-                raise ValueError(
-                    f"hidden labels of shape {tuple(hidden.shape)} do not fit the pseudo-labels {tuple(y_u.shape)}."
-                )
-            engine.state.output[K.PSEUDO_ACCURACY] = (
-                (y_u.reshape(-1) == truth.reshape(-1)).float().mean().item()
-            )
-        engine.fire_event(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)
+        engine.state.pseudo_labels, engine.state.num_pseudo_classes = y_u, probs.shape[1]
+        engine.fire_event(AdversarialTrainingEvents.PSEUDO_LABELS_COMPLETED)  # e.g. PseudoLabelAccuracy
 
         # 2. the attacks (eval mode inside, parameters' gradients untouched); none in the warm-up
         unlabeled_on = weight > 0
@@ -515,7 +491,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
                 else:
                     clean = (
                         pseudo_logits
-                        if self.pseudo_labels in ("teacher", "ema")
+                        if self.labeller.labels_with_own_logits
                         else self._logits(engine, x_u).float()
                     )
                     per_item = per_sample_kl(clean, adv_logits.float())
@@ -534,8 +510,7 @@ class SemiSupervisedAdversarialTrainer(_AdversarialTrainerBase):
             engine.state.output[K.ATTACK_SUCCESS] = _wrong_share(adv_logits, y_attack)
         engine.fire_event(IterationEvents.LOSS_COMPLETED)
         self._step(engine, loss)
-        if self.ema_network is not None:
-            self._update_ema(trained)
+        self.labeller.after_step(trained)
         engine.fire_event(IterationEvents.MODEL_COMPLETED)
         return engine.state.output
 

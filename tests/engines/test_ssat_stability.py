@@ -14,6 +14,7 @@ import math
 import helpers
 import pytest
 import torch
+import torch.nn as nn
 from helpers import SmallCNN
 from ignite.engine import Events
 
@@ -93,3 +94,37 @@ def test_ema_labeller_follows_the_network():
     for p_ema, p0, p in zip(trainer.ema_network.parameters(), before, net.parameters()):
         torch.testing.assert_close(p_ema, 0.5 * p0 + 0.5 * p.detach())
     assert not any(p.requires_grad for p in trainer.ema_network.parameters())
+
+
+def test_unlabeled_weight_schedule_closed_form():
+    from monai_adv.engines import UnlabeledWeightSchedule
+
+    s = UnlabeledWeightSchedule(3.0, warmup_epochs=1.0, rampup_epochs=2.0)
+    assert s(1, 10) == 0.0 and s(10, 10) == 0.0  # the first epoch: labeled loss only
+    assert s(11, 10) == pytest.approx(3.0 * math.exp(-5.0))  # the ramp-up starts at exp(-5)
+    assert s(21, 10) == pytest.approx(3.0 * math.exp(-5.0 * 0.25))  # halfway: t = 0.5
+    assert s(31, 10) == pytest.approx(3.0) and s(99, 10) == pytest.approx(3.0)
+    assert UnlabeledWeightSchedule(2.0)(1, 5) == 2.0
+    with pytest.raises(ValueError, match="rampup_epochs"):
+        UnlabeledWeightSchedule(1.0, rampup_epochs=-1)
+
+
+def test_pseudo_labellers_by_name():
+    from monai_adv.engines import (
+        MeanTeacherPseudoLabeller,
+        OnlinePseudoLabeller,
+        TeacherPseudoLabeller,
+        make_pseudo_labeller,
+    )
+
+    net, teacher = nn.Linear(2, 2), nn.Linear(2, 2)
+    assert isinstance(make_pseudo_labeller("online", net), OnlinePseudoLabeller)
+    assert make_pseudo_labeller("online", net).network(net) is net
+    t = make_pseudo_labeller("teacher", net, teacher_network=teacher)
+    assert isinstance(t, TeacherPseudoLabeller) and t.network(net) is teacher
+    m = make_pseudo_labeller("ema", net, ema_decay=0.0)
+    assert isinstance(m, MeanTeacherPseudoLabeller) and m.network(net) is not net
+    with torch.no_grad():
+        net.weight.add_(1.0)
+    m.after_step(net)  # decay 0: the mean teacher takes the weights as they are
+    torch.testing.assert_close(m.ema_network.weight, net.weight)
