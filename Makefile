@@ -39,8 +39,8 @@ attack-demo: $(STAMP)
 	$(BIN)/python -m monai_adv.apps.oct.attack_demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check monai_adv tests benchmarks docs/conf.py setup.py
-	$(BIN)/ruff format --check monai_adv tests benchmarks docs/conf.py setup.py
+	$(BIN)/ruff check monai_adv tests benchmarks experiments docs/conf.py setup.py
+	$(BIN)/ruff format --check monai_adv tests benchmarks experiments docs/conf.py setup.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps torchattacks==3.5.1

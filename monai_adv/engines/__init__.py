@@ -21,10 +21,6 @@ from monai_adv.engines.precision import (
     resolve_amp_kwargs,
 )
 from monai_adv.engines.presets import PRESETS, TrainingPreset
-from monai_adv.engines.rng import RandomStates, find_randomizables
-from monai_adv.engines.rst import PseudoLabeledLoader, RobustSelfTrainingTrainer, load_teacher, pseudo_label
-from monai_adv.engines.runs import current_run, latest_checkpoint, list_checkpoints, list_runs, new_run_id
-from monai_adv.engines.schedules import one_cycle_schedule
 from monai_adv.engines.pseudo_labels import (
     MeanTeacherPseudoLabeller,
     OnlinePseudoLabeller,
@@ -34,6 +30,10 @@ from monai_adv.engines.pseudo_labels import (
     UnlabeledWeightSchedule,
     make_pseudo_labeller,
 )
+from monai_adv.engines.rng import RandomStates, find_randomizables
+from monai_adv.engines.rst import PseudoLabeledLoader, RobustSelfTrainingTrainer, load_teacher, pseudo_label
+from monai_adv.engines.runs import current_run, latest_checkpoint, list_checkpoints, list_runs, new_run_id
+from monai_adv.engines.schedules import one_cycle_schedule
 from monai_adv.engines.trainers import (
     AdversarialTrainingEvents,
     AutocastSupervisedTrainer,

@@ -12,9 +12,9 @@ import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
-from scipy.stats import wasserstein_distance
 from PIL import Image
 from scipy import ndimage as ndi
+from scipy.stats import wasserstein_distance
 
 from monai_adv.apps.oct.utils import center_crop_resize
 
