@@ -345,6 +345,24 @@ def mean_sd(v: list) -> str:
     return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
 
 
+def detection_table(rows: list[dict], system: str, eps_list: list[str]) -> list[str]:
+    """Per non-adaptive attack and eps: AUROC over successful attacks / TPR / undetected error of ``system``."""
+    out = [
+        "| attack | " + " | ".join(f"eps {e}" for e in eps_list) + " |",
+        "|---" * (1 + len(eps_list)) + "|",
+    ]
+    for atk in NON_ADAPTIVE:
+        cells = []
+        for e in eps_list:
+            rr = [r for r in rows if r["system"] == system and r["attack"] == atk and r["eps"] == e]
+            cells.append(
+                f"{mean_sd([r['auroc_success'] for r in rr])} / {mean_sd([r['tpr_at_fpr'] for r in rr])} / "
+                f"{mean_sd([r['undetected_error'] for r in rr])}"
+            )
+        out.append(f"| {atk} | " + " | ".join(cells) + " |")
+    return out
+
+
 def report(a: argparse.Namespace) -> str:
     rows = (
         [r for r in load_rows(Path(a.out) / "results.jsonl") if not r.get("toy")]
@@ -378,44 +396,16 @@ def report(a: argparse.Namespace) -> str:
                 + " | ".join(cells)
                 + " |"
             )
-        out += [
-            "",
-            "Non-adaptive detection on the undefended network (B): AUROC over successful attacks / TPR at the "
-            "calibrated FPR / undetected error.",
-            "",
-        ]
-        out += [
-            "| attack | " + " | ".join(f"eps {e}" for e in eps_list) + " |",
-            "|---" * (1 + len(eps_list)) + "|",
-        ]
-        for atk in NON_ADAPTIVE:
-            cells = []
-            for e in eps_list:
-                rr = [r for r in dr if r["system"] == "B" and r["attack"] == atk and r["eps"] == e]
-                cells.append(
-                    f"{mean_sd([r['auroc_success'] for r in rr])} / {mean_sd([r['tpr_at_fpr'] for r in rr])} / "
-                    f"{mean_sd([r['undetected_error'] for r in rr])}"
-                )
-            out.append(f"| {atk} | " + " | ".join(cells) + " |")
-        out += [
-            "",
-            "Rejection on the robust network (D) under the same non-adaptive attacks: AUROC over successful "
-            "attacks / TPR / undetected error.",
-            "",
-        ]
-        out += [
-            "| attack | " + " | ".join(f"eps {e}" for e in eps_list) + " |",
-            "|---" * (1 + len(eps_list)) + "|",
-        ]
-        for atk in NON_ADAPTIVE:
-            cells = []
-            for e in eps_list:
-                rr = [r for r in dr if r["system"] == "D" and r["attack"] == atk and r["eps"] == e]
-                cells.append(
-                    f"{mean_sd([r['auroc_success'] for r in rr])} / {mean_sd([r['tpr_at_fpr'] for r in rr])} / "
-                    f"{mean_sd([r['undetected_error'] for r in rr])}"
-                )
-            out.append(f"| {atk} | " + " | ".join(cells) + " |")
+        for system, what in (
+            ("B", "Non-adaptive detection on the undefended network (B)"),
+            ("D", "Rejection on the robust network (D) under the same non-adaptive attacks"),
+        ):
+            out += [
+                "",
+                f"{what}: AUROC over successful attacks / TPR at the calibrated FPR / undetected error.",
+                "",
+            ]
+            out += detection_table(dr, system, eps_list)
         out += ["", "The answer, per eps (adaptive worst case; risk at attack prior 0.1):", ""]
         for e in eps_list:
             wc = {

@@ -686,16 +686,20 @@ class AdversarialDetector:
     def _from_state(cls, state: dict[str, Any], network: nn.Module, **kwargs: Any) -> AdversarialDetector:
         """A detector of this class bound to ``network`` with the saved ``state`` (see :meth:`state_dict`)."""
         det = cls(network, layers=state["layers"], **{**state["config"], **kwargs})
-        det.num_classes = state["num_classes"]
-        det.num_fit_samples = state["num_fit_samples"]
         det.layer_states = state["layer_states"]
         det.combine_mean, det.combine_std = state["combine_mean"], state["combine_std"]
         det.combine_weight = state.get("combine_weight")
-        det.threshold, det.fpr = state["threshold"], state["fpr"]
-        det.network_fingerprint = state.get("network_fingerprint")
-        det.metadata = state.get("metadata")
         det._cache = None
-        return det
+        return det._restore_common(state)
+
+    def _restore_common(self, state: dict[str, Any]) -> AdversarialDetector:
+        """The saved entries every detector has: classes, fit size, threshold, FPR, fingerprint, metadata."""
+        self.num_classes = state["num_classes"]
+        self.num_fit_samples = state["num_fit_samples"]
+        self.threshold, self.fpr = state["threshold"], state["fpr"]
+        self.network_fingerprint = state.get("network_fingerprint")
+        self.metadata = state.get("metadata")
+        return self
 
     def __repr__(self) -> str:
         cfg = ", ".join(f"{k}={v!r}" for k, v in self._config().items())

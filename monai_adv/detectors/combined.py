@@ -287,14 +287,9 @@ class CombinedDetector(AdversarialDetector):
             members.append(klass._from_state(ms, network, **kwargs))
         config = {k: v for k, v in state["config"].items() if k != "layer_weights"}
         det = cls(network, members, **{**config, **kwargs})
-        det.num_classes = state["num_classes"]
-        det.num_fit_samples = state["num_fit_samples"]
         det.layer_states = []
         det.reference = state["reference"]
-        det.threshold, det.fpr = state["threshold"], state["fpr"]
-        det.network_fingerprint = state.get("network_fingerprint")
-        det.metadata = state.get("metadata")
-        return det
+        return det._restore_common(state)
 
     def __repr__(self) -> str:
         members = ", ".join(

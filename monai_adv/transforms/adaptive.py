@@ -16,7 +16,34 @@ import torch.nn as nn
 
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_step_size, check_steps
 
-__all__ = ["AdaptiveAttack", "adaptive_worst_case", "median_clean_margin"]
+__all__ = ["AdaptiveAttack", "BestIterate", "adaptive_worst_case", "median_clean_margin"]
+
+
+class BestIterate:
+    """Per sample, the best iterate of an attack on a classifier and a detector.
+
+    A success (misclassified, by the attack's own criterion) beats no success; between two iterates that
+    both succeed or both fail, the lower ``key`` wins (the detector score among successes, the margin
+    otherwise).
+
+    Args:
+        x: the first iterate ``(B, ...)``.
+        key_dtype: the dtype the keys are compared in.
+    """
+
+    def __init__(self, x: torch.Tensor, key_dtype: torch.dtype = torch.float64) -> None:
+        self.x = x.clone()
+        self.success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+        self.key = torch.full((x.shape[0],), float("inf"), dtype=key_dtype, device=x.device)
+        self._view = (-1,) + (1,) * (x.ndim - 1)
+
+    def update(self, x: torch.Tensor, success: torch.Tensor, key: torch.Tensor) -> None:
+        """Keep ``x`` for the samples where it is better than the best so far."""
+        key = key.to(device=self.key.device, dtype=self.key.dtype)
+        better = (success & ~self.success) | ((success == self.success) & (key < self.key))
+        self.x = torch.where(better.reshape(self._view), x, self.x)
+        self.key = torch.where(better, key, self.key)
+        self.success = self.success | success
 
 
 class AdaptiveAttack(NormBoundedAttack):
@@ -150,23 +177,16 @@ class AdaptiveAttack(NormBoundedAttack):
         eps = self.current_eps
         alpha = self.alpha if self.alpha is not None else 2.5 * eps / self.steps
         x_adv = self.sample_in_ball(x, eps, mask, generator) if self.random_start else x.clone()
-        best = x_adv.clone()
-        best_success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        best_key = torch.full((x.shape[0],), float("inf"), device=x.device)
-        view = (-1,) + (1,) * (x.ndim - 1)
+        best = BestIterate(x_adv, torch.get_default_dtype())
         for i in range(self.steps + 1):
             grad, m, score, _ = self.objective_and_grad(x_adv, y)
             success = self.succeeded(m, self.kappa)
-            # rank: any success beats no success; among successes the lower score, else the lower margin
-            key = torch.where(success, score.to(best_key.dtype), m.to(best_key.dtype))
-            better = (success & ~best_success) | ((success == best_success) & (key < best_key))
-            best = torch.where(better.reshape(view), x_adv, best)
-            best_key = torch.where(better, key, best_key)
-            best_success = best_success | success
+            # among successes the lower score, else the lower margin
+            best.update(x_adv, success, torch.where(success, score, m))
             if i == self.steps:
                 break
             x_adv = self.project(x_adv + alpha * self.steepest_direction(grad, mask), x, eps, mask)
-        return best
+        return best.x
 
 
 def median_clean_margin(

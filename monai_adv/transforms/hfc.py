@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 
 from monai_adv.detectors.features import FeatureHooks, iterate_loader, split_batch
+from monai_adv.transforms.adaptive import BestIterate
 from monai_adv.transforms.base import EpsType, NormBoundedAttack, check_step_size, check_steps
 from monai_adv.utils import eval_mode, full_precision
 
@@ -222,26 +223,19 @@ class HFCAttack(NormBoundedAttack):
             )
         target = z.scatter(1, y[:, None], float("-inf")).argmax(1)
         x_adv = self.sample_in_ball(x, eps, mask, generator) if self.random_start else x.clone()
-        best = x_adv.clone()
-        best_success = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
-        best_key = torch.full((x.shape[0],), float("inf"), dtype=torch.float64, device=x.device)
-        view = (-1,) + (1,) * (x.ndim - 1)
+        best = BestIterate(x_adv, torch.float64)
         with self.hooks:
             for i in range(self.steps + 1):
                 grad, logits, nll = self._objective(x_adv, y, target)
                 m = self.attack_margin(logits, y)
                 success = self.succeeded(m)
                 key = m.double()
-                if self.detector is not None and success.any():
+                if success.any():  # among successes the lower detector score (or feature NLL without one)
                     with torch.no_grad():
-                        key = torch.where(success, self.detector.score(x_adv).double().to(key.device), key)
-                elif success.any():
-                    key = torch.where(success, nll.double(), key)
-                better = (success & ~best_success) | ((success == best_success) & (key < best_key))
-                best = torch.where(better.reshape(view), x_adv, best)
-                best_key = torch.where(better, key, best_key)
-                best_success = best_success | success
+                        low = self.detector.score(x_adv) if self.detector is not None else nll
+                    key = torch.where(success, low.double().to(key.device), key)
+                best.update(x_adv, success, key)
                 if i == self.steps:
                     break
                 x_adv = self.project(x_adv + alpha * self.steepest_direction(grad, mask), x, eps, mask)
-        return best
+        return best.x
