@@ -584,6 +584,16 @@ class AdversarialDetector:
         """
         self._require_fitted("saving")
         return {
+            **self._state_header(),
+            "layer_states": [{k: v.detach().cpu() for k, v in s.items()} for s in self.layer_states],
+            "combine_mean": self.combine_mean.cpu(),
+            "combine_std": self.combine_std.cpu(),
+            "combine_weight": None if self.combine_weight is None else self.combine_weight.cpu(),
+        }
+
+    def _state_header(self) -> dict[str, Any]:
+        """The saved entries every detector has (the counterpart of :meth:`_restore_common`)."""
+        return {
             "format": DETECTOR_FILE_FORMAT,
             "version": _FILE_VERSION,
             "class": type(self).__name__,
@@ -591,10 +601,6 @@ class AdversarialDetector:
             "config": self._config(),
             "num_classes": int(self.num_classes),
             "num_fit_samples": int(self.num_fit_samples),
-            "layer_states": [{k: v.detach().cpu() for k, v in s.items()} for s in self.layer_states],
-            "combine_mean": self.combine_mean.cpu(),
-            "combine_std": self.combine_std.cpu(),
-            "combine_weight": None if self.combine_weight is None else self.combine_weight.cpu(),
             "threshold": self.threshold,
             "fpr": self.fpr,
             "network_fingerprint": self.network_fingerprint,

@@ -19,9 +19,7 @@ import torch.nn as nn
 from tqdm.auto import tqdm
 
 from monai_adv.detectors.base import (
-    _FILE_VERSION,
     _REGISTRY,
-    DETECTOR_FILE_FORMAT,
     AdversarialDetector,
     network_fingerprint,
 )
@@ -260,19 +258,9 @@ class CombinedDetector(AdversarialDetector):
     def state_dict(self) -> dict[str, Any]:
         self._require_fitted("saving")
         return {
-            "format": DETECTOR_FILE_FORMAT,
-            "version": _FILE_VERSION,
-            "class": type(self).__name__,
-            "layers": list(self.layers),
-            "config": self._config(),
-            "num_classes": int(self.num_classes),
-            "num_fit_samples": int(self.num_fit_samples),
+            **self._state_header(),
             "members": [d.state_dict() for d in self.detectors],
             "reference": None if self.reference is None else self.reference.cpu(),
-            "threshold": self.threshold,
-            "fpr": self.fpr,
-            "network_fingerprint": self.network_fingerprint,
-            "metadata": self.metadata,
         }
 
     @classmethod
