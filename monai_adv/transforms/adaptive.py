@@ -201,16 +201,17 @@ def median_clean_margin(
         ValueError: for a loader without labels, or when no item is classified correctly.
     """
     from monai_adv.detectors.features import iterate_loader, split_batch
-    from monai_adv.utils import default_output_transform, eval_mode
+    from monai_adv.utils import default_output_transform, eval_mode, network_device
 
     transform = output_transform or default_output_transform
+    device = network_device(network) if isinstance(network, nn.Module) else None
     margins = []
     with torch.no_grad(), eval_mode(network):
         for batch in iterate_loader(loader):
             x, y = split_batch(batch)
             if y is None:
                 raise ValueError("median_clean_margin needs labelled clean batches.")
-            z = transform(network(x)).float()
+            z = transform(network(x if device is None else torch.as_tensor(x).to(device))).float()
             y = torch.as_tensor(y).reshape(-1).long().to(z.device)
             top_other = z.scatter(1, y[:, None], float("-inf")).max(1).values
             m = z.gather(1, y[:, None]).squeeze(1) - top_other

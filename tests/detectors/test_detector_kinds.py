@@ -300,3 +300,16 @@ def test_adaptive_worst_case_counts_misclassified_and_unflagged(small):
     assert broken >= alone - 1e-9 or broken > 0.2
     with pytest.raises(ValueError, match="calibrated"):
         WorstCaseEnsemble(net, [PGD(net, eps)], detector=OutputDetector(net))
+
+
+def test_median_clean_margin_by_hand():
+    from monai_adv.transforms import median_clean_margin
+
+    net = nn.Linear(3, 3, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.eye(3))  # the logits are the input
+    x = torch.tensor([[3.0, 1.0, 0.0], [0.0, 5.0, 1.0], [2.0, 0.0, 0.0], [0.0, 9.0, 0.0]])
+    y = torch.tensor([0, 1, 0, 0])  # margins 2, 4, 2 (correct) and -9 (wrong: left out)
+    assert median_clean_margin(net, [(x, y)]) == pytest.approx(2.0)
+    with pytest.raises(ValueError, match="labelled"):
+        median_clean_margin(net, [x])
