@@ -39,11 +39,11 @@ puts the measured numbers into the bundle's ``metadata.json`` (``eval_metrics``:
 
 Usage::
 
-    nice python benchmarks/pretrained_oct.py --seeds 0 --threads 1 &   # one copy per core
-    nice python benchmarks/pretrained_oct.py --seeds 1 --threads 1 &
-    python benchmarks/pretrained_oct.py --install 0
-    python benchmarks/pretrained_oct.py --write-card 0
-    python benchmarks/pretrained_oct.py --report
+    nice python -m experiments.pretrained_oct.run --seeds 0 --threads 1 &   # one copy per core
+    nice python -m experiments.pretrained_oct.run --seeds 1 --threads 1 &
+    python -m experiments.pretrained_oct.run --install 0
+    python -m experiments.pretrained_oct.run --write-card 0
+    python -m experiments.pretrained_oct.run --report
 """
 
 from __future__ import annotations
@@ -53,7 +53,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -64,8 +63,7 @@ import torch.nn.functional as F
 from monai.handlers import LrScheduleHandler
 
 HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # the repository root: experiments.* (this script moves there next)
+ROOT = HERE.parents[1]
 from experiments.label_scarcity.run import eps_name, kermany_items, parse_eps, recalls  # noqa: E402
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer, one_cycle_schedule  # noqa: E402
 from monai_adv.metrics.classification import confusion_matrix  # noqa: E402
@@ -512,7 +510,7 @@ def install(seed: int, a) -> None:
     for name in ("model.pt", det_file):
         if not (runs / name).exists():
             raise FileNotFoundError(
-                f"{runs / name} does not exist; run the seed first: python benchmarks/pretrained_oct.py --seeds {seed}"
+                f"{runs / name} does not exist; run the seed first: python -m experiments.pretrained_oct.run --seeds {seed}"
             )
     d = real_split(seed, a)
     ckpt = torch.load(runs / "model.pt", map_location="cpu", weights_only=True)
@@ -710,9 +708,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--progress", action="store_true")
     p.add_argument("--kermany-roots", nargs="+", default=KERMANY)
-    p.add_argument("--cache", default=str(HERE / ".cache"))
-    p.add_argument("--runs", default=str(HERE / "pretrained_runs"))
-    p.add_argument("--results", default=str(HERE / "pretrained_oct.jsonl"))
+    p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="rendered data sets (shared)")
+    p.add_argument("--runs", default=str(HERE / "runs"))
+    p.add_argument("--results", default=str(HERE / "results" / "results.jsonl"))
     p.add_argument("--install", type=int, default=None, metavar="SEED")
     p.add_argument("--report", action="store_true")
     p.add_argument(
