@@ -110,10 +110,10 @@ def ssat_settings(a: argparse.Namespace) -> argparse.Namespace:
     argv = ["--runs", str(Path(a.out) / "runs"), "--results", str(Path(a.out) / "train.jsonl")]
     argv += ["--threads", str(a.threads), "--cache", a.cache]
     if a.toy:
-        argv += ["--size", "32", "--n-pool", "120", "--n-test", "25", "--width", "8"]
-        argv += ["--synthetic-iterations", "40", "--kermany-iterations", "20"]
+        argv += ["--size", "32", "--n-pool", "80", "--n-test", "20", "--width", "8"]
+        argv += ["--synthetic-iterations", "25", "--kermany-iterations", "20"]
     s = ssat.parse_args(argv)
-    s.synthetic_holdout = 60 if a.toy else a.synthetic_calibration
+    s.synthetic_holdout = 40 if a.toy else a.synthetic_calibration
     s.kermany_holdout = a.kermany_calibration
     return s
 
