@@ -213,6 +213,38 @@ def plot(rows: list[dict], path: str) -> None:
     save_figure(fig, path)
 
 
+def tables(rows: list[dict]) -> str:
+    """The README's measured tables from the rows: per epoch for each SSAT run, then each run's end point."""
+    out = []
+    for r in rows:
+        if "pseudo_label_accuracy" not in r["per_epoch"][0]:
+            continue
+        out += [
+            f"### {r['recipe']}: {r['labeled']} labeled, {r['unlabeled']} unlabeled, seed {r['seed']}",
+            "",
+            "| epoch | test accuracy | pseudo-label accuracy | largest pseudo-label class share | labeled loss "
+            "| unlabeled loss | FGSM flips |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in r["per_epoch"]:
+            top = max(e["pseudo_label_histogram"].items(), key=lambda kv: kv[1])
+            out.append(
+                f"| {e['epoch']} | {e['test_accuracy']:.3f} | {e['pseudo_label_accuracy']:.3f} | {top[1]:.2f} ({top[0]}) "
+                f"| {e['loss_labeled']:.2f} | {e['loss_unlabeled']:.2f} | {100 * e['attack_success']:.0f}% |"
+            )
+        out.append("")
+    out += [
+        "| recipe | labeled | epochs | test accuracy | per-class recall |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        recall = " / ".join(f"{v:.2f}" for v in r["final"]["per_class_recall"].values())
+        out.append(
+            f"| {r['recipe']} | {r['labeled']} | {r['epochs_run']} | {r['final']['accuracy']:.3f} | {recall} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-train", type=int, default=200, help="synthetic training images per class")
@@ -232,11 +264,15 @@ def main() -> None:
     )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "results.jsonl"))
     ap.add_argument("--plot", default=None, help="draw the rows of --out into this PNG and exit")
+    ap.add_argument("--tables", action="store_true", help="print the README's tables from the rows of --out and exit")
     args = ap.parse_args()
     rows = []
     if os.path.exists(args.out):
         with open(args.out) as f:
             rows = [json.loads(line) for line in f if line.strip()]
+    if args.tables:
+        print(tables(rows))
+        return
     if args.plot:
         plot(rows, args.plot)
         print(f"plot written to {args.plot}")
