@@ -264,7 +264,9 @@ def main() -> None:
     )
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "results.jsonl"))
     ap.add_argument("--plot", default=None, help="draw the rows of --out into this PNG and exit")
-    ap.add_argument("--tables", action="store_true", help="print the README's tables from the rows of --out and exit")
+    ap.add_argument(
+        "--tables", action="store_true", help="print the README's tables from the rows of --out and exit"
+    )
     args = ap.parse_args()
     rows = []
     if os.path.exists(args.out):
