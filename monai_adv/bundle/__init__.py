@@ -44,6 +44,7 @@ from monai_adv.bundle.data import (
     prepare_dataset,
     prepare_oct_dataset,
     split_datalists,
+    stratified_subset,
 )
 from monai_adv.bundle.demo import demo_plan, run_demo, run_layer_demo
 from monai_adv.bundle.description import BundleDescription, DemoRun, DemoStep, DemoSystem
@@ -81,6 +82,7 @@ __all__ = [
     "available_overlays",
     "prepare_dataset",
     "split_datalists",
+    "stratified_subset",
     "DatasetLayout",
     "DATASET_LAYOUTS",
     "prepare_oct_dataset",

@@ -45,6 +45,7 @@ __all__ = [
     "prepare_oct_dataset",
     "oct_split_datalists",
     "image_datalist",
+    "stratified_subset",
     "synthetic_set_key",
 ]
 
@@ -303,6 +304,39 @@ def _strip_labels(items: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _limit(items: list[dict[str, Any]], n: int | None) -> list[dict[str, Any]]:
     return items if n is None or n <= 0 else items[: int(n)]
+
+
+def stratified_subset(
+    items: Sequence[Mapping[str, Any]], per_class: int | None, label_key: str = "label"
+) -> list[Mapping[str, Any]]:
+    """The first ``per_class`` items of each class, in the list's order: a fixed, class-balanced subset.
+
+    For the attacks too expensive to run on a whole test list (an adaptive worst case): every system
+    evaluated with the same list and ``per_class`` sees the same items.
+
+    Args:
+        items: a datalist whose items carry a class index under ``label_key``.
+        per_class: items kept per class; None or 0 keeps the whole list.
+        label_key: the key of the class index.
+
+    Raises:
+        ValueError: for an item without ``label_key`` or a negative ``per_class``.
+    """
+    if not per_class:
+        return list(items)
+    if per_class < 0:
+        raise ValueError(f"per_class must be >= 0, got {per_class}.")
+    taken: dict[Any, int] = {}
+    out = []
+    for i, item in enumerate(items):
+        if label_key not in item:
+            raise ValueError(f"datalist item {i} has no {label_key!r}: a stratified subset needs the class.")
+        y = item[label_key]
+        y = int(y) if not isinstance(y, str) else y
+        if taken.get(y, 0) < per_class:
+            taken[y] = taken.get(y, 0) + 1
+            out.append(item)
+    return out
 
 
 def split_datalists(

@@ -10,7 +10,7 @@ The schema (``report.json``)::
      "label_free": bool,                     # the labels were the network's own clean predictions
      "n": int, "title": str, "class_names": [...],
      "attacks": [{"name", "attack", "eps", "value", ...task details...}, ...],
-     "worst_case": [{"eps", "value", "attacks": [names]}, ...],
+     "worst_case": [{"eps", "value", "attacks": [names], "undetected_error"?}, ...],
      "details": {...the task details on clean inputs...},
      "compute": {...precision record...}, "epoch": int, ...task extras..., ...every key of ``info``}
 """
@@ -140,7 +140,8 @@ class RobustnessReport:
       ``steps``, the task details and the entries of ``attack_info[name]``), ``worst_case`` (per eps
       shared by two or more attacks, the per-image worst case over them: a classified image counts
       correct only if it is correct under all of them, a segmented image takes its lowest Dice; Croce &
-      Hein 2020, Croce, Singh & Hein 2024), ``details`` (the clean task details), ``compute`` (how the
+      Hein 2020, Croce, Singh & Hein 2024; with a detector also ``undetected_error``, the share of images
+      that some attack at that eps makes misclassified *and* unflagged), ``details`` (the clean task details), ``compute`` (how the
       numbers were computed, :func:`~monai_adv.precision.record_of`), ``epoch`` and every key of ``info``.
 
       Classification details (clean and per attack): ``accuracy``, ``per_class_recall``,
@@ -471,10 +472,13 @@ class RobustnessReport:
         attacks: dict[str, dict[str, Any]] = {}
         e = 1.0 - correct[RobustKeys.PRED]
         zeros = torch.zeros_like(e)
+        undetected: dict[str, torch.Tensor] = {}  # per image: misclassified and not flagged, per attack
         for name in names:
             adv_correct = correct[RobustKeys.adv(RobustKeys.PRED, name)]
             adv_score = data.get(RobustKeys.adv(RobustKeys.SCORE, name))
             adv_flag = data.get(RobustKeys.adv(RobustKeys.FLAG, name))
+            if adv_flag is not None:
+                undetected[name] = (1.0 - adv_correct.float()) * (1.0 - adv_flag.float())
             entry: dict[str, Any] = {"accuracy": accuracy(name)}
             if y is not None:
                 adv_pred = data[RobustKeys.adv(RobustKeys.PRED, name)].long()
@@ -524,7 +528,11 @@ class RobustnessReport:
             # an image counts only if it is right under every attack at this eps (for multi-label outputs:
             # its lowest share of labels right)
             per_image = torch.stack([correct[RobustKeys.adv(RobustKeys.PRED, a)] for a in group]).amin(dim=0)
-            worst.append((eps, float(per_image.mean()), group, {}))
+            extra = {}
+            if all(a in undetected for a in group):
+                # broken by some attack at this eps: misclassified there and not flagged there
+                extra["undetected_error"] = float(torch.stack([undetected[a] for a in group]).amax(dim=0).mean())
+            worst.append((eps, float(per_image.mean()), group, extra))
         class_names = summary.get("class_names") or self.class_names
         return {
             "n": n,
@@ -655,9 +663,17 @@ class RobustnessReport:
             lines += self._segmentation_markdown(report)
         if report.get("worst_case"):
             lines += ["", f"Per-image worst case over the attacks at each eps ({label}):", ""]
-            lines += ["| eps | worst case | attacks |", "|---|---|---|"]
+            with_detector = any("undetected_error" in w for w in report["worst_case"])
+            if with_detector:
+                lines += [
+                    "| eps | worst case | undetected error (misclassified and not flagged) | attacks |",
+                    "|---|---|---|---|",
+                ]
+            else:
+                lines += ["| eps | worst case | attacks |", "|---|---|---|"]
             for w in report["worst_case"]:
-                lines.append(f"| {_fmt_eps(w['eps'])} | {_fmt(w['value'])} | {', '.join(w['attacks'])} |")
+                und = f" {_fmt(w.get('undetected_error'))} |" if with_detector else ""
+                lines.append(f"| {_fmt_eps(w['eps'])} | {_fmt(w['value'])} |{und} {', '.join(w['attacks'])} |")
         originals = [a for a in report["attacks"] if a.get("eps_original") is not None]
         if originals:
             lines += [

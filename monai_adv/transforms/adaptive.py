@@ -236,69 +236,26 @@ def adaptive_worst_case(
     standard: bool = True,
     **kwargs: Any,
 ) -> Any:
-    """The per-image worst case of the non-adaptive standard suite and the attacker's adaptive menu.
+    """The per-image worst case of the standard suite and the adaptive menu against ``detector``.
 
-    An image counts as broken when an attack's output is misclassified *and* not flagged by
-    ``detector`` (:class:`~monai_adv.transforms.WorstCaseEnsemble` with a detector); the members run in
-    order, each on the images still unbroken:
-
-    1. AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square; ``steps``, ``n_queries``), the
-       non-adaptive attacks (skipped with ``standard=False``);
-    2. :class:`AdaptiveAttack` on margin and score summed, for every ``lambda`` in ``weights`` and
-       ``kappa`` in ``{0, median clean margin}`` (Carlini & Wagner 2017);
-    3. the selective-step mode at both kappas (Bryniarski et al., ICLR 2022);
-    4. the HFC-style attack (:class:`~monai_adv.transforms.HFCAttack`, Yao et al. 2021) with the
-       detector choosing its best iterate, when ``clean_data`` is given to fit its mixtures.
-
-    Args:
-        network: the classifier.
-        detector: a calibrated detector on ``network``.
-        eps: the L-infinity radius.
-        clean_data: labelled clean batches (for the median clean margin and HFC's mixtures).
-        kappa: the second kappa; default the median clean margin of ``clean_data`` (0 only without it).
-        weights: the lambdas of the summed objective.
-        steps: iterations of the suite's gradient attacks.
-        adaptive_steps: iterations of each adaptive variant.
-        n_queries: Square's queries.
-        hfc_layers: the layers HFC constrains; default those of the detector that are network modules,
-            else the penultimate features.
-        standard: include the non-adaptive suite.
-        kwargs: ``value_range``, ``amp``, ... for every member.
-
-    Returns:
-        a :class:`~monai_adv.transforms.WorstCaseEnsemble` whose ``last_success`` says which member
-        broke how many images.
+    The functional form of :class:`~monai_adv.transforms.AdaptiveWorstCase` (same arguments): an image
+    is broken when an attack leaves it misclassified *and* unflagged; the suite, then ``AdaptiveAttack``
+    over ``weights`` x ``{0, median clean margin}``, the selective mode and HFC run in turn on the
+    images still unbroken.
     """
-    from monai_adv.transforms.composite import WorstCaseEnsemble, autoattack
-    from monai_adv.transforms.hfc import HFCAttack
+    from monai_adv.transforms.composite import AdaptiveWorstCase
 
-    if kappa is None:
-        kappa = median_clean_margin(network, clean_data) if clean_data is not None else 0.0
-    kappas = sorted({0.0, float(kappa)})
-    members: list[Any] = []
-    if standard:
-        members += autoattack(
-            network, eps, version="standard", steps=steps, n_queries=n_queries, **kwargs
-        ).attacks
-    for k in kappas:
-        for w in weights:
-            members.append(
-                AdaptiveAttack(
-                    network, detector, eps, steps=adaptive_steps, detector_weight=w, kappa=k, **kwargs
-                )
-            )
-    for k in kappas:
-        members.append(
-            AdaptiveAttack(network, detector, eps, steps=adaptive_steps, mode="selective", kappa=k, **kwargs)
-        )
-    if clean_data is not None:
-        layers = hfc_layers
-        if layers is None:
-            names = dict(network.named_modules()) if isinstance(network, nn.Module) else {}
-            layers = [n for n in getattr(detector, "layers", []) if n in names or n == "penultimate"] or None
-        members.append(
-            HFCAttack(network, eps, layers=layers, steps=adaptive_steps, detector=detector, **kwargs).fit(
-                clean_data
-            )
-        )
-    return WorstCaseEnsemble(network, members, detector=detector, **kwargs)
+    return AdaptiveWorstCase(
+        network,
+        detector,
+        eps,
+        clean_data=clean_data,
+        kappa=kappa,
+        weights=weights,
+        steps=steps,
+        adaptive_steps=adaptive_steps,
+        n_queries=n_queries,
+        hfc_layers=hfc_layers,
+        standard=standard,
+        **kwargs,
+    )

@@ -14,7 +14,7 @@ from monai_adv.transforms.base import AdversarialAttack, EpsType
 from monai_adv.transforms.fab import FAB
 from monai_adv.transforms.square import SquareAttack
 
-__all__ = ["TransferAttack", "WorstCaseEnsemble", "autoattack"]
+__all__ = ["TransferAttack", "WorstCaseEnsemble", "AdaptiveWorstCase", "autoattack"]
 
 #: the suites :func:`autoattack` builds
 AUTOATTACK_VERSIONS = ("fast", "standard")
@@ -236,6 +236,100 @@ class WorstCaseEnsemble(AdversarialAttack):
             fooled[idx[now]] = True
             self.last_success[f"{i}:{type(atk).__name__}"] = int(now.sum())
         return x_adv
+
+
+class AdaptiveWorstCase(WorstCaseEnsemble):
+    """The per-image worst case of the non-adaptive standard suite and the attacker's adaptive menu.
+
+    An image counts as broken when an attack's output is misclassified *and* not flagged by
+    ``detector``; the members run in order, each on the images still unbroken:
+
+    1. AutoAttack's standard suite (APGD-CE, APGD-T, FAB-T, Square; ``steps``, ``n_queries``), the
+       non-adaptive attacks (skipped with ``standard=False``, e.g. when the evaluation runs them apart);
+    2. :class:`~monai_adv.transforms.AdaptiveAttack` on margin and detector score summed, for every
+       ``lambda`` in ``weights`` and ``kappa`` in ``{0, median clean margin}`` (Carlini & Wagner 2017);
+    3. the selective-step mode at both kappas (Bryniarski et al., ICLR 2022);
+    4. the HFC-style attack (:class:`~monai_adv.transforms.HFCAttack`, Yao et al., MICCAI 2021) with the
+       detector choosing its best iterate, when ``clean_data`` is given to fit its mixtures.
+
+    Being a class that needs a detector, it can stand in a bundle's attack grid
+    (``{"attack": "AdaptiveWorstCase", "eps": [...], "clean_data": "@validate#dataloader"}``).
+
+    Args:
+        network: the classifier.
+        detector: a calibrated detector on ``network``.
+        eps: the L-infinity radius.
+        clean_data: labelled clean batches (for the median clean margin and HFC's mixtures).
+        kappa: the second kappa; default the median clean margin of ``clean_data`` (0 only without it).
+        weights: the lambdas of the summed objective.
+        steps: iterations of the suite's gradient attacks.
+        adaptive_steps: iterations of each adaptive variant.
+        n_queries: Square's queries.
+        hfc_layers: the layers HFC constrains; default those of the detector that are network modules,
+            else the penultimate features.
+        standard: include the non-adaptive suite.
+        kwargs: ``value_range``, ``amp``, ... for every member.
+
+    Raises:
+        ValueError: for a detector that is not calibrated or reads another network.
+    """
+
+    needs_detector = True
+
+    def __init__(
+        self,
+        network: nn.Module | Callable,
+        detector: Any,
+        eps: float,
+        clean_data: Any = None,
+        kappa: float | None = None,
+        weights: Sequence[float] = (0.1, 1.0, 10.0),
+        steps: int = 100,
+        adaptive_steps: int = 50,
+        n_queries: int = 5000,
+        hfc_layers: Any = None,
+        standard: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        from monai_adv.transforms.adaptive import AdaptiveAttack, median_clean_margin
+        from monai_adv.transforms.hfc import HFCAttack
+
+        if detector is None:
+            raise ValueError("AdaptiveWorstCase needs a calibrated detector: it attacks the detector too.")
+        if kappa is None:
+            kappa = median_clean_margin(network, clean_data) if clean_data is not None else 0.0
+        self.kappas = sorted({0.0, float(kappa)})
+        members: list[AdversarialAttack] = []
+        if standard:
+            members += autoattack(
+                network, eps, version="standard", steps=steps, n_queries=n_queries, **kwargs
+            ).attacks
+        for k in self.kappas:
+            for w in weights:
+                members.append(
+                    AdaptiveAttack(
+                        network, detector, eps, steps=adaptive_steps, detector_weight=w, kappa=k, **kwargs
+                    )
+                )
+        for k in self.kappas:
+            members.append(
+                AdaptiveAttack(
+                    network, detector, eps, steps=adaptive_steps, mode="selective", kappa=k, **kwargs
+                )
+            )
+        if clean_data is not None:
+            layers = hfc_layers
+            if layers is None:
+                names = dict(network.named_modules()) if isinstance(network, nn.Module) else {}
+                layers = [
+                    n for n in getattr(detector, "layers", []) if n in names or n == "penultimate"
+                ] or None
+            members.append(
+                HFCAttack(network, eps, layers=layers, steps=adaptive_steps, detector=detector, **kwargs).fit(
+                    clean_data
+                )
+            )
+        super().__init__(network, members, detector=detector, **kwargs)
 
 
 def autoattack(

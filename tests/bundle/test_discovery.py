@@ -97,11 +97,11 @@ def test_a_third_bundle_is_found_copied_and_planned(bundles_root: Path, tmp_path
 
     # the demo's runs come from its metadata: each step's configs stacked on the system's
     plan = demo_plan(bundles_root / THIRD, quick=True)
-    assert list(plan) == ["supervised", "ssat", "ssat_robust"]
+    assert list(plan) == ["supervised", "trades", "ssat", "rst"]
     assert [(r.step, r.configs) for r in plan["ssat"]] == [
         ("train", ("configs/train.json", "configs/finetune.json", "configs/quick.json")),
-        ("fit_detector", ("configs/train.json", "configs/finetune.json", "configs/fit_detector.json", "configs/quick.json")),
-        ("evaluate", ("configs/train.json", "configs/finetune.json", "configs/evaluate.json", "configs/quick.json")),
+        ("fit_detector", ("configs/train.json", "configs/finetune.json", "configs/fit_detector.json", "configs/demo.json", "configs/quick.json")),
+        ("evaluate", ("configs/train.json", "configs/finetune.json", "configs/evaluate.json", "configs/demo.json", "configs/quick.json")),
     ]  # fmt: skip
     assert [r.configs for r in demo_plan(bundles_root / SEGMENTATION.name, ["madry"])["madry"]] == [
         ("configs/train.json", "configs/train_madry.json"),
@@ -159,7 +159,7 @@ def test_demo_of_a_third_bundle_runs_its_systems_from_its_metadata(
     assert calls[0][4]["seed"] == 3
     out = capsys.readouterr().out
     assert "copying the bundle retina_triage" in out
-    assert "OCT robustness: clean quality" in out  # the title its metadata gives
+    assert "OCT robustness at equal labels" in out  # the title its metadata gives
     assert "| supervised | 0.750 |" in out and "madry: accuracy" in out  # the classification comparer
     assert "- madry: Madry PGD-AT (PGD-5, eps 0.004)" in out  # each system's recipe
     assert f"plots and report.md in {work / 'quick' / 'eval' / 'madry'}" in out

@@ -445,6 +445,11 @@ def test_compare_reports(tmp_path: Path, capsys):
     assert "| clean | 0.0 | 0.750 | - | - | 0.750 | - | - |" in table
     assert "| fgsm_eps0.002 | 0.002 | 0.500 | 0.800 | 0.300 | 0.500 | 0.800 | 0.300 |" in table
     assert "| 0.002 | 0.250 | 0.250 |" in table  # the worst case
+    # with detectors, the worst case's undetected error stands beside the worst-case accuracy
+    a_det = {**rep, "worst_case": [{**rep["worst_case"][0], "undetected_error": 0.125}]}
+    table = compare_reports({"a": a_det, "b": rep})
+    assert "| eps | accuracy, a | accuracy, b | undetected error, a | undetected error, b |" in table
+    assert "| 0.002 | 0.250 | 0.250 | 0.125 | - |" in table
     path = tmp_path / "ssat" / "report.json"
     path.parent.mkdir()
     path.write_text(json.dumps(rep))
@@ -473,13 +478,27 @@ def test_attack_grid_aims_adaptive_attacks_at_the_detector_and_skips_them_withou
     grid = [
         {"name": "fgsm", "attack": "FGSM", "eps": [0.001, 0.002]},
         {"name": "adaptive", "attack": "AdaptiveAttack", "eps": [0.004], "steps": 2},
+        {"name": "worst", "attack": "AdaptiveWorstCase", "eps": [0.004], "standard": False},
     ]
     with caplog.at_level("WARNING"):
         attacks = attack_grid(net, grid, detector=None)
     assert list(attacks) == ["fgsm_eps0.001", "fgsm_eps0.002"]
+    assert "'worst' (AdaptiveWorstCase) needs a detector" in caplog.text
     assert "needs a detector" in caplog.text
     with pytest.raises(ValueError, match="unknown attack 'NoSuchAttack'"):
         attack_grid(net, [{"name": "x", "attack": "NoSuchAttack", "eps": 0.1}])
+
+
+def test_stratified_subset_keeps_the_first_items_of_each_class_in_order():
+    from monai_adv.bundle import stratified_subset
+
+    items = [{"image": f"{i}.png", "label": i % 3} for i in range(10)]  # classes 0,1,2,0,1,2,...
+    sub = stratified_subset(items, 2)
+    assert [d["image"] for d in sub] == ["0.png", "1.png", "2.png", "3.png", "4.png", "5.png"]
+    assert [d["image"] for d in stratified_subset(items[:4], 3)] == ["0.png", "1.png", "2.png", "3.png"]
+    assert stratified_subset(items, 0) == items and stratified_subset(items, None) == items
+    with pytest.raises(ValueError, match="has no 'label'"):
+        stratified_subset([{"image": "x.png"}], 1)
 
 
 def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, capsys):
@@ -491,19 +510,29 @@ def test_demo_trains_fits_evaluates_and_compares_every_method(tmp_path: Path, ca
     )
     with pytest.raises(ValueError, match="unknown method"):
         run_demo(copy, quick=True, methods=["supervised", "nope"])
-    table = run_demo(copy, quick=True, methods=["supervised", "ssat", "ssat_robust"])
-    for method in ("supervised", "ssat", "ssat_robust"):
+    table = run_demo(copy, quick=True)  # the demo's systems, as make demo runs them
+    systems = ("supervised", "trades", "ssat", "rst")
+    for method in systems:
         report = json.loads((copy / "quick" / "eval" / method / "report.json").read_text())
-        assert "adaptive_pgd20_eps0.004" in {a["name"] for a in report["attacks"]}
+        assert "adaptive_eps0.004" in {a["name"] for a in report["attacks"]}
         assert {"per_class_recall", "confusion_matrix", "degenerate"} <= set(report["details"])
+        assert report["detector"]["class"] == "CombinedDetector"
+        # the adaptive worst case at 1/255: the per-image worst over every attack there, with the detector
+        (worst,) = [w for w in report["worst_case"] if w["eps"] == 0.004]
+        assert {"pgd10_eps0.004", "apgd_ce20_eps0.004", "adaptive_eps0.004"} <= set(worst["attacks"])
+        members = [a for a in report["attacks"] if a["name"] in worst["attacks"]]
+        assert worst["undetected_error"] >= max(a["undetected_error"] for a in members) - 1e-9
+        assert report["n"] == 8  # the demo's stratified subset: quick.json has 2 test scans per class
         assert f"{method}: accuracy" in table
-    # the SSAT systems start from the supervised model and keep their own checkpoints; a smoke run
+    # the robust systems start from the supervised model and keep their own checkpoints; a smoke run
     # writes under quick/, never over the full run's models/ and eval/
-    assert (copy / "quick" / "models" / "ssat_robust" / "model.pt").is_file()
+    for method in ("trades", "rst"):
+        assert (copy / "quick" / "models" / method / "model.pt").is_file()
     assert (copy / "quick" / "models" / "model.pt").is_file()  # the paper's SSAT: train.json's folder
     assert not (copy / "models" / "supervised").exists() and not (copy / "eval").exists()
     out = capsys.readouterr().out
-    assert "| system | clean accuracy |" in out and "adaptive_pgd20_eps0.004" in out
+    assert "| system | clean accuracy |" in out and "adaptive_eps0.004" in out
+    assert "undetected error, rst" in out
     assert "the paper's SSAT loss exactly" in out  # each system's recipe is said
 
 

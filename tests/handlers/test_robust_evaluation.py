@@ -173,6 +173,13 @@ def test_robustness_report(setup, tmp_path):
     )
     assert worst["value"] == pytest.approx(float(by_items))
     assert worst["value"] <= min(a["value"] for a in r["attacks"] if a["name"] != "fgsm_2")
+    # broken in the worst case: some attack at that eps leaves the image misclassified and unflagged
+    broken = torch.zeros(N, dtype=torch.bool)
+    for name in ("fgsm_8", "pgd_8"):
+        broken |= (items[f"pred/{name}"] != items["label"]) & ~items[f"uad_flag/{name}"].bool()
+    assert worst["undetected_error"] == pytest.approx(float(broken.float().mean()))
+    members = {a["name"]: a["undetected_error"] for a in r["attacks"]}
+    assert worst["undetected_error"] >= max(members["fgsm_8"], members["pgd_8"]) - 1e-9
     # the headline values reach engine.state.metrics (MLflow, MetricsSaver); the report does not
     assert ev.state.metrics["accuracy/pgd_8"] == pytest.approx(a["value"])
     assert all(isinstance(v, (int, float)) for v in ev.state.metrics.values())
