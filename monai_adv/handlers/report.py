@@ -531,7 +531,9 @@ class RobustnessReport:
             extra = {}
             if all(a in undetected for a in group):
                 # broken by some attack at this eps: misclassified there and not flagged there
-                extra["undetected_error"] = float(torch.stack([undetected[a] for a in group]).amax(dim=0).mean())
+                extra["undetected_error"] = float(
+                    torch.stack([undetected[a] for a in group]).amax(dim=0).mean()
+                )
             worst.append((eps, float(per_image.mean()), group, extra))
         class_names = summary.get("class_names") or self.class_names
         return {
@@ -673,7 +675,9 @@ class RobustnessReport:
                 lines += ["| eps | worst case | attacks |", "|---|---|---|"]
             for w in report["worst_case"]:
                 und = f" {_fmt(w.get('undetected_error'))} |" if with_detector else ""
-                lines.append(f"| {_fmt_eps(w['eps'])} | {_fmt(w['value'])} |{und} {', '.join(w['attacks'])} |")
+                lines.append(
+                    f"| {_fmt_eps(w['eps'])} | {_fmt(w['value'])} |{und} {', '.join(w['attacks'])} |"
+                )
         originals = [a for a in report["attacks"] if a.get("eps_original") is not None]
         if originals:
             lines += [
