@@ -141,8 +141,9 @@ class RobustnessReport:
       shared by two or more attacks, the per-image worst case over them: a classified image counts
       correct only if it is correct under all of them, a segmented image takes its lowest Dice; Croce &
       Hein 2020, Croce, Singh & Hein 2024; with a detector also ``undetected_error``, the share of images
-      that some attack at that eps makes misclassified *and* unflagged), ``details`` (the clean task details), ``compute`` (how the
-      numbers were computed, :func:`~monai_adv.precision.record_of`), ``epoch`` and every key of ``info``.
+      that some attack at that eps makes misclassified *and* unflagged), ``details`` (the clean task
+      details), ``compute`` (how the numbers were computed, :func:`~monai_adv.precision.record_of`),
+      ``epoch`` and every key of ``info``.
 
       Classification details (clean and per attack): ``accuracy``, ``per_class_recall``,
       ``flag_rate`` (detector flags), and per attack the detection ``auroc`` (clean against every
