@@ -54,6 +54,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 import experiments.label_scarcity.run as ssat  # noqa: E402  (the label-scarcity experiment's data and training)
+from experiments.stats import mean_sd  # noqa: E402
 from monai_adv.detectors import CombinedDetector, load_detector  # noqa: E402
 from monai_adv.metrics import detection_summary  # noqa: E402
 from monai_adv.transforms import APGD, PGD, adaptive_worst_case, autoattack  # noqa: E402
@@ -336,13 +337,6 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
 # ----------------------------------------------------------------------------------------------
 # report
 # ----------------------------------------------------------------------------------------------
-def mean_sd(v: list) -> str:
-    v = [x for x in v if x is not None]
-    if not v:
-        return "-"
-    if len(v) == 1:
-        return f"{v[0]:.3f}"
-    return f"{statistics.mean(v):.3f} ± {statistics.stdev(v):.3f}"
 
 
 def detection_table(rows: list[dict], system: str, eps_list: list[str]) -> list[str]:

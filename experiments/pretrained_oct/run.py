@@ -65,6 +65,7 @@ from monai.handlers import LrScheduleHandler
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 from experiments.label_scarcity.run import eps_name, kermany_items, parse_eps, recalls  # noqa: E402
+from experiments.stats import mean_sd as _mean_sd  # noqa: E402
 from monai_adv.engines import AutocastSupervisedTrainer, create_trainer, one_cycle_schedule  # noqa: E402
 from monai_adv.metrics.classification import confusion_matrix  # noqa: E402
 from monai_adv.transforms import PGD  # noqa: E402
@@ -532,12 +533,7 @@ def install(seed: int, a) -> None:
 
 
 def mean_sd(v: list) -> str:
-    v = [x for x in v if x is not None]
-    if not v:
-        return "-"
-    if len(v) == 1:
-        return f"{100 * v[0]:.1f}"
-    return f"{100 * statistics.mean(v):.1f} ± {100 * statistics.stdev(v):.1f}"
+    return _mean_sd(v, scale=100, digits=1)
 
 
 def detector_row(rows: list[dict], seed: int, name: str, tag: str | None = None) -> dict:
