@@ -2,7 +2,8 @@
 
 - **A** undefended: standard training on the labeled part.
 - **B** = A + the clean-fitted combined detector (``CombinedDetector.standard``: multi-layer
-  Mahalanobis, two-sided logit margin, feature squeezing; min-p at one FPR).
+  Mahalanobis, two-sided logit margin, feature squeezing; their clean p-values combined by Fisher's
+  rule at one FPR, ``--rule``; see the README for why Fisher and not the library's default min-p).
 - **C** adversarially trained: RST (Carmon et al. 2019), the best method of the label-scarcity
   experiment (``experiments/label_scarcity/README.md``), on the same labeled part plus the unlabeled pool.
 - **D** = C + rejection: the same combined detector fitted on C.
@@ -55,7 +56,7 @@ ROOT = HERE.parents[1]
 
 import experiments.label_scarcity.run as ssat  # noqa: E402  (the label-scarcity experiment's data and training)
 from experiments.stats import mean_sd  # noqa: E402
-from monai_adv.detectors import CombinedDetector, load_detector  # noqa: E402
+from monai_adv.detectors import COMBINATION_RULES, CombinedDetector, load_detector  # noqa: E402
 from monai_adv.metrics import detection_summary  # noqa: E402
 from monai_adv.transforms import APGD, PGD, adaptive_worst_case, autoattack  # noqa: E402
 from monai_adv.transforms.losses import margin  # noqa: E402
@@ -100,7 +101,7 @@ def append(path: Path, row: dict) -> None:
 
 
 def row_key(r: dict) -> tuple:
-    return (r["system"], r["data"], r["seed"], r["eps"], r["attack"])
+    return (r["system"], r["data"], r["seed"], r["eps"], r["attack"], r.get("detector_rule", "min_p"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -139,10 +140,10 @@ def batches(x: torch.Tensor, y: torch.Tensor | None = None, size: int = 256) -> 
 def detector_for(
     net: nn.Module, d: dict, key: str, a: argparse.Namespace, s: argparse.Namespace
 ) -> CombinedDetector:
-    path = Path(s.runs) / f"{key}_detector.pt"
+    path = Path(s.runs) / f"{key}_detector_{a.rule}.pt"
     if path.exists():
         return load_detector(path, net, progress=False)
-    det = CombinedDetector.standard(net, feature_layers=feature_layers(net), progress=False)
+    det = CombinedDetector.standard(net, feature_layers=feature_layers(net), rule=a.rule, progress=False)
     det.fit(batches(d["x_l"], d["y_l"]))
     det.calibrate(batches(d["x_cal"]), fpr=a.fpr)
     det.save(path)
@@ -232,7 +233,10 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
     frac = FRACTION[data]
     done = {row_key(r) for r in load_rows(results)}
     todo = [
-        (sys_, data, seed, e, atk) for e in a.eps for sys_ in SYSTEMS for atk in (*NON_ADAPTIVE, "worst_case")
+        (sys_, data, seed, e, atk, a.rule)
+        for e in a.eps
+        for sys_ in SYSTEMS
+        for atk in (*NON_ADAPTIVE, "worst_case")
     ]
     if all(k in done for k in todo):
         return
@@ -249,7 +253,13 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
     dets = {m: detector_for(models[m], d, keys[m], a, s) for m in models}
     x, y = d["x_test"], d["y_test"]
     sub = stratified_subset(y, a.subset_per_class)
-    base = {"label_fraction": frac, "fpr": a.fpr, "n_calibration": len(d["x_cal"]), "toy": a.toy}
+    base = {
+        "label_fraction": frac,
+        "fpr": a.fpr,
+        "n_calibration": len(d["x_cal"]),
+        "detector_rule": a.rule,
+        "toy": a.toy,
+    }
     for m, net in models.items():
         det = dets[m]
         net_ok = correct(net, x, y)
@@ -259,7 +269,7 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
         for e in a.eps:
             eps = ssat.parse_eps(e)
             for atk_name in NON_ADAPTIVE:
-                if all((k, data, seed, e, atk_name) in done for k in pair):
+                if all((k, data, seed, e, atk_name, a.rule) in done for k in pair):
                     continue
                 atk = non_adaptive_attack(atk_name, net, eps, a).set_random_state(seed)
                 c0 = time.process_time()
@@ -285,7 +295,7 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
                     append(results, row)
                     print(json.dumps({f: row[f] for f in FIELDS if f != "risk"}), flush=True)
             for k in pair:
-                if (k, data, seed, e, "worst_case") in done:
+                if (k, data, seed, e, "worst_case", a.rule) in done:
                     continue
                 with_det = SYSTEMS[k][1]
                 xs, ys = x[sub], y[sub]
@@ -357,12 +367,14 @@ def detection_table(rows: list[dict], system: str, eps_list: list[str]) -> list[
     return out
 
 
+def report_rows(a: argparse.Namespace) -> list[dict]:
+    """The rows of ``--rule``'s detector (and, unless ``--toy``, no toy rows)."""
+    rows = [r for r in load_rows(Path(a.out) / "results.jsonl") if r.get("detector_rule", "min_p") == a.rule]
+    return rows if a.toy else [r for r in rows if not r.get("toy")]
+
+
 def report(a: argparse.Namespace) -> str:
-    rows = (
-        [r for r in load_rows(Path(a.out) / "results.jsonl") if not r.get("toy")]
-        if not a.toy
-        else load_rows(Path(a.out) / "results.jsonl")
-    )
+    rows = report_rows(a)
     if not rows:
         return "No results yet: run `python -m experiments.classification_or_detection.run`."
     out = []
@@ -453,7 +465,7 @@ def plot(a: argparse.Namespace, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = load_rows(Path(a.out) / "results.jsonl")
+    rows = report_rows(a)
     datas = [d for d in ("synthetic", "kermany") if any(r["data"] == d for r in rows)]
     if not datas:
         return
@@ -505,6 +517,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--eps", nargs="+", default=list(EPS))
     p.add_argument("--fpr", type=float, default=0.05)
+    p.add_argument(
+        "--rule",
+        choices=COMBINATION_RULES,
+        default="fisher",
+        help="how the combined detector joins its members' p-values (rows and detector files say which)",
+    )
     p.add_argument("--subset-per-class", type=int, default=100)
     p.add_argument("--queries", type=int, default=5000, help="Square's queries in the worst cases")
     p.add_argument("--synthetic-calibration", type=int, default=1000)
