@@ -47,6 +47,10 @@ def test_toy_experiment_runs_resumes_and_reports(tmp_path, capsys):
             assert r["clean_flag_rate"] == 0.0 and r["auroc_all"] is None
         else:
             assert r["auroc_all"] is not None
+    for r in rows:
+        if r["attack"] == "worst_case" and r["system"] in "AC":
+            # first successes summed over every batch: each misclassified image is counted once
+            assert sum(r["last_success"].values()) == round((1 - r["adversarial_accuracy"]) * r["n"])
     adaptive = {r["system"] for r in rows if r["adaptive"]}
     assert adaptive == {"B", "D"}
     # A and B share the attacked images: a detector can only lower the undetected error
@@ -61,3 +65,23 @@ def test_toy_experiment_runs_resumes_and_reports(tmp_path, capsys):
     run.main(["--toy", "--out", str(tmp_path), "--report"])
     text = capsys.readouterr().out
     assert "| A |" in text and "eps 2/255" in text and "D minus C" in text
+
+
+def test_worst_case_counts_first_successes_over_every_batch():
+    """``last_success`` keeps only the latest call's counts; the experiment's rows sum them over batches."""
+    import torch
+
+    from monai_adv.transforms import FGSM, PGD, WorstCaseEnsemble
+
+    run = _load()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3)).eval()
+    x = torch.rand(10, 1, 4, 4)
+    y = net(x).argmax(1)
+    y[:2] = (y[:2] + 1) % 3  # two images misclassified before any attack
+    ens = WorstCaseEnsemble(net, [FGSM(net, 0.3), PGD(net, 0.3, steps=5)])
+    xa, first = run.worst_case_attacked(ens, x, y, size=3)  # four batches
+    wrong = int((net(xa).argmax(1) != y).sum())
+    assert first["clean"] == 2
+    assert sum(first.values()) == wrong
+    assert sum(ens.last_success.values()) < wrong  # the latest batch alone undercounts
