@@ -46,24 +46,12 @@ def candidates(net, layers):
         "standard, Fisher",
         CombinedDetector.standard(net, feature_layers=layers, rule="fisher", progress=False),
     )
-    yield (
-        "per-layer Mahalanobis, min-p",
-        CombinedDetector(
-            net,
-            [maha([layer]) for layer in layers] + [margin(), squeeze()],
-            two_sided=per_layer,
-            progress=False,
-        ),
-    )
-    yield (
-        "per-layer Mahalanobis, Fisher",
-        CombinedDetector(
-            net,
-            [maha([layer]) for layer in layers] + [margin(), squeeze()],
-            two_sided=per_layer,
-            rule="fisher",
-        ),
-    )
+    for rule, label in (("min_p", "min-p"), ("fisher", "Fisher")):
+        members = [maha([layer]) for layer in layers] + [margin(), squeeze()]
+        yield (
+            f"per-layer Mahalanobis, {label}",
+            CombinedDetector(net, members, two_sided=per_layer, rule=rule, progress=False),
+        )
     yield (
         "Mahalanobis + squeezing, Fisher",
         CombinedDetector(net, [maha(), squeeze()], rule="fisher", progress=False),
