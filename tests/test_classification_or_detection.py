@@ -51,6 +51,13 @@ def test_toy_experiment_runs_resumes_and_reports(tmp_path, capsys):
         if r["attack"] == "worst_case" and r["system"] in "AC":
             # first successes summed over every batch: each misclassified image is counted once
             assert sum(r["last_success"].values()) == round((1 - r["adversarial_accuracy"]) * r["n"])
+        if r["attack"] == "worst_case" and r["system"] in "BD":
+            # the menu starts from the suite's images: what the suite broke (misclassified, unflagged) stays
+            # broken, and the menu's first successes add up to the undetected error
+            assert r["adaptive_after_suite"] and r["last_success"]["suite"] >= 0
+            assert sum(r["last_success"].values()) == round(r["undetected_error"] * r["n"])
+    # the suite's images are kept for the detector system and for a resumed run
+    assert len(list((tmp_path / "runs").glob("*_suite_2_255_q*.pt"))) == 2
     adaptive = {r["system"] for r in rows if r["adaptive"]}
     assert adaptive == {"B", "D"}
     # A and B share the attacked images: a detector can only lower the undetected error
