@@ -54,6 +54,19 @@ def test_toy_experiment_runs_resumes_and_reports(experiment, tmp_path, capsys):
     n = len(rows)
     experiment.main(args)  # everything is done: nothing is trained or evaluated again
     assert len(results.read_text().splitlines()) == n
+
+    # a run stopped after RST's weights were written but before its row: the rerun keeps the weights
+    lines = results.read_text().splitlines()
+    rst_line = next(i for i, line in enumerate(lines) if '"key": "synthetic_0.25_seed0_rst"' in line)
+    results.write_text("\n".join(lines[:rst_line] + lines[rst_line + 1 :]) + "\n")
+    weights = tmp_path / "runs" / "synthetic_0.25_seed0_rst.pt"
+    stamp = weights.stat().st_mtime_ns
+    experiment.main(args + ["--methods", "rst"])
+    found = [json.loads(line) for line in results.read_text().splitlines()][-1]
+    assert found["key"] == "synthetic_0.25_seed0_rst" and found["weights_from_stopped_run"]
+    assert found["train_cpu_s"] is None and found["clean"] == trained["rst"]["clean"]
+    assert weights.stat().st_mtime_ns == stamp  # not trained again
+    assert len(results.read_text().splitlines()) == n
     # --suite-eps runs the suite at another eps only (the methods asked for), keeping the rows there are
     experiment.main(args + ["--stage", "suite", "--methods", "madry", "--suite-eps", "4/255"])
     new = [json.loads(line) for line in results.read_text().splitlines()[n:]]

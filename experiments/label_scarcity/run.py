@@ -283,21 +283,29 @@ def predict(net: nn.Module, x: torch.Tensor, batch: int = 500) -> torch.Tensor:
     return torch.cat(out)
 
 
+def recipe(method: str, d: dict, a: argparse.Namespace) -> tuple[str, int]:
+    """Where a method's training starts (Kermany from the all-label synthetic standard model, SSAT-robust
+    from its teacher) and how many iterations it runs."""
+    start = "synthetic standard (all labels)" if d["data"] == "kermany" else "scratch"
+    if method == "ssat_robust":
+        start = "standard model of this seed"
+    batch = a.batch[d["data"]]
+    iters = a.iterations[d["data"]] if not a.epochs else a.epochs * max(1, len(d["x_l"]) // batch)
+    return start, iters
+
+
 def train(
     method: str, d: dict, seed: int, a: argparse.Namespace, teacher: nn.Module | None, init: dict | None
 ):
     """Train one method; returns the network (eval mode), CPU seconds and a description of the recipe."""
     torch.manual_seed(seed)
     net = new_network(a)
-    start = "scratch"
     if init is not None:
         net.load_state_dict(init)
-        start = "synthetic standard (all labels)"
     if method == "ssat_robust":
         net.load_state_dict(teacher.state_dict())
-        start = "standard model of this seed"
+    start, iters = recipe(method, d, a)
     batch = a.batch[d["data"]]
-    iters = a.iterations[d["data"]] if not a.epochs else a.epochs * max(1, len(d["x_l"]) // batch)
     lab = CyclingLoader(d["x_l"], d["y_l"], batch, seed)
     lr = a.lr * (a.finetune_lr_scale if method == "ssat_robust" else 1.0)
     if a.optimizer == "sgd":  # the paper's optimizer, constant LR
@@ -523,12 +531,61 @@ def ensure_trained(job, a, results: Path, done: set) -> nn.Module | None:
         lock.release()
 
 
+def _record_found_weights(job, d: dict, a, results: Path, done: set) -> nn.Module:
+    """Weights without their row: a run stopped after training (the weights are renamed into place whole)
+    but before its evaluation wrote the row. Keep them and record the row; the training time is unknown."""
+    data, frac, seed, method = job
+    key = run_key(*job)
+    print(f"--- {key}: weights found without their row (a run stopped while evaluating); recording them")
+    net = load_trained(a, key)
+    start, iters = recipe(method, d, a)
+    rec = dict(
+        kind="train",
+        key=key,
+        data=data,
+        label_fraction=frac,
+        seed=seed,
+        method=method,
+        start=start,
+        n_labeled=len(d["x_l"]),
+        n_unlabeled=len(d["x_u"]),
+        n_test=len(d["x_test"]),
+        iterations=iters,
+        batch=a.batch[data],
+        train_cpu_s=None,
+        train_wall_s=None,
+        weights_from_stopped_run=True,
+        **_recipe_record(a),
+        generator=d["generator"],
+        **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
+    )
+    append(results, rec)
+    done.add(key)
+    return net
+
+
+def _recipe_record(a) -> dict:
+    return dict(
+        threads=torch.get_num_threads(),
+        size=a.size,
+        network=a.network,
+        width=a.width if a.network == "cnn" else None,
+        optimizer=a.optimizer,
+        train_eps=a.train_eps,
+        train_steps=a.train_steps,
+        lr=a.lr,
+        **precision_record(a.amp, a.device),
+    )
+
+
 def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
     data, frac, seed, method = job
     key = run_key(*job)
     path = weights_path(a, key)
     d = setting_data(data, frac, seed, a)
     d["data"] = data
+    if path.exists():
+        return _record_found_weights(job, d, a, results, done)
     teacher = (
         ensure_trained((data, frac, seed, "standard"), a, results, done) if method in NEEDS_TEACHER else None
     )
@@ -561,15 +618,7 @@ def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
         batch=a.batch[data],
         train_cpu_s=round(cpu_s, 1),
         train_wall_s=round(wall_s, 1),
-        threads=torch.get_num_threads(),
-        size=a.size,
-        network=a.network,
-        width=a.width if a.network == "cnn" else None,
-        optimizer=a.optimizer,
-        train_eps=a.train_eps,
-        train_steps=a.train_steps,
-        lr=a.lr,
-        **precision_record(a.amp, a.device),
+        **_recipe_record(a),
         generator=d["generator"],
         **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
     )
@@ -661,8 +710,9 @@ def method_cpu_s(train_rows: dict, r: dict) -> float:
     cpu = r["train_cpu_s"]
     if r["method"] in NEEDS_TEACHER:
         teacher = train_rows.get(run_key(r["data"], r["label_fraction"], r["seed"], "standard"), {})
-        cpu += teacher.get("train_cpu_s", 0)
-    return cpu
+        cpu = None if cpu is None else cpu + (teacher.get("train_cpu_s", 0) or 0)
+    # weights kept from a stopped run have no measured training time
+    return float("nan") if cpu is None else cpu
 
 
 def paired_answer(train_rows: dict, suite_rows: dict, eps: str = "1/255") -> list[str]:
