@@ -505,26 +505,28 @@ def report(a: argparse.Namespace) -> str:
         # Tramer (ICML 2022): a detector robust at eps gives an (inefficient) classifier robust at eps/2
         out += [
             "",
-            "Tramer's bound: a detector with undetected error u at eps implies a classifier with robust error "
-            "about u at eps/2. Where B's u at eps is far below the best robust classifier's (C) error at "
-            "eps/2, the detector claim would beat every known classifier and is suspect:",
+            "Tramer's bound: a detector with undetected error u at eps gives a classifier with robust error "
+            "about u at eps/2. A detector system (B, D) whose u at eps is far below the best robust "
+            "classifier's (C) error at eps/2 would beat every classifier we can train, and its claim is "
+            "suspect:",
             "",
         ]
-        for e, half in (("1/255", "0.5/255"), ("2/255", "1/255"), ("4/255", "2/255")):
-            b = [
-                r["undetected_error"]
-                for r in dr
-                if r["system"] == "B" and r["attack"] == "worst_case" and r["eps"] == e
-            ]
-            c = [
-                r["undetected_error"]
-                for r in dr
-                if r["system"] == "C" and r["attack"] == "worst_case" and r["eps"] == half
-            ]
-            if b and c:
-                mb, mc = statistics.mean(b), statistics.mean(c)
-                verdict = "consistent" if mb >= mc - 0.05 else "below the bound's reference: suspect"
-                out.append(f"- B at {e}: {mb:.3f}; C at {half}: {mc:.3f} ({verdict}).")
+        for k in ("B", "D"):
+            for e, half in (("1/255", "0.5/255"), ("2/255", "1/255"), ("4/255", "2/255")):
+                u = [
+                    r["undetected_error"]
+                    for r in dr
+                    if r["system"] == k and r["attack"] == "worst_case" and r["eps"] == e
+                ]
+                c = [
+                    r["undetected_error"]
+                    for r in dr
+                    if r["system"] == "C" and r["attack"] == "worst_case" and r["eps"] == half
+                ]
+                if u and c:
+                    mu, mc = statistics.mean(u), statistics.mean(c)
+                    verdict = "consistent" if mu >= mc - 0.05 else "below the bound's reference: suspect"
+                    out.append(f"- {k} at {e}: {mu:.3f}; C at {half}: {mc:.3f} ({verdict}).")
         out.append("")
     return "\n".join(out)
 
