@@ -23,7 +23,9 @@ Per data, seed and eps, one JSON line per system and attack in ``results.jsonl``
   case (``adaptive: true``): per image, the first success over the standard suite and the attacker's
   menu against the detector (``monai_adv.transforms.adaptive_worst_case``: margin + detector score at
   lambda 0.1, 1, 10 and kappa 0 and the median clean margin, the selective-step mode, HFC), an image
-  counting as broken when it is misclassified and not flagged.
+  counting as broken when it is misclassified and not flagged. The menu starts from the suite's images of
+  the undefended twin (A's for B, C's for D; kept in ``runs/``) and attacks what they leave unbroken;
+  Square runs ``--queries`` (1,000) queries. The README says why both economies are safe.
 
 Fields: ``system``, ``data``, ``seed``, ``eps``, ``attack``, ``adaptive``, ``n``, ``clean_accuracy``,
 ``clean_flag_rate``, ``undetected_error`` (attacked images misclassified and not flagged; without a
