@@ -531,14 +531,20 @@ def ensure_trained(job, a, results: Path, done: set) -> nn.Module | None:
         lock.release()
 
 
-def _record_found_weights(job, d: dict, a, results: Path, done: set) -> nn.Module:
-    """Weights without their row: a run stopped after training (the weights are renamed into place whole)
-    but before its evaluation wrote the row. Keep them and record the row; the training time is unknown."""
+def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
     data, frac, seed, method = job
     key = run_key(*job)
-    print(f"--- {key}: weights found without their row (a run stopped while evaluating); recording them")
-    net = load_trained(a, key)
-    start, iters = recipe(method, d, a)
+    path = weights_path(a, key)
+    d = setting_data(data, frac, seed, a)
+    d["data"] = data
+    if path.exists():
+        # weights without their row: a run stopped after training (the weights are renamed into place
+        # whole) but before its evaluation wrote the row; keep them (the training time is unknown)
+        print(f"--- {key}: weights found without their row (a run stopped while evaluating); recording them")
+        net = load_trained(a, key)
+        (start, iters), cpu_s, wall_s = recipe(method, d, a), None, None
+    else:
+        net, cpu_s, wall_s, start, iters = _train(job, d, a, results, done)
     rec = dict(
         kind="train",
         key=key,
@@ -552,20 +558,9 @@ def _record_found_weights(job, d: dict, a, results: Path, done: set) -> nn.Modul
         n_test=len(d["x_test"]),
         iterations=iters,
         batch=a.batch[data],
-        train_cpu_s=None,
-        train_wall_s=None,
-        weights_from_stopped_run=True,
-        **_recipe_record(a),
-        generator=d["generator"],
-        **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
-    )
-    append(results, rec)
-    done.add(key)
-    return net
-
-
-def _recipe_record(a) -> dict:
-    return dict(
+        train_cpu_s=None if cpu_s is None else round(cpu_s, 1),
+        train_wall_s=None if wall_s is None else round(wall_s, 1),
+        **({"weights_from_stopped_run": True} if cpu_s is None else {}),
         threads=torch.get_num_threads(),
         size=a.size,
         network=a.network,
@@ -575,17 +570,19 @@ def _recipe_record(a) -> dict:
         train_steps=a.train_steps,
         lr=a.lr,
         **precision_record(a.amp, a.device),
+        generator=d["generator"],
+        **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
     )
+    append(results, rec)
+    done.add(key)
+    return net
 
 
-def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
+def _train(job, d: dict, a, results: Path, done: set):
+    """Train ``job`` (its teacher and Kermany's synthetic start first) and write its weights."""
     data, frac, seed, method = job
     key = run_key(*job)
     path = weights_path(a, key)
-    d = setting_data(data, frac, seed, a)
-    d["data"] = data
-    if path.exists():
-        return _record_found_weights(job, d, a, results, done)
     teacher = (
         ensure_trained((data, frac, seed, "standard"), a, results, done) if method in NEEDS_TEACHER else None
     )
@@ -603,28 +600,7 @@ def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
     tmp = path.with_suffix(".tmp")
     torch.save(net.state_dict(), tmp)
     os.replace(tmp, path)
-    rec = dict(
-        kind="train",
-        key=key,
-        data=data,
-        label_fraction=frac,
-        seed=seed,
-        method=method,
-        start=start,
-        n_labeled=len(d["x_l"]),
-        n_unlabeled=len(d["x_u"]),
-        n_test=len(d["x_test"]),
-        iterations=iters,
-        batch=a.batch[data],
-        train_cpu_s=round(cpu_s, 1),
-        train_wall_s=round(wall_s, 1),
-        **_recipe_record(a),
-        generator=d["generator"],
-        **cheap_evaluation(net, d["x_test"], d["y_test"], seed, a),
-    )
-    append(results, rec)
-    done.add(key)
-    return net
+    return net, cpu_s, wall_s, start, iters
 
 
 def suite_pass(a: argparse.Namespace, jobs: list, results: Path) -> int:
