@@ -92,3 +92,25 @@ def test_worst_case_counts_first_successes_over_every_batch():
     assert first["clean"] == 2
     assert sum(first.values()) == wrong
     assert sum(ens.last_success.values()) < wrong  # the latest batch alone undercounts
+
+
+def test_suite_images_are_kept_for_their_subset_only(tmp_path):
+    """The suite's images are reused for the same subset and attacked anew for another one."""
+    import argparse
+
+    import torch
+
+    run = _load()
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 4)).eval()
+    x = torch.rand(8, 1, 4, 4)
+    y = net(x).argmax(1)
+    a = argparse.Namespace(toy=True, queries=10)
+    path = tmp_path / "suite.pt"
+    first = run.suite_images(net, 0.05, x, y, torch.arange(8), path, a, 0)
+    stamp = path.stat().st_mtime_ns
+    again = run.suite_images(net, 0.05, x, y, torch.arange(8), path, a, 0)
+    assert torch.equal(first[0], again[0]) and first[2] == again[2] and path.stat().st_mtime_ns == stamp
+    other = run.suite_images(net, 0.05, x[:6], y[:6], torch.arange(6), path, a, 0)
+    assert len(other[0]) == 6 and path.stat().st_mtime_ns != stamp
+    assert torch.equal(torch.load(path)["index"], torch.arange(6))

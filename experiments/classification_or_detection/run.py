@@ -314,7 +314,7 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
                 continue
             xs, ys = x[sub], y[sub]
             suite = Path(s.runs) / f"{keys[m]}_suite_{e.replace('/', '_')}_q{a.queries}.pt"
-            xa_suite, suite_first, suite_cpu = suite_images(net, eps, xs, ys, suite, a, seed)
+            xa_suite, suite_first, suite_cpu = suite_images(net, eps, xs, ys, sub, suite, a, seed)
             for k in wc_todo:
                 with_det = SYSTEMS[k][1]
                 extra = {**base, "queries": a.queries, "test_clean_flag_rate": round(fresh_flag, 4)}
@@ -353,6 +353,7 @@ def suite_images(
     eps: float,
     xs: torch.Tensor,
     ys: torch.Tensor,
+    index: torch.Tensor,
     path: Path,
     a: argparse.Namespace,
     seed: int,
@@ -360,11 +361,16 @@ def suite_images(
     """AutoAttack's standard suite on the worst-case subset: its images, first successes and CPU seconds.
 
     Kept in ``runs/`` (written whole, then renamed) so that the detector system's adaptive worst case, and a
-    resumed run, start from the same images instead of paying for the suite again.
+    resumed run, start from the same images instead of paying for the suite again. ``index`` (the subset's
+    test indices) is kept with them: images of another subset (``--subset-per-class``) are attacked anew.
     """
     if path.is_file():
         saved = torch.load(path)
-        return saved["x"], saved["last_success"], saved["cpu_s"]
+        kept = saved.get("index")
+        # the first caches (fourth session) hold no index; they were all made on the default subset
+        same = len(saved["x"]) == len(index) if kept is None else torch.equal(kept, index)
+        if same:
+            return saved["x"], saved["last_success"], saved["cpu_s"]
     ens = autoattack(
         net, eps, version="standard", steps=5 if a.toy else 100, n_queries=50 if a.toy else a.queries
     )
@@ -373,7 +379,7 @@ def suite_images(
     xa, first = worst_case_attacked(ens, xs, ys)
     cpu = round(time.process_time() - c0, 1)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"x": xa, "last_success": first, "cpu_s": cpu}, tmp)
+    torch.save({"x": xa, "index": index, "last_success": first, "cpu_s": cpu}, tmp)
     os.replace(tmp, path)
     return xa, first, cpu
 
