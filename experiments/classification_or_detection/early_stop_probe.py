@@ -16,13 +16,13 @@ Usage (from the repository root)::
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 
 import experiments.classification_or_detection.run as cod
 import experiments.label_scarcity.run as ssat
+from experiments.classification_or_detection.rule_probe import probe_arguments, undefended_network
 from monai_adv.detectors import load_detector
 from monai_adv.metrics import detection_summary
 from monai_adv.transforms import APGD, PGD
@@ -41,23 +41,11 @@ def first_adversarial_iterates(net, x: torch.Tensor, y: torch.Tensor, eps: float
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
-    p.add_argument("--seed", type=int, default=0)
+    p = probe_arguments(__doc__.splitlines()[0])
     p.add_argument("--eps", default="1/255")
     p.add_argument("--rule", default="fisher")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", default=str(cod.HERE))
-    p.add_argument("--cache", default=str(cod.ROOT / "benchmarks" / ".cache"))
     a = p.parse_args(argv)
-    torch.set_num_threads(a.threads)
-    a.toy, a.synthetic_calibration, a.kermany_calibration = False, 1000, 0.3
-    s = cod.ssat_settings(a)
-    d = ssat.setting_data(a.data, cod.FRACTION[a.data], a.seed, s)
-    key = ssat.run_key(a.data, cod.FRACTION[a.data], a.seed, "standard")
-    net = ssat.load_trained(s, key).eval()
-    for q in net.parameters():
-        q.requires_grad_(False)
+    s, d, key, net = undefended_network(a)
     det = load_detector(Path(s.runs) / f"{key}_detector_{a.rule}.pt", net, progress=False)
     sub = cod.stratified_subset(d["y_test"], 100)
     x, y = d["x_test"][sub], d["y_test"][sub]

@@ -71,21 +71,33 @@ def candidates(net, layers):
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def probe_arguments(description: str) -> argparse.ArgumentParser:
+    """The probes' common options: which (data, seed)'s network A, threads and folders."""
+    p = argparse.ArgumentParser(description=description)
     p.add_argument("--data", choices=["synthetic", "kermany"], default="synthetic")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=str(cod.HERE))
     p.add_argument("--cache", default=str(cod.ROOT / "benchmarks" / ".cache"))
-    a = p.parse_args(argv)
+    return p
+
+
+def undefended_network(a: argparse.Namespace):
+    """The experiment's settings, data and frozen network A of ``a.data`` and ``a.seed`` (``run.py`` trains it)."""
     torch.set_num_threads(a.threads)
     a.toy, a.synthetic_calibration, a.kermany_calibration = False, 1000, 0.3
     s = cod.ssat_settings(a)
     d = ssat.setting_data(a.data, cod.FRACTION[a.data], a.seed, s)
-    net = ssat.load_trained(s, ssat.run_key(a.data, cod.FRACTION[a.data], a.seed, "standard")).eval()
+    key = ssat.run_key(a.data, cod.FRACTION[a.data], a.seed, "standard")
+    net = ssat.load_trained(s, key).eval()
     for q in net.parameters():
         q.requires_grad_(False)
+    return s, d, key, net
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = probe_arguments(__doc__.splitlines()[0]).parse_args(argv)
+    s, d, _, net = undefended_network(a)
     sub = cod.stratified_subset(d["y_test"], 100)
     x, y = d["x_test"][sub], d["y_test"][sub]
     clean_ok = cod.correct(net, x, y)
