@@ -4,6 +4,7 @@ nothing, and the report answers per eps."""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import json
 from pathlib import Path
@@ -72,6 +73,43 @@ def test_toy_experiment_runs_resumes_and_reports(tmp_path, capsys):
     run.main(["--toy", "--out", str(tmp_path), "--report"])
     text = capsys.readouterr().out
     assert "| A |" in text and "eps 2/255" in text and "D minus C" in text
+    _a_network_trained_again_is_measured_again(run, tmp_path, n)
+
+
+def _a_network_trained_again_is_measured_again(run, tmp_path, n):
+    """Weights lost and trained again elsewhere are another network: its systems' rows are measured anew,
+    the stale rows stay in the file but leave the report; a weights file that is not the recorded network
+    is refused."""
+    import pytest
+    import torch
+
+    import experiments.label_scarcity.run as ssat
+
+    key = "synthetic_0.1_seed0_standard"
+    weights = tmp_path / "networks" / f"{key}.pt"
+    train = tmp_path / "train.jsonl"
+    old = ssat.recorded_networks(train)[key]
+    assert old == ssat.network_id(weights)
+    state = torch.load(weights)
+    state = {k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}
+    torch.save(state, weights)  # the network trained again: its train row records it
+    new = ssat.network_id(weights)
+    assert new != old
+    row = [json.loads(line) for line in train.read_text().splitlines() if json.loads(line)["key"] == key][-1]
+    with train.open("a") as f:
+        f.write(json.dumps({**row, "weights_sha256": new}) + "\n")
+    torch.save({k: v + 1e-3 if v.is_floating_point() else v for k, v in state.items()}, weights)
+    with pytest.raises(ValueError, match="records network"):  # a file that is neither
+        run.main(["--toy", "--out", str(tmp_path)])
+    assert len((tmp_path / "results.jsonl").read_text().splitlines()) == n
+    torch.save(state, weights)
+    run.main(["--toy", "--out", str(tmp_path)])
+    rows = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == n + 10  # A and B again, five attacks each; C and D stay
+    assert {r["system"] for r in rows[n:]} == {"A", "B"} and {r["weights_sha256"] for r in rows[n:]} == {new}
+    a = argparse.Namespace(out=str(tmp_path), rule="fisher", toy=True)
+    kept = run.report_rows(a)
+    assert len(kept) == n and {r["weights_sha256"] for r in kept if r["system"] in "AB"} == {new}
 
 
 def test_worst_case_counts_first_successes_over_every_batch():
@@ -96,8 +134,6 @@ def test_worst_case_counts_first_successes_over_every_batch():
 
 def test_suite_images_are_kept_for_their_subset_only(tmp_path):
     """The suite's images are reused for the same subset and attacked anew for another one."""
-    import argparse
-
     import torch
 
     run = _load()

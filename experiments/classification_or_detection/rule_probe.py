@@ -16,6 +16,7 @@ Usage (from the repository root)::
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
@@ -89,7 +90,7 @@ def undefended_network(a: argparse.Namespace):
     s = cod.ssat_settings(a)
     d = ssat.setting_data(a.data, cod.FRACTION[a.data], a.seed, s)
     key = ssat.run_key(a.data, cod.FRACTION[a.data], a.seed, "standard")
-    net = ssat.load_trained(s, key).eval()
+    net = ssat.load_trained(s, key, ssat.recorded_networks(Path(s.results)).get(key)).eval()
     for q in net.parameters():
         q.requires_grad_(False)
     return s, d, key, net

@@ -60,6 +60,7 @@ import experiments.label_scarcity.run as ssat  # noqa: E402  (the label-scarcity
 from experiments.stats import mean_sd  # noqa: E402
 from monai_adv.detectors import COMBINATION_RULES, CombinedDetector, load_detector  # noqa: E402
 from monai_adv.metrics import detection_summary  # noqa: E402
+from monai_adv.precision import PRECISION_AMP  # noqa: E402
 from monai_adv.transforms import APGD, PGD, adaptive_worst_case, autoattack  # noqa: E402
 from monai_adv.transforms.losses import margin  # noqa: E402
 
@@ -106,13 +107,35 @@ def row_key(r: dict) -> tuple:
     return (r["system"], r["data"], r["seed"], r["eps"], r["attack"], r.get("detector_rule", "min_p"))
 
 
+def network_key(system: str, data: str, seed: int) -> str:
+    """The training key (``train.jsonl``, the weights' name) of the network a system uses."""
+    return ssat.run_key(data, FRACTION[data], seed, SYSTEMS[system][0])
+
+
+def current_rows(rows: list[dict], train: Path) -> list[dict]:
+    """The rows measured on the networks ``train`` records now.
+
+    A network trained again (its weights lost: another machine gives other weights for the same recipe)
+    gets a new train row with another ``weights_sha256``; the rows of the one before stay in the file but
+    no longer count. Rows written before rows carried ``weights_sha256`` belong to a key's first (and then
+    only) train row, which lacks it too.
+    """
+    networks = ssat.recorded_networks(train)
+    return [
+        r
+        for r in rows
+        if r.get("weights_sha256") == networks.get(network_key(r["system"], r["data"], r["seed"]), "")
+    ]
+
+
 # ----------------------------------------------------------------------------------------------
 # models and detectors
 # ----------------------------------------------------------------------------------------------
 def ssat_settings(a: argparse.Namespace) -> argparse.Namespace:
     """The label-scarcity experiment's settings, with this experiment's folders and held-out calibration."""
     argv = ["--runs", str(Path(a.out) / "runs"), "--results", str(Path(a.out) / "train.jsonl")]
-    argv += ["--threads", str(a.threads), "--cache", a.cache]
+    argv += ["--weights", str(Path(a.out) / "networks")]
+    argv += ["--threads", str(a.threads), "--cache", a.cache, "--precision", getattr(a, "precision", "fp32")]
     if a.toy:
         argv += ["--size", "32", "--n-pool", "80", "--n-test", "20", "--width", "8"]
         argv += ["--synthetic-iterations", "25", "--kermany-iterations", "20"]
@@ -246,7 +269,8 @@ def stratified_subset(y: torch.Tensor, per_class: int) -> torch.Tensor:
 
 def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespace, results: Path) -> None:
     frac = FRACTION[data]
-    done = {row_key(r) for r in load_rows(results)}
+    train = Path(s.results)
+    done = {row_key(r) for r in current_rows(load_rows(results), train)}
     todo = [
         (sys_, data, seed, e, atk, a.rule)
         for e in a.eps
@@ -264,7 +288,12 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
     }
     for m in models.values():
         m.eval()
-    keys = {m: ssat.run_key(data, frac, seed, m) for m in models}
+    recorded = ssat.recorded_networks(train)
+    networks = {m: recorded[ssat.run_key(data, frac, seed, m)] for m in models}
+    # what runs/ keeps of a network (its detector, its suite images) is named after the network itself
+    keys = {m: ssat.run_key(data, frac, seed, m) + (f"_{networks[m]}" if networks[m] else "") for m in models}
+    # a network trained again makes its earlier rows stale: measure them anew on this one
+    done = {row_key(r) for r in current_rows(load_rows(results), train)}
     dets = {m: detector_for(models[m], d, keys[m], a, s) for m in models}
     x, y = d["x_test"], d["y_test"]
     sub = stratified_subset(y, a.subset_per_class)
@@ -277,6 +306,7 @@ def run_setting(data: str, seed: int, a: argparse.Namespace, s: argparse.Namespa
     }
     for m, net in models.items():
         det = dets[m]
+        base["weights_sha256"] = networks[m]
         net_ok = correct(net, x, y)
         clean_s = scores(det, x)
         fresh_flag = float((clean_s > det.threshold).float().mean())
@@ -447,7 +477,8 @@ def detection_table(rows: list[dict], system: str, eps_list: list[str]) -> list[
 
 def report_rows(a: argparse.Namespace) -> list[dict]:
     """The rows of ``--rule``'s detector (and, unless ``--toy``, no toy rows)."""
-    rows = [r for r in load_rows(Path(a.out) / "results.jsonl") if r.get("detector_rule", "min_p") == a.rule]
+    rows = current_rows(load_rows(Path(a.out) / "results.jsonl"), Path(a.out) / "train.jsonl")
+    rows = [r for r in rows if r.get("detector_rule", "min_p") == a.rule]
     return rows if a.toy else [r for r in rows if not r.get("toy")]
 
 
@@ -645,6 +676,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--synthetic-calibration", type=int, default=1000)
     p.add_argument("--kermany-calibration", type=float, default=0.3)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--precision",
+        choices=list(PRECISION_AMP),
+        default="fp32",
+        help="the networks' training precision (train.jsonl records it). fp32 by default, unlike the other "
+        "experiments' auto: every network so far was trained in fp32, and one experiment's seeds should not "
+        "differ in how they were trained. The attacks and detectors run in fp32 whatever this says",
+    )
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"))
     p.add_argument("--out", default=str(HERE), help="where results.jsonl, train.jsonl and runs/ go")
     p.add_argument("--toy", action="store_true", help="a tiny run of the whole pipeline (CI)")

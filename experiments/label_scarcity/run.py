@@ -55,6 +55,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -460,7 +461,20 @@ def append(path: Path, rec: dict) -> None:
 
 
 def weights_path(a, key: str) -> Path:
-    return Path(a.runs) / f"{key}.pt"
+    return Path(getattr(a, "weights", None) or a.runs) / f"{key}.pt"
+
+
+def network_id(path: Path) -> str:
+    """The identity of a trained network: the first 16 hex digits of its weights file's SHA-256.
+
+    Train rows record it (``weights_sha256``), so that rows measured on one network are never mixed with rows
+    of a network trained again (on another machine the same recipe gives other weights)."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+
+
+def recorded_networks(results: Path) -> dict[str, str | None]:
+    """Each key's network as its latest train row records it (None: a row written before ``weights_sha256``)."""
+    return {r["key"]: r.get("weights_sha256") for r in load_results(results) if r.get("kind") == "train"}
 
 
 class JobLock:
@@ -501,7 +515,18 @@ def finished_keys(results: Path, kind: str) -> set:
     }
 
 
-def load_trained(a, key: str) -> nn.Module:
+def load_trained(a, key: str, expected: str | None = None) -> nn.Module:
+    """The network of ``key`` from its weights file.
+
+    Raises:
+        ValueError: when ``expected`` (the network its train row records) is given and the file is
+            another network: rows measured on one would be credited to the other.
+    """
+    if expected is not None and network_id(weights_path(a, key)) != expected:
+        raise ValueError(
+            f"{weights_path(a, key)} is network {network_id(weights_path(a, key))}, but the train row of "
+            f"{key} records network {expected}: restore that file, or move it away to train {key} again"
+        )
     net = new_network(a)
     net.load_state_dict(torch.load(weights_path(a, key), map_location=a.device, weights_only=True))
     return net.eval()
@@ -520,7 +545,7 @@ def ensure_trained(job, a, results: Path, done: set) -> nn.Module | None:
     while True:
         done |= finished_keys(results, "train")
         if path.exists() and key in done:
-            return load_trained(a, key)
+            return load_trained(a, key, recorded_networks(results).get(key))
         if lock.acquire():
             break
         print(f"--- {key}: another process is training it; waiting", flush=True)
@@ -561,6 +586,7 @@ def _train_and_record(job, a, results: Path, done: set) -> nn.Module:
         train_cpu_s=None if cpu_s is None else round(cpu_s, 1),
         train_wall_s=None if wall_s is None else round(wall_s, 1),
         **({"weights_from_stopped_run": True} if cpu_s is None else {}),
+        weights_sha256=network_id(path),
         threads=torch.get_num_threads(),
         size=a.size,
         network=a.network,
@@ -617,7 +643,7 @@ def suite_pass(a: argparse.Namespace, jobs: list, results: Path) -> int:
             continue
         d = setting_data(data, frac, seed, a)
         sub = suite_subset(d["y_test"], a.suite_per_class)
-        net = load_trained(a, key)
+        net = load_trained(a, key, recorded_networks(results).get(key))
         for eps in pending:
             lock = JobLock(weights_path(a, f"{key}_suite{eps * 255:.0f}").with_suffix(".lock"))
             if (key, eps_name(eps)) in finished_keys(results, "suite") or not lock.acquire():
@@ -923,6 +949,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--cache", default=str(ROOT / "benchmarks" / ".cache"), help="rendered data sets (shared)")
     p.add_argument("--runs", default=str(HERE / "runs" / "experiment"))
+    p.add_argument("--weights", default=None, help="where the trained networks go (default: --runs)")
     p.add_argument("--results", default=str(HERE / "results" / "results.jsonl"))
     p.add_argument("--report", action="store_true")
     p.add_argument("--plot", default=None)
