@@ -78,6 +78,7 @@ from monai_adv.engines import (  # noqa: E402
     create_trainer,
     one_cycle_schedule,
 )
+from monai_adv.io import atomic_open  # noqa: E402
 from monai_adv.metrics.classification import confusion_matrix, per_class_recall  # noqa: E402
 from monai_adv.precision import PRECISION_AMP, add_precision_argument, precision_record  # noqa: E402
 from monai_adv.transforms import FGSM, PGD  # noqa: E402
@@ -134,9 +135,9 @@ def synthetic_pool(cache: Path, size: int = 64, n_pool: int = 5000, n_test: int 
         xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(
             n_test, shuffle=True, num_workers=2
         )
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte, generator=np.array(version))
-        os.replace(tmp, path)
+        # a temporary file of this process's own: two runs rendering at once must not clash
+        with atomic_open(path, "wb") as f:
+            np.savez_compressed(f, xtr=xtr, ytr=ytr, xte=xte, yte=yte, generator=np.array(version))
         print(f"rendered {len(xtr) + len(xte)} images in {time.time() - t0:.0f}s -> {path}", flush=True)
     d = np.load(path)
     return {

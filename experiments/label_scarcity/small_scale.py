@@ -57,6 +57,7 @@ from monai.engines import SupervisedTrainer
 from monai.handlers import TensorBoardStatsHandler
 
 from monai_adv.engines import create_trainer, training_stats
+from monai_adv.io import atomic_open
 from monai_adv.precision import precision_record
 from monai_adv.transforms import APGD, FGSM, PGD
 
@@ -115,9 +116,9 @@ def synthetic_data(size: int, n_train: int, n_test: int, cache: Path) -> dict[st
         t0 = time.time()
         xtr, ytr = SyntheticOCTGenerator(image_size=size, seed=1000).generate(n_train, shuffle=True)
         xte, yte = SyntheticOCTGenerator(image_size=size, seed=2000).generate(n_test, shuffle=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
-        os.replace(tmp, path)
+        # a temporary file of this process's own: two runs rendering at once must not clash
+        with atomic_open(path, "wb") as f:
+            np.savez_compressed(f, xtr=xtr, ytr=ytr, xte=xte, yte=yte)
         print(
             f"rendered {len(xtr) + len(xte)} synthetic images in {time.time() - t0:.0f}s -> {path}",
             flush=True,
