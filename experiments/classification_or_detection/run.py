@@ -475,6 +475,12 @@ def detection_table(rows: list[dict], system: str, eps_list: list[str]) -> list[
     return out
 
 
+def seeds_cell(rows: list[dict], n_seeds: int) -> str:
+    """Mean ± sd of the rows' undetected error, saying over how many seeds when not over all of them."""
+    cell = mean_sd([r["undetected_error"] for r in rows])
+    return cell if not rows or len(rows) == n_seeds else f"{cell} ({len(rows)} of {n_seeds} seeds)"
+
+
 def report_rows(a: argparse.Namespace) -> list[dict]:
     """The rows of ``--rule``'s detector (and, unless ``--toy``, no toy rows)."""
     rows = current_rows(load_rows(Path(a.out) / "results.jsonl"), Path(a.out) / "train.jsonl")
@@ -514,7 +520,7 @@ def report(a: argparse.Namespace) -> str:
         out += ["|---" * (4 + len(eps_list)) + "|"]
         for k in SYSTEMS:
             wc = [r for r in dr if r["system"] == k and r["attack"] == "worst_case"]
-            cells = [mean_sd([r["undetected_error"] for r in wc if r["eps"] == e]) for e in eps_list]
+            cells = [seeds_cell([r for r in wc if r["eps"] == e], len(seeds)) for e in eps_list]
             # one non-adaptive row per seed: its clean accuracy and flag rate are the seed's (whole test set)
             any_rows = list(
                 {
@@ -543,16 +549,27 @@ def report(a: argparse.Namespace) -> str:
                 "",
             ]
             out += detection_table(dr, system, eps_list)
-        out += ["", "The answer, per eps (adaptive worst case; risk at attack prior 0.1):", ""]
+        out += [
+            "",
+            "The answer, per eps (adaptive worst case; risk at attack prior 0.1), over the seeds where all four "
+            "systems are measured:",
+            "",
+        ]
         for e in eps_list:
             wc = {
                 k: [r for r in dr if r["system"] == k and r["attack"] == "worst_case" and r["eps"] == e]
                 for k in SYSTEMS
             }
-            means = {k: statistics.mean(r["undetected_error"] for r in v) for k, v in wc.items() if v}
-            if len(means) < 4:
-                out.append(f"- eps {e}: not every system measured yet ({sorted(means)}).")
+            paired = sorted(set.intersection(*({r["seed"] for r in v} for v in wc.values())))
+            if not paired:
+                out.append(f"- eps {e}: no seed has all four systems measured yet.")
                 continue
+            wc = {
+                k: sorted((r for r in v if r["seed"] in paired), key=lambda r: r["seed"])
+                for k, v in wc.items()
+            }
+            means = {k: statistics.mean(r["undetected_error"] for r in v) for k, v in wc.items()}
+            d_minus_c = [d["undetected_error"] - c["undetected_error"] for d, c in zip(wc["D"], wc["C"])]
             best = min(means, key=means.get)
             second = sorted(means.values())[1]
             risk = {k: statistics.mean(r["risk"]["0.1"] for r in v) for k, v in wc.items()}
@@ -565,13 +582,15 @@ def report(a: argparse.Namespace) -> str:
                 for k, v in wc.items()
             }
             out.append(
-                f"- eps {e}: **{best}** has the lowest undetected error, {means[best]:.3f}, at clean accuracy "
+                f"- eps {e}, seeds {paired}: **{best}** has the lowest undetected error, {means[best]:.3f}, at "
+                "clean accuracy "
                 f"{clean[best][0]:.3f} (worst-case subset) and a clean referral rate of {clean[best][1]:.3f} "
                 f"(next {second:.3f}; "
                 + ", ".join(f"{k} {v:.3f}" for k, v in means.items())
                 + "); risk at prior 0.1: "
                 + ", ".join(f"{k} {v:.3f}" for k, v in risk.items())
-                + f". D minus C: {means['D'] - means['C']:+.3f}."
+                + f". D minus C: {means['D'] - means['C']:+.3f}"
+                + (f" (per seed {', '.join(f'{v:+.3f}' for v in d_minus_c)})." if len(paired) > 1 else ".")
             )
         # Tramer (ICML 2022): a detector robust at eps gives an (inefficient) classifier robust at eps/2
         out += [
