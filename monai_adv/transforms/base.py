@@ -210,6 +210,8 @@ class AdversarialAttack(AttackInputs, Randomizable, Transform):
                 )
             value_range = (low, high)
         amp_dtype = parse_amp_dtype(amp_dtype)
+        # MONAI's shared default stream until seeded; see ``R``
+        self._random_holder: list[np.random.RandomState] = [Randomizable.R]
         self.network = network
         self.value_range = value_range
         self.spatial_dims = spatial_dims
@@ -614,6 +616,27 @@ class AdversarialAttack(AttackInputs, Randomizable, Transform):
         if mask is not None:
             x_adv = torch.where(mask.to(device=x.device) != 0, x_adv, x)
         return self.clip_to_range(x_adv)
+
+    @property
+    def R(self) -> np.random.RandomState:
+        """The attack's random state (eps drawn from a range, random starts, Square's squares).
+
+        It lives in a holder that this attack's shallow copies share (:meth:`with_precision`,
+        :meth:`with_network`, the copy an engine runs inside a mixed-precision step), so that seeding
+        the attack the user holds, as a bundle's ``initialize`` list does after the trainer is built,
+        seeds the copy that runs. Before this, a copy made before ``set_random_state`` kept an unseeded
+        state, and training under autocast did not repeat for a seed.
+        """
+        holder = self.__dict__.get("_random_holder")
+        return Randomizable.R if holder is None else holder[0]
+
+    @R.setter
+    def R(self, state: np.random.RandomState) -> None:
+        holder = self.__dict__.get("_random_holder")
+        if holder is None:
+            self.__dict__["_random_holder"] = [state]
+        else:
+            holder[0] = state
 
     def with_network(self, network: nn.Module | Callable[[torch.Tensor], Any]) -> AdversarialAttack:
         """A shallow copy of this attack aimed at another network (e.g. a surrogate)."""

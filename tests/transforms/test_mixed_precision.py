@@ -184,3 +184,33 @@ def test_apgd_confirms_bf16_successes_in_full_precision():
     assert not atk.is_adversarial_full_precision(x, y).item()  # the network itself: not
     _, _, fooled = atk._single_run(x, y, None, 0.01, torch.Generator().manual_seed(0))
     assert not fooled.item()  # APGD neither reports it nor stops restarting it
+
+
+def test_seeding_an_attack_seeds_its_precision_and_network_copies():
+    # an engine runs a copy of the attack in its step's precision, made when the engine is built; a
+    # bundle seeds the attack it holds afterwards (its initialize list). The copy must follow that seed,
+    # or training under autocast does not repeat for a seed (it did not, on a CPU with native bf16).
+    torch.manual_seed(0)
+    net = LinearClassifier(torch.randn(3, 16))
+    x, y = torch.rand(8, 1, 4, 4), torch.arange(8) % 3
+    atk = PGD(net, eps=(0.01, 0.05), steps=2, random_start=True)
+    copies = [atk.with_precision(True), atk.with_network(net), atk.with_precision(True).with_network(net)]
+    for copy_ in copies:
+        assert copy_ is not atk
+        runs = []
+        for _ in range(2):
+            atk.set_random_state(seed=7)
+            runs.append((copy_(x, y), copy_.current_eps))
+        assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
+        # and the copy's draws are the original's: one stream, not two seeded alike
+        atk.set_random_state(seed=7)
+        first = atk.R.uniform()
+        atk.set_random_state(seed=7)
+        assert copy_.R.uniform() == first
+    # a deep copy is independent
+    import copy
+
+    deep = copy.deepcopy(atk)
+    deep.set_random_state(seed=1)
+    atk.set_random_state(seed=2)
+    assert deep.R.uniform() != atk.R.uniform()
