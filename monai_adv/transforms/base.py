@@ -624,8 +624,8 @@ class AdversarialAttack(AttackInputs, Randomizable, Transform):
         It lives in a holder that this attack's shallow copies share (:meth:`with_precision`,
         :meth:`with_network`, the copy an engine runs inside a mixed-precision step), so that seeding
         the attack the user holds, as a bundle's ``initialize`` list does after the trainer is built,
-        seeds the copy that runs. Before this, a copy made before ``set_random_state`` kept an unseeded
-        state, and training under autocast did not repeat for a seed.
+        seeds the copy that runs (else training under autocast would not repeat for a seed). A deep copy
+        gets a state of its own.
         """
         holder = self.__dict__.get("_random_holder")
         return Randomizable.R if holder is None else holder[0]
