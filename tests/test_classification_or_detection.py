@@ -150,3 +150,51 @@ def test_suite_images_are_kept_for_their_subset_only(tmp_path):
     other = run.suite_images(net, 0.05, x[:6], y[:6], torch.arange(6), path, a, 0)
     assert len(other[0]) == 6 and path.stat().st_mtime_ns != stamp
     assert torch.equal(torch.load(path)["index"], torch.arange(6))
+
+
+def test_the_answer_compares_systems_over_the_seeds_all_four_have(tmp_path, capsys):
+    """A seed where one system is missing leaves the answer; a worst-case cell over fewer seeds says so."""
+    run = _load()
+    # the networks' train rows (written before rows named their network, as the result rows below)
+    train = [
+        {
+            "kind": "train",
+            "key": f"synthetic_0.1_seed{seed}_{m}",
+            "data": "synthetic",
+            "seed": seed,
+            "method": m,
+        }
+        for seed in (0, 1)
+        for m in ("standard", "rst")
+    ]
+    (tmp_path / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in train))
+    rows = []
+    # seed 0: all four systems; seed 1: C only (D still running), with a value that would flip the mean
+    for seed, values in ((0, {"A": 0.9, "B": 0.8, "C": 0.3, "D": 0.2}), (1, {"C": 0.0})):
+        for system, u in values.items():
+            rows.append(
+                {
+                    "system": system,
+                    "data": "synthetic",
+                    "seed": seed,
+                    "eps": "1/255",
+                    "attack": "worst_case",
+                    "adaptive": system in "BD",
+                    "n": 10,
+                    "clean_accuracy": 0.9,
+                    "clean_flag_rate": 0.05 if system in "BD" else 0.0,
+                    "test_clean_flag_rate": 0.05,
+                    "undetected_error": u,
+                    "risk": {"0.01": u, "0.1": u, "0.5": u},
+                    "detector_rule": "fisher",
+                }
+            )
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    run.main(["--toy", "--out", str(tmp_path), "--report"])
+    text = capsys.readouterr().out
+    answer = next(line for line in text.splitlines() if line.startswith("- eps 1/255"))
+    assert "seeds [0]" in answer and "**D**" in answer and "D minus C: -0.100" in answer
+    c_row = next(line for line in text.splitlines() if line.startswith("| C |"))
+    assert "0.150 ± 0.212" in c_row and "D" not in c_row
+    d_row = next(line for line in text.splitlines() if line.startswith("| D |"))
+    assert "0.200 (1 of 2 seeds)" in d_row
