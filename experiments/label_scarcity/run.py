@@ -523,13 +523,14 @@ def load_trained(a, key: str, expected: str | None = None) -> nn.Module:
         ValueError: when ``expected`` (the network its train row records) is given and the file is
             another network: rows measured on one would be credited to the other.
     """
-    if expected is not None and network_id(weights_path(a, key)) != expected:
+    path = weights_path(a, key)
+    if expected is not None and (found := network_id(path)) != expected:
         raise ValueError(
-            f"{weights_path(a, key)} is network {network_id(weights_path(a, key))}, but the train row of "
-            f"{key} records network {expected}: restore that file, or move it away to train {key} again"
+            f"{path} is network {found}, but the train row of {key} records network {expected}: restore "
+            f"that file, or move it away to train {key} again"
         )
     net = new_network(a)
-    net.load_state_dict(torch.load(weights_path(a, key), map_location=a.device, weights_only=True))
+    net.load_state_dict(torch.load(path, map_location=a.device, weights_only=True))
     return net.eval()
 
 
