@@ -198,3 +198,10 @@ def test_the_answer_compares_systems_over_the_seeds_all_four_have(tmp_path, caps
     assert "0.150 ± 0.212" in c_row and "D" not in c_row
     d_row = next(line for line in text.splitlines() if line.startswith("| D |"))
     assert "0.200 (1 of 2 seeds)" in d_row
+    # the figure pairs seeds as the answer does: seed 1's lone C row would have pulled C's point to 0.15
+    a = argparse.Namespace(out=str(tmp_path), rule="fisher", toy=True)
+    points = run.plot_points(run.report_rows(a))
+    seeds, means = points["synthetic"]["1/255"]
+    assert seeds == [0] and means["C"] == (0.3, 0.0) and means["D"] == (0.2, 0.0)
+    run.plot(a, tmp_path / "figure.png")
+    assert (tmp_path / "figure.png").stat().st_size > 0

@@ -488,6 +488,22 @@ def report_rows(a: argparse.Namespace) -> list[dict]:
     return rows if a.toy else [r for r in rows if not r.get("toy")]
 
 
+def paired_worst_cases(rows: list[dict], eps: str) -> tuple[list[int], dict[str, list[dict]]]:
+    """The seeds where all four systems have a worst-case row at ``eps``, and those rows by system (by seed).
+
+    The answer and the plot compare systems over these seeds only: a mean over whichever seeds happen to
+    be measured would compare different networks.
+    """
+    wc = {
+        k: [r for r in rows if r["system"] == k and r["attack"] == "worst_case" and r["eps"] == eps]
+        for k in SYSTEMS
+    }
+    paired = sorted(set.intersection(*({r["seed"] for r in v} for v in wc.values())))
+    return paired, {
+        k: sorted((r for r in v if r["seed"] in paired), key=lambda r: r["seed"]) for k, v in wc.items()
+    }
+
+
 def report(a: argparse.Namespace) -> str:
     rows = report_rows(a)
     if not rows:
@@ -556,18 +572,10 @@ def report(a: argparse.Namespace) -> str:
             "",
         ]
         for e in eps_list:
-            wc = {
-                k: [r for r in dr if r["system"] == k and r["attack"] == "worst_case" and r["eps"] == e]
-                for k in SYSTEMS
-            }
-            paired = sorted(set.intersection(*({r["seed"] for r in v} for v in wc.values())))
+            paired, wc = paired_worst_cases(dr, e)
             if not paired:
                 out.append(f"- eps {e}: no seed has all four systems measured yet.")
                 continue
-            wc = {
-                k: sorted((r for r in v if r["seed"] in paired), key=lambda r: r["seed"])
-                for k, v in wc.items()
-            }
             means = {k: statistics.mean(r["undetected_error"] for r in v) for k, v in wc.items()}
             d_minus_c = [d["undetected_error"] - c["undetected_error"] for d, c in zip(wc["D"], wc["C"])]
             best = min(means, key=means.get)
@@ -621,35 +629,57 @@ def report(a: argparse.Namespace) -> str:
     return "\n".join(out)
 
 
+def plot_points(rows: list[dict]) -> dict[str, dict[str, tuple[list[int], dict[str, tuple[float, float]]]]]:
+    """The figure's points: by data and eps, the paired seeds and each system's mean and sd over them.
+
+    Each point is a mean over the seeds where all four systems are measured at that eps, as in the answer;
+    an eps with no such seed has no point.
+    """
+    out = {}
+    for data in ("synthetic", "kermany"):
+        dr = [r for r in rows if r["data"] == data]
+        points = {}
+        for e in EPS:
+            seeds, wc = paired_worst_cases(dr, e)
+            if seeds:
+                u = {k: [r["undetected_error"] for r in v] for k, v in wc.items()}
+                points[e] = (
+                    seeds,
+                    {
+                        k: (statistics.mean(v), statistics.stdev(v) if len(v) > 1 else 0.0)
+                        for k, v in u.items()
+                    },
+                )
+        if points:
+            out[data] = points
+    return out
+
+
 def plot(a: argparse.Namespace, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = report_rows(a)
-    datas = [d for d in ("synthetic", "kermany") if any(r["data"] == d for r in rows)]
-    if not datas:
+    points = plot_points(report_rows(a))
+    if not points:
         return
-    fig, axes = plt.subplots(1, len(datas), figsize=(5 * len(datas), 4), squeeze=False)
-    for ax, data in zip(axes[0], datas):
+    fig, axes = plt.subplots(1, len(points), figsize=(5 * len(points), 4), squeeze=False)
+    for ax, (data, by_eps) in zip(axes[0], points.items()):
+        xs = [ssat.parse_eps(e) * 255 for e in by_eps]
         for k in SYSTEMS:
-            xs, ys, es = [], [], []
-            for e in EPS:
-                v = [
-                    r["undetected_error"]
-                    for r in rows
-                    if r["data"] == data
-                    and r["system"] == k
-                    and r["attack"] == "worst_case"
-                    and r["eps"] == e
-                ]
-                if v:
-                    xs.append(ssat.parse_eps(e) * 255)
-                    ys.append(statistics.mean(v))
-                    es.append(statistics.stdev(v) if len(v) > 1 else 0.0)
-            if xs:
-                ax.errorbar(xs, ys, yerr=es, marker="o", capsize=3, label=f"{k}")
+            ax.errorbar(
+                xs,
+                [m[k][0] for _, m in by_eps.values()],
+                yerr=[m[k][1] for _, m in by_eps.values()],
+                marker="o",
+                capsize=3,
+                label=k,
+            )
+        # eps doubles from one to the next: a log axis spaces them evenly
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}\n({len(seeds)} seeds)" for x, (seeds, _) in zip(xs, by_eps.values())])
+        ax.minorticks_off()
         ax.set_xlabel("eps (x 1/255)")
         ax.set_ylabel("undetected error (worst case)")
         ax.set_title(data)
@@ -668,7 +698,11 @@ def write_readme(a: argparse.Namespace) -> None:
     body = report(a)
     plot(a, HERE / "figures" / "undetected_error_vs_eps.png")
     if (HERE / "figures" / "undetected_error_vs_eps.png").is_file():
-        body = "![undetected error against eps](figures/undetected_error_vs_eps.png)\n\n" + body
+        body = (
+            "![undetected error against eps](figures/undetected_error_vs_eps.png)\n\n"
+            "Worst-case undetected error against eps, mean ± sd over the seeds where all four systems are "
+            "measured at that eps (the axis says how many; an eps with no such seed is left out).\n\n" + body
+        )
     new = text[: text.index(start) + len(start)] + "\n" + body + "\n" + text[text.index(end) :]
     readme.write_text(new)
 
